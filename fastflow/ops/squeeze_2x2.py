@@ -1,0 +1,108 @@
+"""squeeze_2x2 as PyTorch sees it: custom ops, fake implementations, autograd, and the
+public function that picks a backend.
+
+Seed 001's squeeze_2x2 moves each 2x2 spatial block into channels ([B, C, H, W] ->
+[B, 4C, H/2, W/2]), or back when reverse. It is a permutation, so every backend equals the
+reference bit for bit, and its gradient is the opposite squeeze.
+
+Ops: torch.ops.fastflow.squeeze_2x2 (C++ CPU and CUDA kernels, schema in
+csrc/registration.cpp) and torch.ops.fastflow.squeeze_2x2_triton (Triton).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+from .. import triton as _triton
+from .._extension import EXTENSION
+from ..backend import resolve
+
+# Backends 'auto' may pick, fastest first, per device type. A backend is listed only once
+# it has been verified on that device type: the CUDA and Triton kernels have been compiled
+# but not yet run on a GPU, so 'auto' keeps CUDA tensors on the reference for now.
+AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def squeeze_2x2_output_shape(x: torch.Tensor, reverse: bool, alt_order: bool) -> tuple[int, ...]:
+    """Checks the arguments as seed 001 does (same ValueErrors) and returns the output shape.
+
+    The twin of csrc/squeeze_2x2.h, for the Python-side paths (fake tensors, Triton).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"squeeze_2x2: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"squeeze_2x2: expected a 4-D NCHW tensor x, got shape {tuple(x.shape)}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"squeeze_2x2: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    b, c, h, w = x.shape
+    if reverse:
+        if c % 4 != 0:
+            raise ValueError(f"Number of channels must be divisible by 4, got {c}." if alt_order
+                             else f"Number of channels {c} is not divisible by 4")
+        return (b, c // 4, 2 * h, 2 * w)
+    if alt_order:
+        if h % 2 != 0:
+            raise ValueError(f"Height must be divisible by 2, got {h}.")
+        if w % 2 != 0:
+            raise ValueError(f"Width must be divisible by 4, got {w}.")  # seed 001's words
+    elif h % 2 != 0 or w % 2 != 0:
+        raise ValueError(f"Expected even spatial dims HxW, got {h}x{w}")
+    return (b, 4 * c, h // 2, w // 2)
+
+
+def _register_fake_and_autograd(name: str) -> None:
+    qualname = f"fastflow::{name}"
+
+    @torch.library.register_fake(qualname)
+    def _fake(x, reverse=False, alt_order=False):
+        return x.new_empty(squeeze_2x2_output_shape(x, reverse, alt_order))
+
+    def setup_context(ctx, inputs, output):
+        _, ctx.reverse, ctx.alt_order = inputs
+
+    def backward(ctx, grad):
+        # A permutation's gradient is its inverse: the opposite squeeze, same order.
+        op = getattr(torch.ops.fastflow, name)
+        return op(grad, not ctx.reverse, ctx.alt_order), None, None
+
+    torch.library.register_autograd(qualname, backward, setup_context=setup_context)
+
+
+if EXTENSION.loaded:
+    _register_fake_and_autograd("squeeze_2x2")
+
+if _triton.VERSION is not None:
+    from ..triton.squeeze_2x2 import squeeze_2x2_triton as _launch_triton
+
+    @torch.library.custom_op("fastflow::squeeze_2x2_triton", mutates_args=())
+    def _squeeze_2x2_triton(x: torch.Tensor, reverse: bool = False,
+                            alt_order: bool = False) -> torch.Tensor:
+        out = x.new_empty(squeeze_2x2_output_shape(x, reverse, alt_order))
+        _launch_triton(x, out, reverse, alt_order)
+        return out
+
+    _register_fake_and_autograd("squeeze_2x2_triton")
+
+
+def squeeze_2x2(x: torch.Tensor, reverse: bool = False, alt_order: bool = False) -> torch.Tensor:
+    """Seed 001's squeeze_2x2 on the current backend (see fastflow.backend).
+
+    Args:
+        x: NCHW tensor, float32/float64/float16/bfloat16, any strides.
+        reverse: undo a squeeze ([B, 4C, h, w] -> [B, C, 2h, 2w]).
+        alt_order: seed 001's alternate channel order (used before the multi-scale split).
+
+    Returns a new contiguous tensor. Raises seed 001's ValueErrors for odd H or W (forward)
+    and C not divisible by 4 (reverse), a ValueError if x is not 4-D, and a TypeError for a
+    non-float x.
+    """
+    squeeze_2x2_output_shape(x, reverse, alt_order)
+    name = resolve("squeeze_2x2", AUTO_ORDER, x.device)
+    if name == "torch":
+        return reference.squeeze_2x2(x, reverse=reverse, alt_order=alt_order)
+    if name == "triton":
+        return torch.ops.fastflow.squeeze_2x2_triton(x, reverse, alt_order)
+    return torch.ops.fastflow.squeeze_2x2(x, reverse, alt_order)
