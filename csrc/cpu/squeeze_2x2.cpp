@@ -1,5 +1,5 @@
-// squeeze_2x2 on the CPU: a strided gather, one output plane per task, copied as raw bits
-// (a permutation needs no arithmetic, so every float type is bit-exact).
+// squeeze_2x2 on the CPU: a strided gather, one plane of the full tensor per task, copied
+// as raw bits (a permutation needs no arithmetic, so every float type is bit-exact).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -13,41 +13,36 @@
 namespace fastflow {
 namespace {
 
-// Forward: output plane (b, sc) of S is the sub-pixel (di, dj) of plane (b, c) of L.
-template <typename bits_t>
-void squeeze_forward(const bits_t* x, bits_t* out, int64_t batch, int64_t channels, int64_t h,
-                     int64_t w, const int64_t* s, bool alt_order) {
-  const int64_t planes = batch * 4 * channels;
-  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t plane = begin; plane < end; ++plane) {
-      const int64_t b = plane / (4 * channels), sc = plane % (4 * channels);
-      int64_t c, di, dj;
-      unsqueezed_channel<int64_t>(sc, channels, alt_order, c, di, dj);
-      bits_t* dst = out + plane * h * w;
-      for (int64_t i = 0; i < h; ++i) {
-        const bits_t* src = x + b * s[0] + c * s[1] + (2 * i + di) * s[2] + dj * s[3];
-        for (int64_t j = 0; j < w; ++j) dst[i * w + j] = src[2 * j * s[3]];
-      }
-    }
-  });
-}
-
-// Reverse: row y of output plane (b, c) of L interleaves row y/2 of two planes of S.
-template <typename bits_t>
-void squeeze_reverse(const bits_t* x, bits_t* out, int64_t batch, int64_t channels, int64_t h,
-                     int64_t w, const int64_t* s, bool alt_order) {
-  const int64_t planes = batch * channels;
-  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+// One task per (b, c) plane of the full tensor L: row y of L pairs with row y/2 of the two
+// planes of S that hold its even and odd columns, squeezed_channel(c, y & 1, 0 or 1).
+// Forward reads L's rows and writes S's; reverse the other way round. Either way each
+// task reads and writes whole rows, in order.
+template <typename bits_t, bool kReverse>
+void squeeze_rows(const bits_t* x, bits_t* out, int64_t batch, int64_t channels, int64_t h,
+                  int64_t w, const int64_t* s, bool alt_order) {
+  at::parallel_for(0, batch * channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t b = plane / channels, c = plane % channels;
-      bits_t* dst = out + plane * 4 * h * w;
       for (int64_t y = 0; y < 2 * h; ++y) {
-        const int64_t di = y & 1, row = b * s[0] + (y >> 1) * s[2];
-        const bits_t* even = x + row + squeezed_channel<int64_t>(c, di, 0, channels, alt_order) * s[1];
-        const bits_t* odd = x + row + squeezed_channel<int64_t>(c, di, 1, channels, alt_order) * s[1];
-        for (int64_t j = 0; j < w; ++j) {
-          dst[y * 2 * w + 2 * j] = even[j * s[3]];
-          dst[y * 2 * w + 2 * j + 1] = odd[j * s[3]];
+        const int64_t di = y & 1, i = y >> 1;
+        const int64_t even_sc = squeezed_channel<int64_t>(c, di, 0, channels, alt_order);
+        const int64_t odd_sc = squeezed_channel<int64_t>(c, di, 1, channels, alt_order);
+        if constexpr (kReverse) {  // x is S (strided), out is L (contiguous)
+          const bits_t* even = x + b * s[0] + even_sc * s[1] + i * s[2];
+          const bits_t* odd = x + b * s[0] + odd_sc * s[1] + i * s[2];
+          bits_t* row = out + (plane * 2 * h + y) * 2 * w;
+          for (int64_t j = 0; j < w; ++j) {
+            row[2 * j] = even[j * s[3]];
+            row[2 * j + 1] = odd[j * s[3]];
+          }
+        } else {  // x is L (strided), out is S (contiguous)
+          const bits_t* row = x + b * s[0] + c * s[1] + y * s[2];
+          bits_t* even = out + ((b * 4 * channels + even_sc) * h + i) * w;
+          bits_t* odd = out + ((b * 4 * channels + odd_sc) * h + i) * w;
+          for (int64_t j = 0; j < w; ++j) {
+            even[j] = row[2 * j * s[3]];
+            odd[j] = row[(2 * j + 1) * s[3]];
+          }
         }
       }
     }
@@ -59,10 +54,15 @@ void squeeze_2x2_bits(const at::Tensor& x, at::Tensor& out, bool reverse, bool a
   const int64_t strides[4] = {x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
   const auto* src = static_cast<const bits_t*>(x.const_data_ptr());
   auto* dst = static_cast<bits_t*>(out.mutable_data_ptr());
+  // Sizes of the full tensor [B, C, 2h, 2w] in terms of the squeezed [B, 4C, h, w].
+  const at::Tensor& full = reverse ? out : x;
+  const at::Tensor& squeezed = reverse ? x : out;
+  const int64_t batch = x.size(0), channels = full.size(1);
+  const int64_t h = squeezed.size(2), w = squeezed.size(3);
   if (reverse) {
-    squeeze_reverse(src, dst, out.size(0), out.size(1), x.size(2), x.size(3), strides, alt_order);
+    squeeze_rows<bits_t, true>(src, dst, batch, channels, h, w, strides, alt_order);
   } else {
-    squeeze_forward(src, dst, x.size(0), x.size(1), out.size(2), out.size(3), strides, alt_order);
+    squeeze_rows<bits_t, false>(src, dst, batch, channels, h, w, strides, alt_order);
   }
 }
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# On a machine with a GPU, in one call: build fastflow (CUDA kernels for the GPU present),
+# run the whole test suite including the CUDA tests, and print the benchmark table.
+#   bash benchmarks/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+MAX_JOBS="${MAX_JOBS:-8}" pip install --no-deps --no-build-isolation -e . 2>&1 | tail -n 2
+python -c "import fastflow; print(fastflow.info())"
+python -m pytest tests -q -x -p no:cacheprovider -W ignore::DeprecationWarning 2>&1 | tail -n 25
+python benchmarks/table.py
