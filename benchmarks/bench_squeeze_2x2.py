@@ -8,7 +8,7 @@ import torch
 import fastflow
 from fastflow import reference
 
-from conftest import DEVICE, fastflow_providers, on_backend, synchronized
+from providers import DEVICE, fastflow_providers, on_backend, synchronized
 
 SHAPES = {
     "mnist14-b128": (128, 1, 14, 14),     # seed 001 on 14x14 MNIST, batch 128

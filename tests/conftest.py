@@ -11,26 +11,6 @@ if not HAS_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import fastflow  # noqa: E402
-from fastflow.backend import unavailable_reason  # noqa: E402
-
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-
-
-def backend_params(device):
-    """(device, backend) pairs for parametrize: every backend that can run tensors on
-    `device`. Each is marked to skip, saying why, where this machine can't run it."""
-    names = {"cpu": ("torch", "cpu", "triton"), "cuda": ("torch", "cuda", "triton")}[device]
-    params = []
-    for name in names:
-        marks = [pytest.mark.cuda] if device == "cuda" else []
-        reason = unavailable_reason(name)
-        if reason is not None:
-            marks.append(pytest.mark.skip(reason=f"backend {name}: {reason}"))
-        params.append(pytest.param(device, name, marks=marks, id=f"{device}-{name}"))
-    return params
-
-
-ALL_BACKENDS = backend_params("cpu") + backend_params("cuda")
 
 
 def pytest_collection_modifyitems(config, items):

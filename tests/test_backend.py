@@ -11,7 +11,7 @@ import fastflow
 from fastflow._extension import EXTENSION
 from fastflow.backend import resolve, unavailable_reason
 
-from conftest import HAS_GPU
+from backends import HAS_GPU
 
 
 def run_python(code, **env):

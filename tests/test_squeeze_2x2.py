@@ -8,7 +8,7 @@ import fastflow
 from fastflow import reference
 from fastflow.ops.squeeze_2x2 import squeeze_2x2_output_shape
 
-from conftest import ALL_BACKENDS
+from backends import ALL_BACKENDS
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 MODES = [(False, False), (False, True), (True, False), (True, True)]
