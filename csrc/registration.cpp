@@ -12,6 +12,13 @@
 TORCH_LIBRARY(fastflow, m) {
   // Seed 001's squeeze_2x2 (NCHW): [B, C, H, W] -> [B, 4C, H/2, W/2], or back when reverse.
   m.def("squeeze_2x2(Tensor x, bool reverse=False, bool alt_order=False) -> Tensor");
+
+  // Vector affine coupling (seeds 000, 004), see csrc/affine_coupling.h:
+  // (x, raw s, raw t, mask) -> (y, logdet [B]).
+  m.def("affine_coupling(Tensor x, Tensor s, Tensor t, Tensor mask, bool tanh_scale, "
+        "bool reverse) -> (Tensor, Tensor)");
+  m.def("affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor s, "
+        "Tensor t, Tensor mask, bool tanh_scale, bool reverse) -> (Tensor, Tensor, Tensor)");
 }
 
 // What this library was built with, read by fastflow/_extension.py through ctypes:

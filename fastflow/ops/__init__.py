@@ -1,11 +1,16 @@
 """The ops as PyTorch sees them (custom ops with fake implementations and autograd), and
 the public functions that run them on the chosen backend."""
 
+from . import affine_coupling as _affine_coupling
 from . import squeeze_2x2 as _squeeze_2x2
 
+affine_coupling = _affine_coupling.affine_coupling
 squeeze_2x2 = _squeeze_2x2.squeeze_2x2
 
 # Each op's 'auto' choices per device type (see fastflow.backend.resolve).
-AUTO_ORDERS = {"squeeze_2x2": _squeeze_2x2.AUTO_ORDER}
+AUTO_ORDERS = {
+    "squeeze_2x2": _squeeze_2x2.AUTO_ORDER,
+    "affine_coupling": _affine_coupling.AUTO_ORDER,
+}
 
-__all__ = ["squeeze_2x2", "AUTO_ORDERS"]
+__all__ = ["affine_coupling", "squeeze_2x2", "AUTO_ORDERS"]

@@ -1,0 +1,59 @@
+// Vector affine coupling: argument checks shared by the CPU and CUDA bindings.
+//
+// From x [B, D], the conditioner's raw s and t [B, D] and a mask m [D]:
+//   s' = act(s)·(1−m) (act: identity or tanh), t' = t·(1−m)
+//   forward: y = x·m + (1−m)·(x·exp(s') + t'),     logdet = Σ_d s'
+//   reverse: y = x·m + (1−m)·(y_in − t')·exp(−s'),  logdet = −Σ_d s'
+// s and t may be strided views (two halves of one conditioner output) as long as each row
+// is contiguous; logdet is float32 (float64 for float64 inputs).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+namespace fastflow {
+
+inline void check_affine_coupling(const at::Tensor& x, const at::Tensor& s, const at::Tensor& t,
+                                  const at::Tensor& mask) {
+  TORCH_CHECK_VALUE(x.dim() == 2, "affine_coupling: expected x of shape [B, D], got ", x.sizes());
+  TORCH_CHECK_VALUE(s.sizes() == x.sizes(), "affine_coupling: s must have x's shape ", x.sizes(),
+                    ", got ", s.sizes());
+  TORCH_CHECK_VALUE(t.sizes() == x.sizes(), "affine_coupling: t must have x's shape ", x.sizes(),
+                    ", got ", t.sizes());
+  TORCH_CHECK_VALUE(mask.dim() == 1 && mask.size(0) == x.size(1),
+                    "affine_coupling: mask must have shape [", x.size(1), "], got ", mask.sizes());
+  for (const auto* other : {&s, &t, &mask}) {
+    TORCH_CHECK_TYPE(other->scalar_type() == x.scalar_type(),
+                     "affine_coupling: x, s, t and mask must share a dtype, got ", x.scalar_type(),
+                     " and ", other->scalar_type());
+    TORCH_CHECK_VALUE(other->device() == x.device(),
+                      "affine_coupling: x, s, t and mask must be on one device, got ", x.device(),
+                      " and ", other->device());
+  }
+}
+
+inline at::ScalarType logdet_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline void check_affine_coupling_backward(const at::Tensor& grad_y, const at::Tensor& grad_logdet,
+                                           const at::Tensor& x) {
+  TORCH_CHECK_VALUE(grad_y.sizes() == x.sizes() && grad_y.scalar_type() == x.scalar_type() &&
+                        grad_y.device() == x.device(),
+                    "affine_coupling_backward: grad_y must match x (", x.sizes(), ", ",
+                    x.scalar_type(), "), got ", grad_y.sizes(), ", ", grad_y.scalar_type());
+  TORCH_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == x.size(0) &&
+                        grad_logdet.scalar_type() == logdet_dtype(x) &&
+                        grad_logdet.device() == x.device(),
+                    "affine_coupling_backward: grad_logdet must be [", x.size(0), "] ",
+                    logdet_dtype(x), ", got ", grad_logdet.sizes(), " ",
+                    grad_logdet.scalar_type());
+}
+
+// The layout the kernels read: each row contiguous, any row stride (so the two halves of
+// one conditioner output are read in place). Anything else is copied.
+inline at::Tensor rows_contiguous(const at::Tensor& v) {
+  return v.size(1) <= 1 || v.stride(1) == 1 ? v : v.contiguous();
+}
+
+}  // namespace fastflow

@@ -1,0 +1,170 @@
+"""Vector affine coupling on every backend against the reference formula (seeds 000, 004):
+forward, reverse, gradients, chunked conditioner outputs, odd sizes, batch 0 and 1."""
+
+import pytest
+import torch
+
+import fastflow
+from fastflow.ops.affine_coupling import affine_coupling_reference
+
+from backends import ALL_BACKENDS
+
+# (dtype, rtol, atol) for outputs, against the reference computed in float64.
+DTYPES = [
+    pytest.param(torch.float32, 1e-5, 1e-5, id="float32"),
+    pytest.param(torch.float64, 1e-12, 1e-12, id="float64"),
+    pytest.param(torch.bfloat16, 2e-2, 2e-2, id="bfloat16"),
+    pytest.param(torch.float16, 2e-3, 2e-3, id="float16"),
+]
+SHAPES = [(1, 2), (7, 13), (33, 130), (0, 5), (3, 1)]
+FLAGS = [(False, False), (False, True), (True, False), (True, True)]
+FLAG_IDS = ["identity", "identity-reverse", "tanh", "tanh-reverse"]
+
+
+def make_inputs(shape, dtype, device, chunked=True, requires_grad=False):
+    b, d = shape
+    x = torch.randn(b, d, dtype=dtype, device=device)
+    st = torch.randn(b, 2 * d, dtype=dtype, device=device)
+    mask = (torch.arange(d, device=device) % 2).to(dtype)
+    if requires_grad:
+        x.requires_grad_()
+        st.requires_grad_()
+    s, t = st.chunk(2, dim=1) if chunked else (st[:, :d].contiguous(), st[:, d:].contiguous())
+    return x, st, s, t, mask
+
+
+def run(backend, *args, **kwargs):
+    with fastflow.backend(backend):
+        return fastflow.ops.affine_coupling(*args, **kwargs)
+
+
+def reference64(x, s, t, mask, tanh_scale, reverse):
+    return affine_coupling_reference(x.double(), s.double(), t.double(), mask.double(),
+                                     tanh_scale, reverse)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("tanh_scale,reverse", FLAGS, ids=FLAG_IDS)
+@pytest.mark.parametrize("dtype,rtol,atol", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_matches_reference(device, backend, tanh_scale, reverse, dtype, rtol, atol, shape):
+    x, _, s, t, mask = make_inputs(shape, dtype, device)
+    y, logdet = run(backend, x, s, t, mask, tanh_scale=tanh_scale, reverse=reverse)
+    y_ref, logdet_ref = reference64(x, s, t, mask, tanh_scale, reverse)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert logdet.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    torch.testing.assert_close(y.double(), y_ref, rtol=rtol, atol=atol)
+    # logdet accumulates in float32 whatever the input dtype: only the inputs' rounding counts
+    torch.testing.assert_close(logdet.double(), logdet_ref, rtol=rtol, atol=atol * max(shape[1], 1) ** 0.5)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("tanh_scale,reverse", FLAGS, ids=FLAG_IDS)
+@pytest.mark.parametrize("dtype,rtol,atol", [DTYPES[0], DTYPES[2]])
+@pytest.mark.parametrize("shape", [(1, 2), (7, 13), (33, 130)], ids=str)
+def test_gradients_match_reference(device, backend, tanh_scale, reverse, dtype, rtol, atol, shape):
+    x, st, s, t, mask = make_inputs(shape, dtype, device, requires_grad=True)
+    y, logdet = run(backend, x, s, t, mask, tanh_scale=tanh_scale, reverse=reverse)
+    grad_y = torch.randn_like(y)
+    grad_logdet = torch.randn_like(logdet)
+    grads = torch.autograd.grad((y * grad_y).sum() + (logdet * grad_logdet).sum(), (x, st))
+
+    x64, st64 = x.detach().double().requires_grad_(), st.detach().double().requires_grad_()
+    s64, t64 = st64.chunk(2, dim=1)
+    y64, logdet64 = affine_coupling_reference(x64, s64, t64, mask.double(), tanh_scale, reverse)
+    grads64 = torch.autograd.grad((y64 * grad_y.double()).sum()
+                                  + (logdet64 * grad_logdet.double()).sum(), (x64, st64))
+    for got, expected in zip(grads, grads64):
+        torch.testing.assert_close(got.double(), expected, rtol=10 * rtol, atol=10 * atol)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("tanh_scale,reverse", FLAGS, ids=FLAG_IDS)
+def test_gradcheck(device, backend, tanh_scale, reverse):
+    x, st, s, t, mask = make_inputs((3, 5), torch.float64, device, requires_grad=True)
+    with fastflow.backend(backend):
+        def f(x, st):
+            s, t = st.chunk(2, dim=1)
+            return fastflow.ops.affine_coupling(x, s, t, mask, tanh_scale=tanh_scale, reverse=reverse)
+        assert torch.autograd.gradcheck(f, (x, st))
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("tanh_scale", [False, True], ids=["identity", "tanh"])
+def test_reverse_inverts_forward(device, backend, tanh_scale):
+    x, _, s, t, mask = make_inputs((9, 17), torch.float32, device)
+    y, logdet = run(backend, x, s, t, mask, tanh_scale=tanh_scale)
+    x_back, logdet_back = run(backend, y, s, t, mask, tanh_scale=tanh_scale, reverse=True)
+    torch.testing.assert_close(x_back, x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logdet_back, -logdet)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_strided_inputs(device, backend):
+    x, _, s, t, mask = make_inputs((6, 10), torch.float32, device, chunked=False)
+    sliced = torch.zeros(6, 30, device=device)[:, ::3]
+    sliced.copy_(x)
+    views = {"x transposed": x.t().contiguous().t(), "x sliced": sliced}
+    for name, view in views.items():
+        y, logdet = run(backend, view, s, t, mask, tanh_scale=True)
+        y_ref, logdet_ref = reference64(view, s, t, mask, True, False)
+        torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(logdet.double(), logdet_ref, rtol=1e-5, atol=1e-5, msg=name)
+
+
+KERNEL_BACKENDS = [p for p in ALL_BACKENDS if p.values[1] != "torch"]
+
+
+def custom_op(backend):
+    suffix = "_triton" if backend == "triton" else ""
+    return getattr(torch.ops.fastflow, "affine_coupling" + suffix).default
+
+
+@pytest.mark.parametrize("device,backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("tanh_scale,reverse", FLAGS, ids=FLAG_IDS)
+def test_opcheck(device, backend, tanh_scale, reverse):
+    for shape in [(4, 6), (0, 3)]:
+        x, st, s, t, mask = make_inputs(shape, torch.float32, device, requires_grad=True)
+        torch.library.opcheck(custom_op(backend), (x, s, t, mask, tanh_scale, reverse))
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_compile_fullgraph(device, backend):
+    x, st, s, t, mask = make_inputs((5, 8), torch.float32, device, requires_grad=True)
+
+    def two_layers(x, st):
+        s, t = st.chunk(2, dim=1)
+        y, ld1 = fastflow.ops.affine_coupling(x, s, t, mask, tanh_scale=True)
+        z, ld2 = fastflow.ops.affine_coupling(y, s, t, 1 - mask)
+        return z, ld1 + ld2
+
+    with fastflow.backend(backend):
+        torch._dynamo.reset()
+        out, ld = torch.compile(two_layers, fullgraph=True, backend="aot_eager")(x, st)
+        out_eager, ld_eager = two_layers(x, st)
+    torch.testing.assert_close(out, out_eager)
+    torch.testing.assert_close(ld, ld_eager)
+    grads = torch.autograd.grad(out.sum() + ld.sum(), (x, st))
+    grads_eager = torch.autograd.grad(out_eager.sum() + ld_eager.sum(), (x, st))
+    for got, expected in zip(grads, grads_eager):
+        torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_bad_input_names_the_argument(device, backend):
+    x, _, s, t, mask = make_inputs((4, 6), torch.float32, device)
+    cases = [
+        ((x[0], s, t, mask), ValueError, "expected x of shape \\[B, D\\]"),
+        ((x, s[:, :5], t, mask), ValueError, "s must have x's shape"),
+        ((x, s, t[:3], mask), ValueError, "t must have x's shape"),
+        ((x, s, t, mask[:5]), ValueError, "mask must have shape \\[6\\]"),
+        ((x, s.double(), t, mask), TypeError, "s must have x's dtype"),
+        ((x, s, t, mask.long()), TypeError, "mask must be a float tensor"),
+        ((x.long(), s, t, mask), TypeError, "x must be float32"),
+        ((x, s, t.tolist(), mask), TypeError, "t must be a torch.Tensor"),
+    ]
+    for args, error, message in cases:
+        with pytest.raises(error, match=message):
+            run(backend, *args)
+    with pytest.raises(ValueError, match="mask must be on x's device"):
+        run(backend, x, s, t, mask.to("meta"))
