@@ -5,6 +5,12 @@
 
 namespace fastflow {
 
+// Calls f(std::bool_constant<a>{}) for the runtime a.
+template <typename F>
+void dispatch_flag(bool a, F&& f) {
+  a ? f(std::true_type{}) : f(std::false_type{});
+}
+
 // Calls f(std::bool_constant<a>{}, std::bool_constant<b>{}) for the runtime a and b.
 template <typename F>
 void dispatch_flags(bool a, bool b, F&& f) {

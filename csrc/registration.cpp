@@ -19,6 +19,14 @@ TORCH_LIBRARY(fastflow, m) {
         "bool reverse) -> (Tensor, Tensor)");
   m.def("affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor s, "
         "Tensor t, Tensor mask, bool tanh_scale, bool reverse) -> (Tensor, Tensor, Tensor)");
+
+  // Image affine coupling (seed 001's CouplingLayer), see csrc/image_coupling_index.h:
+  // (x, st, rescale weight) -> (y, logdet [B]); backward -> (grad_x, grad_st, grad_rescale).
+  m.def("image_coupling(Tensor x, Tensor st, Tensor rescale, bool channel_wise, "
+        "bool reverse_mask, bool reverse) -> (Tensor, Tensor)");
+  m.def("image_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor st, "
+        "Tensor rescale, bool channel_wise, bool reverse_mask, bool reverse) -> "
+        "(Tensor, Tensor, Tensor)");
 }
 
 // What this library was built with, read by fastflow/_extension.py through ctypes:

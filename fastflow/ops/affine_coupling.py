@@ -23,6 +23,7 @@ import torch
 from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import resolve
+from ._registration import register_backward_op
 
 # Backends 'auto' may pick, fastest first, per device type; GPU kernels are listed once
 # they have been verified on a GPU (not yet).
@@ -87,18 +88,7 @@ def _register_fake_and_autograd(forward: str, backward: str) -> None:
     def _fake_backward(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse):
         return x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty(x.shape)
 
-    def setup_context(ctx, inputs, output):
-        x, s, t, mask, ctx.tanh_scale, ctx.reverse = inputs
-        ctx.save_for_backward(x, s, t, mask)
-
-    def backward_formula(ctx, grad_y, grad_logdet):
-        x, s, t, mask = ctx.saved_tensors
-        grads = getattr(torch.ops.fastflow, backward)(grad_y, grad_logdet, x, s, t, mask,
-                                                      ctx.tanh_scale, ctx.reverse)
-        return *grads, None, None, None
-
-    torch.library.register_autograd(f"fastflow::{forward}", backward_formula,
-                                    setup_context=setup_context)
+    register_backward_op(forward, backward, num_tensors=4)
 
 
 if EXTENSION.loaded:

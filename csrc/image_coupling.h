@@ -1,0 +1,38 @@
+// Image affine coupling: argument checks and geometry, shared by the CPU and CUDA bindings
+// (math and layout: image_coupling_index.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include "image_coupling_index.h"
+
+namespace fastflow {
+
+inline ImageCouplingGeometry image_coupling_geometry(const at::Tensor& x, const at::Tensor& st,
+                                                     const at::Tensor& rescale,
+                                                     bool channel_wise, bool reverse_mask) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "image_coupling: expected x of shape [B, C, H, W], got ",
+                    x.sizes());
+  const int64_t c = x.size(1);
+  TORCH_CHECK_VALUE(!channel_wise || c % 2 == 0,
+                    "image_coupling: channel-wise coupling needs an even channel count in x, got ", c);
+  const int64_t cc = channel_wise ? c / 2 : c;
+  TORCH_CHECK_VALUE(st.dim() == 4 && st.size(0) == x.size(0) && st.size(1) == 2 * cc &&
+                        st.size(2) == x.size(2) && st.size(3) == x.size(3),
+                    "image_coupling: st must have shape [", x.size(0), ", ", 2 * cc, ", ",
+                    x.size(2), ", ", x.size(3), "], got ", st.sizes());
+  TORCH_CHECK_VALUE(rescale.numel() == cc, "image_coupling: rescale must have ", cc,
+                    " entries, got ", rescale.numel());
+  for (const auto* other : {&st, &rescale}) {
+    TORCH_CHECK_TYPE(other->scalar_type() == x.scalar_type(),
+                     "image_coupling: x, st and rescale must share a dtype, got ",
+                     x.scalar_type(), " and ", other->scalar_type());
+    TORCH_CHECK_VALUE(other->device() == x.device(),
+                      "image_coupling: x, st and rescale must be on one device, got ", x.device(),
+                      " and ", other->device());
+  }
+  return {x.size(0), c, cc, x.size(2), x.size(3), channel_wise, reverse_mask};
+}
+
+}  // namespace fastflow

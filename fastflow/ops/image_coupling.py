@@ -1,0 +1,153 @@
+"""Image affine coupling with its log-determinant (seed 001's CouplingLayer) as PyTorch
+sees it.
+
+From x [B, C, H, W], the ResNet's output st [B, 2·Cc, H, W] and the weight-normalized
+rescale vector [Cc]: s = rescale·tanh(st[:, :Cc]), t = st[:, Cc:], masked either by a
+checkerboard computed from the indices (Cc = C) or by channel halves (Cc = C/2), then
+
+    forward: y = (x + t)·exp(s), logdet = Σ s;    reverse: y = x·exp(−s) − t, logdet = −Σ s
+
+(seed 001 only accumulates the logdet going forward). The fused kernels read st and the
+rescale weight in place; gradients reach x, st and the rescale weight. Details of the
+masks: csrc/image_coupling_index.h.
+
+Ops: torch.ops.fastflow.image_coupling[_backward] (C++ CPU and CUDA kernels) and
+torch.ops.fastflow.image_coupling[_backward]_triton (Triton).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import triton as _triton
+from .._extension import EXTENSION
+from ..backend import resolve
+from ._registration import register_backward_op
+from .affine_coupling import logdet_dtype
+
+AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def checkerboard_keep(height, width, reverse_mask, dtype, device):
+    """Seed 001's checkerboard_mask as [H, W]: 1 where the pixel is kept."""
+    rows = torch.arange(height, device=device).view(-1, 1)
+    cols = torch.arange(width, device=device).view(1, -1)
+    keep = ((rows % 2) + cols) % 2
+    return (1 - keep if reverse_mask else keep).to(dtype)
+
+
+def image_coupling_reference(x, st, rescale, channel_wise=False, reverse_mask=False, reverse=False):
+    """Seed 001's coupling math on a given st, in plain PyTorch (the 'torch' backend)."""
+    weight = rescale.reshape(-1, 1, 1)
+    s, t = st.chunk(2, dim=1)
+    s = weight * torch.tanh(s)
+    if channel_wise:
+        x_kept, x_change = x.chunk(2, dim=1) if reverse_mask else reversed(x.chunk(2, dim=1))
+    else:
+        change = 1 - checkerboard_keep(x.shape[2], x.shape[3], reverse_mask, x.dtype, x.device)
+        s, t = s * change, t * change
+        x_change = x
+    y = x_change * torch.exp(-s) - t if reverse else (x_change + t) * torch.exp(s)
+    logdet = s.flatten(1).sum(-1).to(logdet_dtype(x.dtype))  # the seed's reshape fails at B = 0
+    if channel_wise:
+        y = torch.cat((x_kept, y) if reverse_mask else (y, x_kept), dim=1)
+    return y, -logdet if reverse else logdet
+
+
+def check_image_coupling(x, st, rescale, channel_wise) -> None:
+    """ValueError/TypeError naming the argument (the twin of csrc/image_coupling.h)."""
+    for name, value in (("x", x), ("st", st), ("rescale", rescale)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"image_coupling: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"image_coupling: expected x of shape [B, C, H, W], got {tuple(x.shape)}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"image_coupling: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    b, c, h, w = x.shape
+    if channel_wise and c % 2:
+        raise ValueError(f"image_coupling: channel-wise coupling needs an even channel count in x, got {c}")
+    cond = c // 2 if channel_wise else c
+    if tuple(st.shape) != (b, 2 * cond, h, w):
+        raise ValueError(f"image_coupling: st must have shape {(b, 2 * cond, h, w)}, got {tuple(st.shape)}")
+    if rescale.numel() != cond:
+        raise ValueError(f"image_coupling: rescale must have {cond} entries, got {rescale.numel()}")
+    for name, value in (("st", st), ("rescale", rescale)):
+        if value.dtype != x.dtype:
+            raise TypeError(f"image_coupling: {name} must have x's dtype {x.dtype}, got {value.dtype}")
+        if value.device != x.device:
+            raise ValueError(f"image_coupling: {name} must be on x's device {x.device}, got {value.device}")
+
+
+def _register(forward: str, backward: str) -> None:
+    @torch.library.register_fake(f"fastflow::{forward}")
+    def _fake(x, st, rescale, channel_wise, reverse_mask, reverse):
+        check_image_coupling(x, st, rescale, channel_wise)
+        return x.new_empty(x.shape), x.new_empty(x.shape[0], dtype=logdet_dtype(x.dtype))
+
+    @torch.library.register_fake(f"fastflow::{backward}")
+    def _fake_backward(grad_y, grad_logdet, x, st, rescale, channel_wise, reverse_mask, reverse):
+        return x.new_empty(x.shape), st.new_empty(st.shape), rescale.new_empty(rescale.shape)
+
+    register_backward_op(forward, backward, num_tensors=3)
+
+
+if EXTENSION.loaded:
+    _register("image_coupling", "image_coupling_backward")
+
+if _triton.VERSION is not None:
+    from ..triton import image_coupling as _kernels
+
+    def _partials(x, channel_wise):
+        cond = x.shape[1] // 2 if channel_wise else x.shape[1]
+        return torch.zeros(x.shape[0], cond, dtype=logdet_dtype(x.dtype), device=x.device)
+
+    @torch.library.custom_op("fastflow::image_coupling_triton", mutates_args=())
+    def _image_coupling_triton(x: torch.Tensor, st: torch.Tensor, rescale: torch.Tensor,
+                               channel_wise: bool, reverse_mask: bool,
+                               reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        check_image_coupling(x, st, rescale, channel_wise)
+        x, st, rescale = x.contiguous(), st.contiguous(), rescale.contiguous()
+        y = torch.empty_like(x)
+        partial = _partials(x, channel_wise)
+        _kernels.image_coupling_forward(x, st, rescale, y, partial, channel_wise, reverse_mask, reverse)
+        return y, partial.sum(1)
+
+    @torch.library.custom_op("fastflow::image_coupling_backward_triton", mutates_args=())
+    def _image_coupling_backward_triton(
+            grad_y: torch.Tensor, grad_logdet: torch.Tensor, x: torch.Tensor, st: torch.Tensor,
+            rescale: torch.Tensor, channel_wise: bool, reverse_mask: bool,
+            reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, st, rescale_flat = x.contiguous(), st.contiguous(), rescale.contiguous()
+        grad_x, grad_st = torch.empty_like(x), torch.empty_like(st)
+        partial = _partials(x, channel_wise)
+        _kernels.image_coupling_backward(grad_y.contiguous(), grad_logdet.contiguous(), x, st,
+                                         rescale_flat, grad_x, grad_st, partial, channel_wise,
+                                         reverse_mask, reverse)
+        return grad_x, grad_st, partial.sum(0).to(rescale.dtype).view(rescale.shape)
+
+    _register("image_coupling_triton", "image_coupling_backward_triton")
+
+
+def image_coupling(x: torch.Tensor, st: torch.Tensor, rescale: torch.Tensor, *,
+                   channel_wise: bool = False, reverse_mask: bool = False,
+                   reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused image coupling (seed 001) on the current backend; returns (y, logdet [B]).
+
+    Args:
+        x: [B, C, H, W].
+        st: [B, 2·Cc, H, W], the s/t network's output (Cc = C, or C/2 when channel_wise).
+        rescale: the Rescale module's weight (Cc entries, e.g. [Cc, 1, 1]); cast to x's dtype.
+        channel_wise: channel-wise mask (else checkerboard).
+        reverse_mask: seed 001's reverse_mask.
+        reverse: the inverse transform (logdet = −Σ s).
+    """
+    if isinstance(rescale, torch.Tensor) and isinstance(x, torch.Tensor) and rescale.is_floating_point():
+        rescale = rescale.reshape(-1).to(x.dtype)
+    check_image_coupling(x, st, rescale, channel_wise)
+    name = resolve("image_coupling", AUTO_ORDER, x.device)
+    if name == "torch":
+        return image_coupling_reference(x, st, rescale, channel_wise, reverse_mask, reverse)
+    op = torch.ops.fastflow.image_coupling_triton if name == "triton" else torch.ops.fastflow.image_coupling
+    return op(x, st, rescale, channel_wise, reverse_mask, reverse)

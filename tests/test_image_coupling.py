@@ -1,0 +1,166 @@
+"""Image affine coupling (seed 001's CouplingLayer math) on every backend against the
+reference: checkerboard and channel-wise masks, both reverse_mask values, forward and
+reverse, gradients to x, st and the rescale weight, odd sizes, batch 0 and 1."""
+
+import pytest
+import torch
+
+import fastflow
+from fastflow.ops.image_coupling import image_coupling_reference
+
+from backends import ALL_BACKENDS
+
+DTYPES = [
+    pytest.param(torch.float32, 1e-5, 1e-5, id="float32"),
+    pytest.param(torch.float64, 1e-12, 1e-12, id="float64"),
+    pytest.param(torch.bfloat16, 2e-2, 2e-2, id="bfloat16"),
+    pytest.param(torch.float16, 2e-3, 2e-3, id="float16"),
+]
+MASKS = [(False, False), (False, True), (True, False), (True, True)]
+MASK_IDS = ["checkerboard", "checkerboard-reversed", "channel", "channel-reversed"]
+SHAPES = [(1, 2, 2, 2), (3, 4, 5, 7), (2, 6, 14, 14), (0, 2, 4, 4)]
+
+
+def make_inputs(shape, dtype, device, channel_wise, requires_grad=False):
+    b, c, h, w = shape
+    cond = c // 2 if channel_wise else c
+    x = torch.randn(shape, dtype=dtype, device=device)
+    st = torch.randn(b, 2 * cond, h, w, dtype=dtype, device=device)
+    rescale = torch.randn(cond, 1, 1, dtype=dtype, device=device)  # Rescale.weight's shape
+    for v in (x, st, rescale):
+        v.requires_grad_(requires_grad)
+    return x, st, rescale
+
+
+def run(backend, *args, **kwargs):
+    with fastflow.backend(backend):
+        return fastflow.ops.image_coupling(*args, **kwargs)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("channel_wise,reverse_mask", MASKS, ids=MASK_IDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("dtype,rtol,atol", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_forward_matches_reference(device, backend, channel_wise, reverse_mask, reverse, dtype,
+                                   rtol, atol, shape):
+    _, c, h, w = shape
+    x, st, rescale = make_inputs(shape, dtype, device, channel_wise)
+    y, logdet = run(backend, x, st, rescale, channel_wise=channel_wise,
+                    reverse_mask=reverse_mask, reverse=reverse)
+    y_ref, logdet_ref = image_coupling_reference(x.double(), st.double(), rescale.double(),
+                                                 channel_wise, reverse_mask, reverse)
+    assert y.dtype == dtype and y.shape == x.shape
+    torch.testing.assert_close(y.double(), y_ref, rtol=rtol, atol=atol)
+    n = max(c * h * w, 1)
+    torch.testing.assert_close(logdet.double(), logdet_ref, rtol=rtol, atol=atol * n ** 0.5)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("channel_wise,reverse_mask", MASKS, ids=MASK_IDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("dtype,rtol,atol", [DTYPES[0], DTYPES[2]])
+def test_gradients_match_reference(device, backend, channel_wise, reverse_mask, reverse, dtype,
+                                   rtol, atol):
+    inputs = make_inputs((3, 4, 6, 5), dtype, device, channel_wise, requires_grad=True)
+    y, logdet = run(backend, *inputs, channel_wise=channel_wise, reverse_mask=reverse_mask,
+                    reverse=reverse)
+    grad_y, grad_logdet = torch.randn_like(y), torch.randn_like(logdet)
+    grads = torch.autograd.grad((y * grad_y).sum() + (logdet * grad_logdet).sum(), inputs)
+
+    inputs64 = [v.detach().double().requires_grad_() for v in inputs]
+    y64, logdet64 = image_coupling_reference(*inputs64, channel_wise, reverse_mask, reverse)
+    grads64 = torch.autograd.grad((y64 * grad_y.double()).sum()
+                                  + (logdet64 * grad_logdet.double()).sum(), inputs64)
+    for name, got, expected in zip(("x", "st", "rescale"), grads, grads64):
+        assert got.shape == expected.shape, name
+        # the rescale gradient sums over B·H·W terms
+        scale = 10 if name != "rescale" else 10 * y[0, 0].numel() ** 0.5
+        torch.testing.assert_close(got.double(), expected, rtol=10 * rtol, atol=scale * atol, msg=name)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("channel_wise,reverse_mask", MASKS, ids=MASK_IDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_gradcheck(device, backend, channel_wise, reverse_mask, reverse):
+    inputs = make_inputs((2, 2, 2, 3), torch.float64, device, channel_wise, requires_grad=True)
+    with fastflow.backend(backend):
+        assert torch.autograd.gradcheck(
+            lambda *a: fastflow.ops.image_coupling(*a, channel_wise=channel_wise,
+                                                   reverse_mask=reverse_mask, reverse=reverse),
+            inputs, fast_mode=True)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("channel_wise,reverse_mask", MASKS, ids=MASK_IDS)
+def test_reverse_inverts_forward(device, backend, channel_wise, reverse_mask):
+    x, st, rescale = make_inputs((2, 4, 6, 6), torch.float32, device, channel_wise)
+    kw = dict(channel_wise=channel_wise, reverse_mask=reverse_mask)
+    y, logdet = run(backend, x, st, rescale, **kw)
+    x_back, logdet_back = run(backend, y, st, rescale, reverse=True, **kw)
+    torch.testing.assert_close(x_back, x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logdet_back, -logdet)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_strided_inputs(device, backend):
+    x, st, rescale = make_inputs((2, 4, 6, 6), torch.float32, device, channel_wise=False)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    st_sliced = torch.stack([st, st], dim=2).flatten(1, 2)[:, ::2]  # channel stride doubled
+    assert torch.equal(st_sliced, st) and not st_sliced.is_contiguous()
+    y, logdet = run(backend, x_cl, st_sliced, rescale)
+    y_ref, logdet_ref = image_coupling_reference(x, st, rescale)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logdet, logdet_ref, rtol=1e-5, atol=1e-4)
+
+
+KERNEL_BACKENDS = [p for p in ALL_BACKENDS if p.values[1] != "torch"]
+
+
+@pytest.mark.parametrize("device,backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("channel_wise,reverse_mask", MASKS, ids=MASK_IDS)
+def test_opcheck(device, backend, channel_wise, reverse_mask):
+    op = getattr(torch.ops.fastflow, "image_coupling" + ("_triton" if backend == "triton" else ""))
+    for shape in [(2, 4, 4, 6), (0, 2, 2, 2)]:
+        x, st, rescale = make_inputs(shape, torch.float32, device, channel_wise, requires_grad=True)
+        torch.library.opcheck(op.default, (x, st, rescale.reshape(-1), channel_wise, reverse_mask, False))
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_compile_fullgraph(device, backend):
+    x, st, rescale = make_inputs((2, 4, 4, 4), torch.float32, device, False, requires_grad=True)
+
+    def two_layers(x, st, rescale):
+        y, ld1 = fastflow.ops.image_coupling(x, st, rescale)
+        z, ld2 = fastflow.ops.image_coupling(y, st, rescale, reverse_mask=True)
+        return z, ld1 + ld2
+
+    with fastflow.backend(backend):
+        torch._dynamo.reset()
+        out, ld = torch.compile(two_layers, fullgraph=True, backend="aot_eager")(x, st, rescale)
+        out_eager, ld_eager = two_layers(x, st, rescale)
+    torch.testing.assert_close(out, out_eager)
+    torch.testing.assert_close(ld, ld_eager)
+    grads = torch.autograd.grad(out.sum() + ld.sum(), (x, st, rescale))
+    grads_eager = torch.autograd.grad(out_eager.sum() + ld_eager.sum(), (x, st, rescale))
+    for got, expected in zip(grads, grads_eager):
+        torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_bad_input_names_the_argument(device, backend):
+    x, st, rescale = make_inputs((2, 4, 4, 4), torch.float32, device, False)
+    cases = [
+        ((x[0], st, rescale), {}, ValueError, "expected x of shape \\[B, C, H, W\\]"),
+        ((x, st[:, :4], rescale), {}, ValueError, "st must have shape \\(2, 8, 4, 4\\)"),
+        ((x, st, rescale[:3]), {}, ValueError, "rescale must have 4 entries"),
+        ((x[:, :3], st[:, :6], rescale[:3]), {"channel_wise": True}, ValueError,
+         "channel-wise coupling needs an even channel count in x, got 3"),
+        ((x, st.double(), rescale), {}, TypeError, "st must have x's dtype"),
+        ((x.int(), st, rescale), {}, TypeError, "x must be float32"),
+        ((x, st.tolist(), rescale), {}, TypeError, "st must be a torch.Tensor"),
+        ((x, st.to("meta"), rescale), {}, ValueError, "st must be on x's device"),
+    ]
+    for args, kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            run(backend, *args, **kwargs)
