@@ -35,4 +35,17 @@ inline ImageCouplingGeometry image_coupling_geometry(const at::Tensor& x, const 
   return {x.size(0), c, cc, x.size(2), x.size(3), channel_wise, reverse_mask};
 }
 
+inline void check_image_coupling_backward(const at::Tensor& grad_y, const at::Tensor& grad_logdet,
+                                          const at::Tensor& x) {
+  const auto opmath = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK_VALUE(grad_y.sizes() == x.sizes() && grad_y.scalar_type() == x.scalar_type() &&
+                        grad_y.device() == x.device(),
+                    "image_coupling_backward: grad_y must match x (", x.sizes(), ", ",
+                    x.scalar_type(), "), got ", grad_y.sizes(), ", ", grad_y.scalar_type());
+  TORCH_CHECK_VALUE(grad_logdet.dim() == 1 && grad_logdet.size(0) == x.size(0) &&
+                        grad_logdet.scalar_type() == opmath && grad_logdet.device() == x.device(),
+                    "image_coupling_backward: grad_logdet must be [", x.size(0), "] ", opmath,
+                    ", got ", grad_logdet.sizes(), " ", grad_logdet.scalar_type());
+}
+
 }  // namespace fastflow

@@ -173,12 +173,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> image_coupling_backward_cpu(
     const at::Tensor& st_in, const at::Tensor& rescale_in, bool channel_wise, bool reverse_mask,
     bool reverse) {
   const auto g = image_coupling_geometry(x_in, st_in, rescale_in, channel_wise, reverse_mask);
+  check_image_coupling_backward(grad_y_in, grad_logdet_in, x_in);
   const auto opmath = at::toOpMathType(x_in.scalar_type());
-  TORCH_CHECK_VALUE(grad_y_in.sizes() == x_in.sizes() && grad_y_in.scalar_type() == x_in.scalar_type(),
-                    "image_coupling_backward: grad_y must match x");
-  TORCH_CHECK_VALUE(grad_logdet_in.dim() == 1 && grad_logdet_in.size(0) == g.batch &&
-                        grad_logdet_in.scalar_type() == opmath,
-                    "image_coupling_backward: grad_logdet must be [", g.batch, "] ", opmath);
   const at::Tensor x = x_in.contiguous(), st = st_in.contiguous(), rescale = rescale_in.contiguous();
   const at::Tensor grad_y = grad_y_in.contiguous(), grad_logdet = grad_logdet_in.contiguous();
   at::Tensor grad_x = at::empty(x.sizes(), x.options());

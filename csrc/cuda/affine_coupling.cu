@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "../dispatch_flags.h"
+#include "dtype.cuh"
 #include "affine_coupling.cuh"
 
 namespace fastflow::cuda {

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "dtype.cuh"
+#include "dtype.h"
 
 namespace fastflow::cuda {
 

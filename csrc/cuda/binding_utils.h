@@ -4,7 +4,7 @@
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
-#include "dtype.cuh"
+#include "dtype.h"
 
 namespace fastflow {
 

@@ -1,13 +1,13 @@
-// Float types of the CUDA kernels (no torch headers): storage types, the type math is done
-// in (float, or double for double), and conversions between them.
+// Device-side helpers of the CUDA kernels (included by .cu files only): storage types, the
+// type math is done in (float, or double for double), conversions, and reductions.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-namespace fastflow::cuda {
+#include "dtype.h"
 
-enum class DType : int { Float32, Float64, Float16, BFloat16 };
+namespace fastflow::cuda {
 
 template <typename T> struct OpMath { using type = float; };
 template <> struct OpMath<double> { using type = double; };
@@ -45,6 +45,22 @@ __host__ auto dispatch_dtype(DType dtype, F&& f) {
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+}  // namespace fastflow::cuda
+
+namespace fastflow::cuda {
+
+// Sum over a block of kThreads threads (a multiple of 32); the result is valid in thread 0.
+template <int kThreads, typename T>
+__device__ __forceinline__ T block_sum(T v) {
+  __shared__ T partial[kThreads / 32];
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : T(0);
+  if (threadIdx.x < 32) v = warp_sum(v);
   return v;
 }
 
