@@ -27,6 +27,10 @@ TORCH_LIBRARY(fastflow, m) {
   m.def("image_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor st, "
         "Tensor rescale, bool channel_wise, bool reverse_mask, bool reverse) -> "
         "(Tensor, Tensor, Tensor)");
+
+  // Dequantize-and-logit (seed 001's _pre_process), see csrc/dequantize_logit.h:
+  // (x in [0, 1], uniform noise, data constraint [1]) -> (logits, sldj [B]).
+  m.def("dequantize_logit(Tensor x, Tensor noise, Tensor constraint) -> (Tensor, Tensor)");
 }
 
 // What this library was built with, read by fastflow/_extension.py through ctypes:

@@ -1,4 +1,4 @@
-// Float exp and tanh that the compiler can vectorize, and a dispatcher that runs a kernel
+// Float exp, tanh and log that the compiler can vectorize, and a dispatcher that runs a kernel
 // body compiled for AVX2+FMA when the CPU has them. glibc's expf/tanhf are calls the
 // vectorizer can't see through; these are branch-free polynomials (Cephes-style range
 // reduction), within about 2e-7 relative of the correctly rounded results.
@@ -41,6 +41,35 @@ FASTFLOW_ALWAYS_INLINE float tanh_f32(float x) {
   const float large_abs = 1.0f - 2.0f / (exp_f32(2.0f * a) + 1.0f);
   const float large = x < 0.0f ? -large_abs : large_abs;
   return a < 0.625f ? small : large;
+}
+
+// Natural log: exponent from the bits, Cephes' polynomial on the mantissa. For positive
+// normal floats; 0 -> -inf, negative or NaN -> NaN, +inf -> +inf (subnormals are not
+// handled: they give a finite, inexact result).
+FASTFLOW_ALWAYS_INLINE float log_f32(float x) {
+  const int32_t bits = std::bit_cast<int32_t>(x);
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  float m = std::bit_cast<float>((bits & 0x007fffff) | 0x3f000000);  // in [0.5, 1)
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float p = 7.0376836292e-2f;
+  p = p * m - 1.1514610310e-1f;
+  p = p * m + 1.1676998740e-1f;
+  p = p * m - 1.2420140846e-1f;
+  p = p * m + 1.4249322787e-1f;
+  p = p * m - 1.6668057665e-1f;
+  p = p * m + 2.0000714765e-1f;
+  p = p * m - 2.4999993993e-1f;
+  p = p * m + 3.3333331174e-1f;
+  float y = p * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  const float result = m + y + 0.693359375f * e;
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  return x > 0.0f ? (x == kInf ? kInf : result)
+                  : (x == 0.0f ? -kInf : std::numeric_limits<float>::quiet_NaN());
 }
 
 }  // namespace fastflow::cpu

@@ -2,10 +2,12 @@
 the public functions that run them on the chosen backend."""
 
 from . import affine_coupling as _affine_coupling
+from . import dequantize_logit as _dequantize_logit
 from . import image_coupling as _image_coupling
 from . import squeeze_2x2 as _squeeze_2x2
 
 affine_coupling = _affine_coupling.affine_coupling
+dequantize_logit = _dequantize_logit.dequantize_logit
 image_coupling = _image_coupling.image_coupling
 squeeze_2x2 = _squeeze_2x2.squeeze_2x2
 
@@ -14,6 +16,7 @@ AUTO_ORDERS = {
     "squeeze_2x2": _squeeze_2x2.AUTO_ORDER,
     "affine_coupling": _affine_coupling.AUTO_ORDER,
     "image_coupling": _image_coupling.AUTO_ORDER,
+    "dequantize_logit": _dequantize_logit.AUTO_ORDER,
 }
 
-__all__ = ["affine_coupling", "image_coupling", "squeeze_2x2", "AUTO_ORDERS"]
+__all__ = ["affine_coupling", "dequantize_logit", "image_coupling", "squeeze_2x2", "AUTO_ORDERS"]
