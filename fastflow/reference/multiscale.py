@@ -1,0 +1,406 @@
+"""Seed 001: the multi-scale RealNVP of Dinh et al. (squeeze_2x2, checkerboard and
+channel-wise coupling with ResNet s/t networks, dequantize-and-logit pre-processing),
+with RealNVPLoss and bits_per_dim.
+
+Differences from the seed, each named where it is: squeeze_2x2 also raises a ValueError
+for a tensor that is not 4-D; RealNVP does not pick a device at construction (the seed
+sets self.device and moves its flows there) but follows its parameters; _pre_process
+takes optional noise; sample returns the images instead of plotting them. Training,
+plotting and checkpoint helpers of the seed are left out (they are not the model).
+Class attributes (`coupling_layer`, `squeeze`, `flows_class`) name the pieces, so that
+fastflow.nn builds the same model on its fused kernels.
+"""
+
+from enum import IntEnum
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def squeeze_2x2(x, reverse=False, alt_order=False):
+    """Seed 001: for each spatial position, a sub-volume of shape `1x1x(N^2 * C)`, reshape
+    into a sub-volume of shape `NxNxC`, where `N = block_size` (2); reverse undoes it,
+    alt_order uses the seed's alternate channel order (a stride-2 conv with a permutation
+    weight). Added: a ValueError for an x that is not 4-D (the seed fails inside unpacking).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"squeeze_2x2: expected a 4-D NCHW tensor x, got shape {shape}")
+    block_size = 2
+    if alt_order:
+        n, c, h, w = x.size()
+
+        if reverse:
+            if c % 4 != 0:
+                raise ValueError('Number of channels must be divisible by 4, got {}.'.format(c))
+            c //= 4
+        else:
+            if h % 2 != 0:
+                raise ValueError('Height must be divisible by 2, got {}.'.format(h))
+            if w % 2 != 0:
+                raise ValueError('Width must be divisible by 4, got {}.'.format(w))
+        # Defines permutation of input channels (shape is (4, 1, 2, 2)).
+        squeeze_matrix = torch.tensor([[[[1., 0.], [0., 0.]]],
+                                       [[[0., 0.], [0., 1.]]],
+                                       [[[0., 1.], [0., 0.]]],
+                                       [[[0., 0.], [1., 0.]]]],
+                                      dtype=x.dtype,
+                                      device=x.device)
+        perm_weight = torch.zeros((4 * c, c, 2, 2), dtype=x.dtype, device=x.device)
+        for c_idx in range(c):
+            slice_0 = slice(c_idx * 4, (c_idx + 1) * 4)
+            slice_1 = slice(c_idx, c_idx + 1)
+            perm_weight[slice_0, slice_1, :, :] = squeeze_matrix
+        shuffle_channels = torch.tensor([c_idx * 4 for c_idx in range(c)]
+                                        + [c_idx * 4 + 1 for c_idx in range(c)]
+                                        + [c_idx * 4 + 2 for c_idx in range(c)]
+                                        + [c_idx * 4 + 3 for c_idx in range(c)])
+        perm_weight = perm_weight[shuffle_channels, :, :, :]
+
+        if reverse:
+            x = F.conv_transpose2d(x, perm_weight, stride=2)
+        else:
+            x = F.conv2d(x, perm_weight, stride=2)
+    else:
+        b, c, h, w = x.size()
+        x = x.permute(0, 2, 3, 1)
+
+        if reverse:
+            if c % 4 != 0:
+                raise ValueError('Number of channels {} is not divisible by 4'.format(c))
+            x = x.view(b, h, w, c // 4, 2, 2)
+            x = x.permute(0, 1, 4, 2, 5, 3)
+            x = x.contiguous().view(b, 2 * h, 2 * w, c // 4)
+        else:
+            if h % 2 != 0 or w % 2 != 0:
+                raise ValueError('Expected even spatial dims HxW, got {}x{}'.format(h, w))
+            x = x.view(b, h // 2, 2, w // 2, 2, c)
+            x = x.permute(0, 1, 3, 5, 2, 4)
+            x = x.contiguous().view(b, h // 2, w // 2, c * 4)
+
+        x = x.permute(0, 3, 1, 2)
+
+    return x
+
+
+class MaskType(IntEnum):
+    CHECKERBOARD = 0
+    CHANNEL_WISE = 1
+
+
+def checkerboard_mask(height, width, reverse=False, dtype=torch.float32,
+                      device=None, requires_grad=False):
+    """Seed 001: a (1, 1, height, width) checkerboard mask; top-left entry 0 (1 if reverse)."""
+    checkerboard = [[((i % 2) + j) % 2 for j in range(width)] for i in range(height)]
+    mask = torch.tensor(checkerboard, dtype=dtype, device=device, requires_grad=requires_grad)
+    if reverse:
+        mask = 1 - mask
+    return mask.view(1, 1, height, width)
+
+
+class Rescale(nn.Module):
+    """Seed 001: per-channel rescaling (a module, so that weight_norm can wrap it)."""
+
+    def __init__(self, num_channels):
+        super(Rescale, self).__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels, 1, 1))
+
+    def forward(self, x):
+        x = self.weight * x
+        return x
+
+
+class WNConv2d(nn.Module):
+    """Seed 001: weight-normalized 2d convolution."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, padding, bias=True):
+        super(WNConv2d, self).__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias))
+
+    def forward(self, x):
+        x = self.conv(x)
+        return x
+
+
+class ResidualBlock(nn.Module):
+    """Seed 001: ResNet basic block with weight norm."""
+
+    def __init__(self, in_channels, out_channels):
+        super(ResidualBlock, self).__init__()
+        self.in_norm = nn.BatchNorm2d(in_channels)
+        self.in_conv = WNConv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.out_norm = nn.BatchNorm2d(out_channels)
+        self.out_conv = WNConv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=True)
+
+    def forward(self, x):
+        skip = x
+        x = self.in_norm(x)
+        x = F.relu(x)
+        x = self.in_conv(x)
+        x = self.out_norm(x)
+        x = F.relu(x)
+        x = self.out_conv(x)
+        x = x + skip
+        return x
+
+
+class ResNet(nn.Module):
+    """Seed 001: the ResNet that computes the scale and translate factors."""
+
+    def __init__(self, in_channels, mid_channels, out_channels,
+                 num_blocks, kernel_size, padding, double_after_norm):
+        super(ResNet, self).__init__()
+        self.in_norm = nn.BatchNorm2d(in_channels)
+        self.double_after_norm = double_after_norm
+        self.in_conv = WNConv2d(2 * in_channels, mid_channels, kernel_size, padding, bias=True)
+        self.in_skip = WNConv2d(mid_channels, mid_channels, kernel_size=1, padding=0, bias=True)
+
+        self.blocks = nn.ModuleList([ResidualBlock(mid_channels, mid_channels)
+                                     for _ in range(num_blocks)])
+        self.skips = nn.ModuleList([WNConv2d(mid_channels, mid_channels, kernel_size=1, padding=0, bias=True)
+                                    for _ in range(num_blocks)])
+
+        self.out_norm = nn.BatchNorm2d(mid_channels)
+        self.out_conv = WNConv2d(mid_channels, out_channels, kernel_size=1, padding=0, bias=True)
+
+    def forward(self, x):
+        x = self.in_norm(x)
+        if self.double_after_norm:
+            x *= 2.
+        x = torch.cat((x, -x), dim=1)
+        x = F.relu(x)
+        x = self.in_conv(x)
+        x_skip = self.in_skip(x)
+
+        for block, skip in zip(self.blocks, self.skips):
+            x = block(x)
+            x_skip += skip(x)
+
+        x = self.out_norm(x_skip)
+        x = F.relu(x)
+        x = self.out_conv(x)
+        return x
+
+
+class CouplingLayer(nn.Module):
+    """Seed 001: coupling layer with a checkerboard or channel-wise mask; forward(x, sldj,
+    reverse) raises RuntimeError('Scale factor has NaN entries') when exp(±s) has a NaN."""
+
+    def __init__(self, in_channels, mid_channels, num_blocks, mask_type, reverse_mask):
+        super(CouplingLayer, self).__init__()
+        self.mask_type = mask_type
+        self.reverse_mask = reverse_mask
+
+        if self.mask_type == MaskType.CHANNEL_WISE:
+            in_channels //= 2
+        self.st_net = ResNet(in_channels, mid_channels, 2 * in_channels,
+                             num_blocks=num_blocks, kernel_size=3, padding=1,
+                             double_after_norm=(self.mask_type == MaskType.CHECKERBOARD))
+
+        # Learnable scale for s
+        self.rescale = nn.utils.parametrizations.weight_norm(Rescale(in_channels))
+
+    def forward(self, x, sldj=None, reverse=True):
+        if self.mask_type == MaskType.CHECKERBOARD:
+            b = checkerboard_mask(x.size(2), x.size(3), self.reverse_mask, device=x.device)
+            x_b = x * b
+            st = self.st_net(x_b)
+            s, t = st.chunk(2, dim=1)
+            s = self.rescale(torch.tanh(s))
+            s = s * (1 - b)
+            t = t * (1 - b)
+
+            if reverse:
+                inv_exp_s = s.mul(-1).exp()
+                if torch.isnan(inv_exp_s).any():
+                    raise RuntimeError('Scale factor has NaN entries')
+                x = x * inv_exp_s - t
+            else:
+                exp_s = s.exp()
+                if torch.isnan(exp_s).any():
+                    raise RuntimeError('Scale factor has NaN entries')
+                x = (x + t) * exp_s
+                sldj += s.reshape(s.size(0), -1).sum(-1)
+        else:
+            if self.reverse_mask:
+                x_id, x_change = x.chunk(2, dim=1)
+            else:
+                x_change, x_id = x.chunk(2, dim=1)
+
+            st = self.st_net(x_id)
+            s, t = st.chunk(2, dim=1)
+            s = self.rescale(torch.tanh(s))
+
+            if reverse:
+                inv_exp_s = s.mul(-1).exp()
+                if torch.isnan(inv_exp_s).any():
+                    raise RuntimeError('Scale factor has NaN entries')
+                x_change = x_change * inv_exp_s - t
+            else:
+                exp_s = s.exp()
+                if torch.isnan(exp_s).any():
+                    raise RuntimeError('Scale factor has NaN entries')
+                x_change = (x_change + t) * exp_s
+                sldj += s.reshape(s.size(0), -1).sum(-1)
+
+            if self.reverse_mask:
+                x = torch.cat((x_id, x_change), dim=1)
+            else:
+                x = torch.cat((x_change, x_id), dim=1)
+
+        return x, sldj
+
+
+class _RealNVP(nn.Module):
+    """Seed 001: one scale of RealNVP, built recursively (type(self) builds the next)."""
+
+    coupling_layer = CouplingLayer
+    squeeze = staticmethod(squeeze_2x2)
+
+    def __init__(self, scale_idx, num_scales, in_channels, mid_channels, num_blocks, img_size=32):
+        super(_RealNVP, self).__init__()
+        coupling = self.coupling_layer
+        self.is_last_block = scale_idx == num_scales - 1
+
+        self.in_couplings = nn.ModuleList([
+            coupling(in_channels, mid_channels, num_blocks, MaskType.CHECKERBOARD, reverse_mask=False),
+            coupling(in_channels, mid_channels, num_blocks, MaskType.CHECKERBOARD, reverse_mask=True),
+            coupling(in_channels, mid_channels, num_blocks, MaskType.CHECKERBOARD, reverse_mask=False)
+        ])
+
+        if self.is_last_block:
+            self.in_couplings.append(
+                coupling(in_channels, mid_channels, num_blocks, MaskType.CHECKERBOARD, reverse_mask=True))
+        else:
+            self.out_couplings = nn.ModuleList([
+                coupling(4 * in_channels, 2 * mid_channels, num_blocks, MaskType.CHANNEL_WISE, reverse_mask=False),
+                coupling(4 * in_channels, 2 * mid_channels, num_blocks, MaskType.CHANNEL_WISE, reverse_mask=True),
+                coupling(4 * in_channels, 2 * mid_channels, num_blocks, MaskType.CHANNEL_WISE, reverse_mask=False)
+            ])
+            self.next_block = type(self)(scale_idx + 1, num_scales, 2 * in_channels, 2 * mid_channels, num_blocks)
+
+    def forward(self, x, sldj, reverse=False):
+        squeeze_2x2 = self.squeeze
+        if reverse:
+            if not self.is_last_block:
+                # Re-squeeze -> split -> next block
+                x = squeeze_2x2(x, reverse=False, alt_order=True)
+                x, x_split = x.chunk(2, dim=1)
+                x, sldj = self.next_block(x, sldj, reverse)
+                x = torch.cat((x, x_split), dim=1)
+                x = squeeze_2x2(x, reverse=True, alt_order=True)
+
+                # Squeeze -> 3x coupling (channel-wise)
+                x = squeeze_2x2(x, reverse=False)
+                for coupling in reversed(self.out_couplings):
+                    x, sldj = coupling(x, sldj, reverse)
+                x = squeeze_2x2(x, reverse=True)
+
+            for coupling in reversed(self.in_couplings):
+                x, sldj = coupling(x, sldj, reverse)
+        else:
+            for coupling in self.in_couplings:
+                x, sldj = coupling(x, sldj, reverse)
+
+            if not self.is_last_block:
+                # Squeeze -> 3x coupling (channel-wise)
+                x = squeeze_2x2(x, reverse=False)
+                for coupling in self.out_couplings:
+                    x, sldj = coupling(x, sldj, reverse)
+                x = squeeze_2x2(x, reverse=True)
+
+                # Re-squeeze -> split -> next block
+                x = squeeze_2x2(x, reverse=False, alt_order=True)
+                x, x_split = x.chunk(2, dim=1)
+                x, sldj = self.next_block(x, sldj, reverse)
+                x = torch.cat((x, x_split), dim=1)
+                x = squeeze_2x2(x, reverse=True, alt_order=True)
+
+        return x, sldj
+
+
+class RealNVP(nn.Module):
+    """Seed 001: RealNVP(img_size, in_channels, args), args with num_scales, mid_channels
+    and num_blocks (the seed's Config). forward(x, reverse=False) -> (z, sldj).
+
+    Differences from the seed: no device is picked at construction (the seed moves its flows
+    to CUDA when available); _pre_process takes optional noise; sample(n_samples, z=None)
+    returns the images (sigmoid, clamped to [0, 1]) instead of plotting them.
+    """
+
+    flows_class = _RealNVP
+
+    def __init__(self, img_size, in_channels, args):
+        super(RealNVP, self).__init__()
+        self.register_buffer('data_constraint', torch.tensor([0.9], dtype=torch.float32))
+        self.flows = self.flows_class(0, args.num_scales, in_channels, args.mid_channels, args.num_blocks)
+        self.img_size = img_size
+        self.channels = in_channels
+
+    def forward(self, x, reverse=False):
+        sldj = None
+        if not reverse:
+            if x.min() < 0 or x.max() > 1:
+                raise ValueError('Expected x in [0, 1], got x with min/max {}/{}'
+                                 .format(x.min(), x.max()))
+            x, sldj = self._pre_process(x)
+        x, sldj = self.flows(x, sldj, reverse)
+        return x, sldj
+
+    def _pre_process(self, x, noise=None):
+        """Dequantize x (noise: U[0, 1) of x's shape, drawn when not given) and convert to
+        logits; returns (logits, sum of the log-determinant per sample)."""
+        if noise is None:
+            noise = torch.rand_like(x)
+        y = (x * 255. + noise) / 256.
+        y = (2 * y - 1) * self.data_constraint
+        y = (y + 1) / 2
+        y = y.log() - (1. - y).log()
+
+        ldj = F.softplus(y) + F.softplus(-y) \
+            - F.softplus((1. - self.data_constraint).log() - self.data_constraint.log())
+        sldj = ldj.view(ldj.size(0), -1).sum(-1)
+        return y, sldj
+
+    @torch.no_grad()
+    def sample(self, n_samples, z=None):
+        """n_samples images from z ~ N(0, I) (or the given z), through the reverse flow."""
+        self.eval()
+        if z is None:
+            z = torch.randn((n_samples, self.channels, self.img_size, self.img_size),
+                            dtype=torch.float32, device=self.data_constraint.device)
+        x, _ = self.forward(z, reverse=True)
+        return torch.sigmoid(x).clamp(0, 1)
+
+    def nll_score(self, z, sldj):
+        k = 256
+        prior_ll = -0.5 * (z ** 2 + np.log(2 * np.pi))
+        prior_ll = prior_ll.view(z.size(0), -1).sum(-1) - np.log(k) * np.prod(z.size()[1:])
+        ll = prior_ll + sldj
+        return -ll
+
+
+class RealNVPLoss(nn.Module):
+    """Seed 001: the NLL loss of a RealNVP model (k discrete values per dimension)."""
+
+    def __init__(self, k=256):
+        super(RealNVPLoss, self).__init__()
+        self.k = k
+
+    def forward(self, z, sldj):
+        prior_ll = -0.5 * (z ** 2 + np.log(2 * np.pi))
+        prior_ll = prior_ll.view(z.size(0), -1).sum(-1) \
+            - np.log(self.k) * np.prod(z.size()[1:])
+        ll = prior_ll + sldj
+        nll = -ll.mean()
+        return nll
+
+
+def bits_per_dim(x, nll):
+    """Seed 001: bits per dimension implied by the NLL `nll` for inputs shaped like x."""
+    dim = np.prod(x.size()[1:])
+    bpd = nll / (np.log(2) * dim)
+    return bpd
