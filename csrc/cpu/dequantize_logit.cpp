@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "../dequantize_logit.h"
+#include "../dequantize_logit_math.h"
 #include "vector_math.h"
 
 namespace fastflow {

@@ -1,7 +1,7 @@
 // Dequantize-and-logit CUDA kernel: one block per sample, a block sum for its logdet.
 #include <type_traits>
 
-#include "../dequantize_logit.h"
+#include "../dequantize_logit_math.h"
 #include "dequantize_logit.cuh"
 #include "dtype.cuh"
 

@@ -1,0 +1,89 @@
+"""Seed 001's multi-scale RealNVP on fused kernels: drop-ins for
+fastflow.reference.multiscale's CouplingLayer, _RealNVP and RealNVP (same constructor
+arguments, state_dict keys and results), with fastflow's squeeze_2x2 and the fused
+dequantize-and-logit pre-process.
+
+NaN policy. Seed 001 checks every coupling layer for NaN scale factors and raises
+RuntimeError('Scale factor has NaN entries'); each check waits for the GPU. Here the check
+is off by default (no host synchronisation in the forward pass; a NaN then shows up in
+the outputs and log-determinants). Turn it on per layer (`layer.nan_check = True`) or for
+a whole model (`RealNVP(..., nan_check=True)` or `model.set_nan_check(True)`): each layer
+then raises the seed's RuntimeError when its s has a NaN (its fused log-det, a sum of s,
+is NaN exactly then).
+"""
+
+import torch
+
+from .. import reference
+from ..ops.dequantize_logit import dequantize_logit
+from ..ops.image_coupling import checkerboard_keep, image_coupling
+from ..ops.squeeze_2x2 import squeeze_2x2
+
+MaskType = reference.multiscale.MaskType
+RealNVPLoss = reference.multiscale.RealNVPLoss
+bits_per_dim = reference.multiscale.bits_per_dim
+
+
+class CouplingLayer(reference.multiscale.CouplingLayer):
+    """Seed 001's CouplingLayer: the ResNet s/t network as in the seed, then the masking,
+    rescale·tanh, exp, affine map and log-det in one kernel that reads st in place."""
+
+    nan_check = False
+
+    def forward(self, x, sldj=None, reverse=True):
+        channel_wise = self.mask_type == MaskType.CHANNEL_WISE
+        if channel_wise:
+            x_id = x.chunk(2, dim=1)[0 if self.reverse_mask else 1]
+            st = self.st_net(x_id)
+        else:
+            keep = checkerboard_keep(x.size(2), x.size(3), self.reverse_mask, x.dtype, x.device)
+            st = self.st_net(x * keep)
+        y, logdet = image_coupling(x, st, self.rescale.weight, channel_wise=channel_wise,
+                                   reverse_mask=self.reverse_mask, reverse=reverse)
+        if self.nan_check and torch.isnan(logdet).any():
+            raise RuntimeError('Scale factor has NaN entries')
+        if not reverse:
+            sldj = sldj + logdet.to(sldj.dtype)
+        return y, sldj
+
+
+class _RealNVP(reference.multiscale._RealNVP):
+    """One scale of seed 001's RealNVP, on fused coupling layers and squeeze_2x2."""
+
+    coupling_layer = CouplingLayer
+    squeeze = staticmethod(squeeze_2x2)
+
+
+class RealNVP(reference.multiscale.RealNVP):
+    """Seed 001's RealNVP(img_size, in_channels, args) on fused kernels.
+
+    Additions: nan_check (keyword only; see the module docstring). Under torch.compile the
+    seed's input range check (x in [0, 1], a host synchronisation) is skipped.
+    """
+
+    flows_class = _RealNVP
+
+    def __init__(self, img_size, in_channels, args, *, nan_check=False):
+        super().__init__(img_size, in_channels, args)
+        self.set_nan_check(nan_check)
+
+    def set_nan_check(self, enabled):
+        for module in self.modules():
+            if isinstance(module, CouplingLayer):
+                module.nan_check = bool(enabled)
+
+    def forward(self, x, reverse=False):
+        sldj = None
+        if not reverse:
+            if not torch.compiler.is_compiling() and (x.min() < 0 or x.max() > 1):
+                raise ValueError('Expected x in [0, 1], got x with min/max {}/{}'
+                                 .format(x.min(), x.max()))
+            x, sldj = self._pre_process(x)
+        return self.flows(x, sldj, reverse)
+
+    def _pre_process(self, x, noise=None):
+        """Dequantize (noise: U[0, 1) of x's shape, drawn when not given) and convert to
+        logits in one fused kernel; returns (logits, log-determinant per sample)."""
+        if noise is None:
+            noise = torch.rand_like(x)
+        return dequantize_logit(x, noise, self.data_constraint)

@@ -1,0 +1,27 @@
+"""Seed 004's RealNVP on the fused vector coupling: drop-ins for
+fastflow.reference.realnvp2d.CouplingLayer and RealNVP. The fused kernel reads s and t
+as the two halves of the s/t network's output, in place."""
+
+from .. import reference
+from ..ops.affine_coupling import affine_coupling
+
+
+class CouplingLayer(reference.realnvp2d.CouplingLayer):
+    """Seed 004's CouplingLayer: tanh of s, masking, exp, affine map and log-det in one kernel."""
+
+    def _coupling(self, x, reverse):
+        mask = self.mask.to(device=x.device, dtype=x.dtype)
+        s, t = self.st_net(x * mask).chunk(2, dim=1)
+        return affine_coupling(x, s, t, mask, tanh_scale=True, reverse=reverse)
+
+    def forward(self, x):
+        return self._coupling(x, reverse=False)
+
+    def inverse(self, y):
+        return self._coupling(y, reverse=True)
+
+
+class RealNVP(reference.realnvp2d.RealNVP):
+    """Seed 004's RealNVP (forward: data -> latent, inverse) from fused CouplingLayers."""
+
+    coupling_layer = CouplingLayer
