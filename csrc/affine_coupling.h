@@ -11,6 +11,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <utility>
+
 namespace fastflow {
 
 inline void check_affine_coupling(const at::Tensor& x, const at::Tensor& s, const at::Tensor& t,
@@ -48,6 +50,17 @@ inline void check_affine_coupling_backward(const at::Tensor& grad_y, const at::T
                     "affine_coupling_backward: grad_logdet must be [", x.size(0), "] ",
                     logdet_dtype(x), ", got ", grad_logdet.sizes(), " ",
                     grad_logdet.scalar_type());
+}
+
+// The packed form: st [B, 2D] holds s = st[:, :D] and t = st[:, D:] (seed 004's
+// st_net output); returns the two halves as views.
+inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const at::Tensor& st) {
+  TORCH_CHECK_VALUE(x.dim() == 2, "affine_coupling_packed: expected x of shape [B, D], got ",
+                    x.sizes());
+  TORCH_CHECK_VALUE(st.dim() == 2 && st.size(0) == x.size(0) && st.size(1) == 2 * x.size(1),
+                    "affine_coupling_packed: st must have shape [", x.size(0), ", ",
+                    2 * x.size(1), "], got ", st.sizes());
+  return {st.narrow(1, 0, x.size(1)), st.narrow(1, x.size(1), x.size(1))};
 }
 
 // The layout the kernels read: each row contiguous, any row stride (so the two halves of

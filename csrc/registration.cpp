@@ -19,6 +19,12 @@ TORCH_LIBRARY(fastflow, m) {
         "bool reverse) -> (Tensor, Tensor)");
   m.def("affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor s, "
         "Tensor t, Tensor mask, bool tanh_scale, bool reverse) -> (Tensor, Tensor, Tensor)");
+  // The same with s and t packed as st = [s | t] of shape [B, 2D] (seed 004's st_net
+  // output): the backward writes one gradient for st, no concatenation.
+  m.def("affine_coupling_packed(Tensor x, Tensor st, Tensor mask, bool tanh_scale, "
+        "bool reverse) -> (Tensor, Tensor)");
+  m.def("affine_coupling_packed_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, "
+        "Tensor st, Tensor mask, bool tanh_scale, bool reverse) -> (Tensor, Tensor)");
 
   // Image affine coupling (seed 001's CouplingLayer), see csrc/image_coupling_index.h:
   // (x, st, rescale weight) -> (y, logdet [B]); backward -> (grad_x, grad_st, grad_rescale).

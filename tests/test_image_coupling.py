@@ -14,7 +14,7 @@ DTYPES = [
     pytest.param(torch.float32, 1e-5, 1e-5, id="float32"),
     pytest.param(torch.float64, 1e-12, 1e-12, id="float64"),
     pytest.param(torch.bfloat16, 2e-2, 2e-2, id="bfloat16"),
-    pytest.param(torch.float16, 2e-3, 2e-3, id="float16"),
+    pytest.param(torch.float16, 5e-3, 5e-3, id="float16"),  # the torch backend rounds each step
 ]
 MASKS = [(False, False), (False, True), (True, False), (True, True)]
 MASK_IDS = ["checkerboard", "checkerboard-reversed", "channel", "channel-reversed"]

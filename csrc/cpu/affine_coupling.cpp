@@ -71,6 +71,8 @@ FASTFLOW_ALWAYS_INLINE void coupling_forward_rows_body(
 }
 FASTFLOW_CPU_DISPATCH(coupling_forward_rows)
 
+// Gradients: grad_x contiguous; grad_s and grad_t with their own row strides (two halves of
+// one [B, 2D] tensor for the packed op).
 template <typename scalar_t>
 struct CouplingGrads {
   const scalar_t* grad_y;
@@ -79,6 +81,7 @@ struct CouplingGrads {
   scalar_t* grad_x;
   scalar_t* grad_s;
   scalar_t* grad_t;
+  int64_t grad_s_row, grad_t_row;
 };
 
 template <typename scalar_t, typename Tanh, typename Reverse>
@@ -93,8 +96,8 @@ FASTFLOW_ALWAYS_INLINE void coupling_backward_rows_body(
     const scalar_t* grad_y = g.grad_y + b * g.grad_y_row;
     const opmath_t grad_logdet = g.grad_logdet[b * g.grad_logdet_stride];
     scalar_t* grad_x = g.grad_x + b * in.dim;
-    scalar_t* grad_s = g.grad_s + b * in.dim;
-    scalar_t* grad_t = g.grad_t + b * in.dim;
+    scalar_t* grad_s = g.grad_s + b * g.grad_s_row;
+    scalar_t* grad_t = g.grad_t + b * g.grad_t_row;
 #pragma omp simd
     for (int64_t d = 0; d < in.dim; ++d) {
       const opmath_t keep = in.mask[d], change = opmath_t(1) - keep;
@@ -149,19 +152,15 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_cpu(const at::Tensor& x_in,
   return {y, logdet};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
-    const at::Tensor& grad_y_in, const at::Tensor& grad_logdet, const at::Tensor& x_in,
-    const at::Tensor& s_in, const at::Tensor& t_in, const at::Tensor& mask_in, bool tanh_scale,
-    bool reverse) {
-  check_affine_coupling(x_in, s_in, t_in, mask_in);
-  check_affine_coupling_backward(grad_y_in, grad_logdet, x_in);
+// Writes the gradients into grad_x (contiguous) and grad_s, grad_t (rows contiguous).
+void affine_coupling_backward_into(const at::Tensor& grad_y_in, const at::Tensor& grad_logdet,
+                                   const at::Tensor& x_in, const at::Tensor& s_in,
+                                   const at::Tensor& t_in, const at::Tensor& mask_in,
+                                   bool tanh_scale, bool reverse, at::Tensor& grad_x,
+                                   at::Tensor& grad_s, at::Tensor& grad_t) {
+  if (x_in.size(0) == 0) return;
   const at::Tensor x = rows_contiguous(x_in), s = rows_contiguous(s_in), t = rows_contiguous(t_in);
   const at::Tensor grad_y = rows_contiguous(grad_y_in), mask = mask_in.contiguous();
-  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
-  at::Tensor grad_x = at::empty(x.sizes(), options);
-  at::Tensor grad_s = at::empty(x.sizes(), options);
-  at::Tensor grad_t = at::empty(x.sizes(), options);
-  if (x.size(0) == 0) return {grad_x, grad_s, grad_t};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_backward", [&] {
     const auto in = coupling_inputs<scalar_t>(x, s, t, mask);
     const CouplingGrads<scalar_t> g{grad_y.const_data_ptr<scalar_t>(),
@@ -169,14 +168,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
                                     grad_y.stride(0), grad_logdet.stride(0),
                                     grad_x.mutable_data_ptr<scalar_t>(),
                                     grad_s.mutable_data_ptr<scalar_t>(),
-                                    grad_t.mutable_data_ptr<scalar_t>()};
+                                    grad_t.mutable_data_ptr<scalar_t>(), grad_s.stride(0),
+                                    grad_t.stride(0)};
     dispatch_flags(tanh_scale, reverse, [&](auto tanh_flag, auto reverse_flag) {
       at::parallel_for(0, x.size(0), rows_per_task(x.size(1)), [&](int64_t begin, int64_t end) {
         coupling_backward_rows(tanh_flag, reverse_flag, in, g, begin, end);
       });
     });
   });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
+    const at::Tensor& s, const at::Tensor& t, const at::Tensor& mask, bool tanh_scale,
+    bool reverse) {
+  check_affine_coupling(x, s, t, mask);
+  check_affine_coupling_backward(grad_y, grad_logdet, x);
+  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor grad_x = at::empty(x.sizes(), options);
+  at::Tensor grad_s = at::empty(x.sizes(), options);
+  at::Tensor grad_t = at::empty(x.sizes(), options);
+  affine_coupling_backward_into(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse, grad_x,
+                                grad_s, grad_t);
   return {grad_x, grad_s, grad_t};
+}
+
+std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_cpu(const at::Tensor& x,
+                                                              const at::Tensor& st,
+                                                              const at::Tensor& mask,
+                                                              bool tanh_scale, bool reverse) {
+  const auto [s, t] = split_packed(x, st);
+  return affine_coupling_cpu(x, s, t, mask, tanh_scale, reverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
+    const at::Tensor& st, const at::Tensor& mask, bool tanh_scale, bool reverse) {
+  const auto [s, t] = split_packed(x, st);
+  check_affine_coupling(x, s, t, mask);
+  check_affine_coupling_backward(grad_y, grad_logdet, x);
+  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor grad_x = at::empty(x.sizes(), options);
+  at::Tensor grad_st = at::empty(st.sizes(), options);
+  auto [grad_s, grad_t] = split_packed(x, grad_st);
+  affine_coupling_backward_into(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse, grad_x,
+                                grad_s, grad_t);
+  return {grad_x, grad_st};
 }
 
 }  // namespace
@@ -184,6 +221,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
 TORCH_LIBRARY_IMPL(fastflow, CPU, m) {
   m.impl("affine_coupling", &affine_coupling_cpu);
   m.impl("affine_coupling_backward", &affine_coupling_backward_cpu);
+  m.impl("affine_coupling_packed", &affine_coupling_packed_cpu);
+  m.impl("affine_coupling_packed_backward", &affine_coupling_packed_backward_cpu);
 }
 
 }  // namespace fastflow

@@ -44,11 +44,13 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T, bool kTanh, bool kReverse>
 __global__ void __launch_bounds__(kThreads)
-    affine_coupling_backward_kernel(AffineCouplingArgs a, const T* __restrict__ grad_y,
-                                    int64_t grad_y_row, const opmath_t<T>* __restrict__ grad_logdet,
-                                    int64_t grad_logdet_stride, T* __restrict__ grad_x,
-                                    T* __restrict__ grad_s, T* __restrict__ grad_t) {
+    affine_coupling_backward_kernel(AffineCouplingArgs a, AffineCouplingGrads g) {
   using acc_t = opmath_t<T>;
+  const auto* grad_y = static_cast<const T*>(g.grad_y);
+  const auto* grad_logdet = static_cast<const opmath_t<T>*>(g.grad_logdet);
+  auto* grad_x = static_cast<T*>(g.grad_x);
+  auto* grad_s = static_cast<T*>(g.grad_s);
+  auto* grad_t = static_cast<T*>(g.grad_t);
   const auto* x = static_cast<const T*>(a.x);
   const auto* s = static_cast<const T*>(a.s);
   const auto* t = static_cast<const T*>(a.t);
@@ -56,7 +58,7 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % 32;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   for (int64_t row = first; row < a.rows; row += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
-    const acc_t g_logdet = grad_logdet[row * grad_logdet_stride];
+    const acc_t g_logdet = grad_logdet[row * g.grad_logdet_stride];
     for (int64_t d = lane; d < a.dim; d += 32) {
       const acc_t keep = to_opmath(mask[d]), change = acc_t(1) - keep;
       const acc_t s_raw = to_opmath(s[row * a.s_row + d]);
@@ -64,7 +66,7 @@ __global__ void __launch_bounds__(kThreads)
       const acc_t act_grad = kTanh ? acc_t(1) - act * act : acc_t(1);
       const acc_t s_masked = act * change;
       const acc_t xv = to_opmath(x[row * a.x_row + d]);
-      const acc_t gy = to_opmath(grad_y[row * grad_y_row + d]);
+      const acc_t gy = to_opmath(grad_y[row * g.grad_y_row + d]);
       acc_t gx, gs_masked, gt;
       if (kReverse) {
         const acc_t inv_scale = exp_(-s_masked);
@@ -78,10 +80,9 @@ __global__ void __launch_bounds__(kThreads)
         gs_masked = gy * change * xv * scale + g_logdet;
         gt = gy * change * change;
       }
-      const int64_t out = row * a.dim + d;
-      grad_x[out] = from_opmath<T>(gx);
-      grad_s[out] = from_opmath<T>(gs_masked * change * act_grad);
-      grad_t[out] = from_opmath<T>(gt);
+      grad_x[row * a.dim + d] = from_opmath<T>(gx);
+      grad_s[row * g.grad_s_row + d] = from_opmath<T>(gs_masked * change * act_grad);
+      grad_t[row * g.grad_t_row + d] = from_opmath<T>(gt);
     }
   }
 }
@@ -107,19 +108,15 @@ cudaError_t launch_affine_coupling_forward(const AffineCouplingArgs& a, void* y,
   return cudaGetLastError();
 }
 
-cudaError_t launch_affine_coupling_backward(const AffineCouplingArgs& a, const void* grad_y,
-                                            int64_t grad_y_row, const void* grad_logdet,
-                                            int64_t grad_logdet_stride, void* grad_x,
-                                            void* grad_s, void* grad_t, cudaStream_t stream) {
+cudaError_t launch_affine_coupling_backward(const AffineCouplingArgs& a,
+                                            const AffineCouplingGrads& grads,
+                                            cudaStream_t stream) {
   if (a.rows == 0) return cudaSuccess;
   dispatch_dtype(a.dtype, [&](auto* type_tag) {
     using T = std::remove_pointer_t<decltype(type_tag)>;
     dispatch_flags(a.tanh_scale, a.reverse, [&](auto tanh_flag, auto reverse_flag) {
       affine_coupling_backward_kernel<T, decltype(tanh_flag)::value, decltype(reverse_flag)::value>
-          <<<blocks_for(a.rows), kThreads, 0, stream>>>(
-              a, static_cast<const T*>(grad_y), grad_y_row,
-              static_cast<const opmath_t<T>*>(grad_logdet), grad_logdet_stride,
-              static_cast<T*>(grad_x), static_cast<T*>(grad_s), static_cast<T*>(grad_t));
+          <<<blocks_for(a.rows), kThreads, 0, stream>>>(a, grads);
     });
   });
   return cudaGetLastError();

@@ -24,11 +24,24 @@ struct AffineCouplingArgs {
 cudaError_t launch_affine_coupling_forward(const AffineCouplingArgs& args, void* y, void* logdet,
                                            cudaStream_t stream);
 
-// grad_y: rows contiguous with row stride grad_y_row; grad_logdet: [rows] opmath type with
-// stride grad_logdet_stride; grad_x, grad_s, grad_t: [rows, dim] contiguous.
-cudaError_t launch_affine_coupling_backward(const AffineCouplingArgs& args, const void* grad_y,
-                                            int64_t grad_y_row, const void* grad_logdet,
-                                            int64_t grad_logdet_stride, void* grad_x,
-                                            void* grad_s, void* grad_t, cudaStream_t stream);
+// Gradient buffers of the backward: grad_y rows contiguous (row stride grad_y_row);
+// grad_logdet [rows] of the opmath type; grad_x [rows, dim] contiguous; grad_s and grad_t
+// rows contiguous with their own row strides (the halves of one [rows, 2·dim] tensor for
+// the packed op).
+struct AffineCouplingGrads {
+  const void* grad_y;
+  int64_t grad_y_row;
+  const void* grad_logdet;
+  int64_t grad_logdet_stride;
+  void* grad_x;
+  void* grad_s;
+  int64_t grad_s_row;
+  void* grad_t;
+  int64_t grad_t_row;
+};
+
+cudaError_t launch_affine_coupling_backward(const AffineCouplingArgs& args,
+                                            const AffineCouplingGrads& grads,
+                                            cudaStream_t stream);
 
 }  // namespace fastflow::cuda

@@ -3,16 +3,17 @@ fastflow.reference.realnvp2d.CouplingLayer and RealNVP. The fused kernel reads s
 as the two halves of the s/t network's output, in place."""
 
 from .. import reference
-from ..ops.affine_coupling import affine_coupling
+from ..ops.affine_coupling import affine_coupling_packed
 
 
 class CouplingLayer(reference.realnvp2d.CouplingLayer):
-    """Seed 004's CouplingLayer: tanh of s, masking, exp, affine map and log-det in one kernel."""
+    """Seed 004's CouplingLayer: tanh of s, masking, exp, affine map and log-det in one
+    kernel that reads st = [s | t] in place (and writes its gradient as one tensor)."""
 
     def _coupling(self, x, reverse):
         mask = self.mask.to(device=x.device, dtype=x.dtype)
-        s, t = self.st_net(x * mask).chunk(2, dim=1)
-        return affine_coupling(x, s, t, mask, tanh_scale=True, reverse=reverse)
+        return affine_coupling_packed(x, self.st_net(x * mask), mask, tanh_scale=True,
+                                      reverse=reverse)
 
     def forward(self, x):
         return self._coupling(x, reverse=False)

@@ -7,6 +7,7 @@ from . import image_coupling as _image_coupling
 from . import squeeze_2x2 as _squeeze_2x2
 
 affine_coupling = _affine_coupling.affine_coupling
+affine_coupling_packed = _affine_coupling.affine_coupling_packed
 dequantize_logit = _dequantize_logit.dequantize_logit
 image_coupling = _image_coupling.image_coupling
 squeeze_2x2 = _squeeze_2x2.squeeze_2x2
@@ -19,4 +20,4 @@ AUTO_ORDERS = {
     "dequantize_logit": _dequantize_logit.AUTO_ORDER,
 }
 
-__all__ = ["affine_coupling", "dequantize_logit", "image_coupling", "squeeze_2x2", "AUTO_ORDERS"]
+__all__ = ["affine_coupling", "affine_coupling_packed", "dequantize_logit", "image_coupling", "squeeze_2x2", "AUTO_ORDERS"]

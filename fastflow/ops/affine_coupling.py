@@ -78,48 +78,98 @@ def _rows_contiguous(v):
     return v if v.shape[1] <= 1 or v.stride(1) == 1 else v.contiguous()
 
 
-def _register_fake_and_autograd(forward: str, backward: str) -> None:
-    @torch.library.register_fake(f"fastflow::{forward}")
+def split_packed(x, st):
+    """The packed form's s and t: the halves of st [B, 2D] (views)."""
+    if not isinstance(st, torch.Tensor):
+        raise TypeError(f"affine_coupling_packed: st must be a torch.Tensor, got {type(st).__name__}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"affine_coupling_packed: expected x of shape [B, D], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if st.dim() != 2 or st.shape[0] != x.shape[0] or st.shape[1] != 2 * x.shape[1]:
+        raise ValueError(f"affine_coupling_packed: st must have shape [{x.shape[0]}, {2 * x.shape[1]}], "
+                         f"got {tuple(st.shape)}")
+    return st.narrow(1, 0, x.shape[1]), st.narrow(1, x.shape[1], x.shape[1])
+
+
+def _register(prefix: str, suffix: str) -> None:
+    """Fake implementations and autograd of fastflow::<prefix>[_packed][_backward]<suffix>."""
+    @torch.library.register_fake(f"fastflow::{prefix}{suffix}")
     def _fake(x, s, t, mask, tanh_scale, reverse):
         check_affine_coupling(x, s, t, mask)
         return x.new_empty(x.shape), x.new_empty(x.shape[0], dtype=logdet_dtype(x.dtype))
 
-    @torch.library.register_fake(f"fastflow::{backward}")
+    @torch.library.register_fake(f"fastflow::{prefix}_backward{suffix}")
     def _fake_backward(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse):
         return x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty(x.shape)
 
-    register_backward_op(forward, backward, num_tensors=4)
+    @torch.library.register_fake(f"fastflow::{prefix}_packed{suffix}")
+    def _fake_packed(x, st, mask, tanh_scale, reverse):
+        check_affine_coupling(x, *split_packed(x, st), mask)
+        return x.new_empty(x.shape), x.new_empty(x.shape[0], dtype=logdet_dtype(x.dtype))
+
+    @torch.library.register_fake(f"fastflow::{prefix}_packed_backward{suffix}")
+    def _fake_packed_backward(grad_y, grad_logdet, x, st, mask, tanh_scale, reverse):
+        return x.new_empty(x.shape), st.new_empty(st.shape)
+
+    register_backward_op(f"{prefix}{suffix}", f"{prefix}_backward{suffix}", num_tensors=4)
+    register_backward_op(f"{prefix}_packed{suffix}", f"{prefix}_packed_backward{suffix}", num_tensors=3)
 
 
 if EXTENSION.loaded:
-    _register_fake_and_autograd("affine_coupling", "affine_coupling_backward")
+    _register("affine_coupling", "")
 
 if _triton.VERSION is not None:
     from ..triton import affine_coupling as _kernels
 
-    @torch.library.custom_op("fastflow::affine_coupling_triton", mutates_args=())
-    def _affine_coupling_triton(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
-                                mask: torch.Tensor, tanh_scale: bool,
-                                reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        check_affine_coupling(x, s, t, mask)
+    def _forward_triton(x, s, t, mask, tanh_scale, reverse):
         x, s, t = _rows_contiguous(x), _rows_contiguous(s), _rows_contiguous(t)
         y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         logdet = torch.empty(x.shape[0], dtype=logdet_dtype(x.dtype), device=x.device)
         _kernels.affine_coupling_forward(x, s, t, mask.contiguous(), y, logdet, tanh_scale, reverse)
         return y, logdet
 
+    def _backward_triton(grad_y, grad_logdet, x, s, t, mask, grad_s, grad_t, tanh_scale, reverse):
+        x, s, t, grad_y = (_rows_contiguous(v) for v in (x, s, t, grad_y))
+        grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        _kernels.affine_coupling_backward(grad_y, grad_logdet, x, s, t, mask.contiguous(), grad_x,
+                                          grad_s, grad_t, tanh_scale, reverse)
+        return grad_x
+
+    @torch.library.custom_op("fastflow::affine_coupling_triton", mutates_args=())
+    def _affine_coupling_triton(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
+                                mask: torch.Tensor, tanh_scale: bool,
+                                reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        check_affine_coupling(x, s, t, mask)
+        return _forward_triton(x, s, t, mask, tanh_scale, reverse)
+
     @torch.library.custom_op("fastflow::affine_coupling_backward_triton", mutates_args=())
     def _affine_coupling_backward_triton(
             grad_y: torch.Tensor, grad_logdet: torch.Tensor, x: torch.Tensor, s: torch.Tensor,
             t: torch.Tensor, mask: torch.Tensor, tanh_scale: bool,
             reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, s, t, grad_y = (_rows_contiguous(v) for v in (x, s, t, grad_y))
-        grads = [torch.empty(x.shape, dtype=x.dtype, device=x.device) for _ in range(3)]
-        _kernels.affine_coupling_backward(grad_y, grad_logdet, x, s, t, mask.contiguous(), *grads,
-                                          tanh_scale, reverse)
-        return tuple(grads)
+        grad_s, grad_t = (torch.empty(x.shape, dtype=x.dtype, device=x.device) for _ in range(2))
+        grad_x = _backward_triton(grad_y, grad_logdet, x, s, t, mask, grad_s, grad_t, tanh_scale, reverse)
+        return grad_x, grad_s, grad_t
 
-    _register_fake_and_autograd("affine_coupling_triton", "affine_coupling_backward_triton")
+    @torch.library.custom_op("fastflow::affine_coupling_packed_triton", mutates_args=())
+    def _affine_coupling_packed_triton(x: torch.Tensor, st: torch.Tensor, mask: torch.Tensor,
+                                       tanh_scale: bool,
+                                       reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        s, t = split_packed(x, st)
+        check_affine_coupling(x, s, t, mask)
+        return _forward_triton(x, s, t, mask, tanh_scale, reverse)
+
+    @torch.library.custom_op("fastflow::affine_coupling_packed_backward_triton", mutates_args=())
+    def _affine_coupling_packed_backward_triton(
+            grad_y: torch.Tensor, grad_logdet: torch.Tensor, x: torch.Tensor, st: torch.Tensor,
+            mask: torch.Tensor, tanh_scale: bool,
+            reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        grad_st = torch.empty(st.shape, dtype=st.dtype, device=st.device)
+        grad_x = _backward_triton(grad_y, grad_logdet, x, *split_packed(x, st), mask,
+                                  *split_packed(x, grad_st), tanh_scale, reverse)
+        return grad_x, grad_st
+
+    _register("affine_coupling", "_triton")
 
 
 def affine_coupling(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, *,
@@ -143,3 +193,21 @@ def affine_coupling(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, mask: tor
         return affine_coupling_reference(x, s, t, mask, tanh_scale, reverse)
     op = torch.ops.fastflow.affine_coupling_triton if name == "triton" else torch.ops.fastflow.affine_coupling
     return op(x, s, t, mask, tanh_scale, reverse)
+
+
+def affine_coupling_packed(x: torch.Tensor, st: torch.Tensor, mask: torch.Tensor, *,
+                           tanh_scale: bool = False, reverse: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """affine_coupling with s and t packed in one conditioner output st = [s | t] of shape
+    [B, 2D] (seed 004's st_net). The same kernels; the backward writes st's gradient as one
+    tensor (with `st.chunk(2, dim=1)` autograd would concatenate two)."""
+    if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
+        mask = mask.to(x.dtype)
+    s, t = split_packed(x, st)
+    check_affine_coupling(x, s, t, mask)
+    name = resolve("affine_coupling", AUTO_ORDER, x.device)
+    if name == "torch":
+        return affine_coupling_reference(x, s, t, mask, tanh_scale, reverse)
+    op = (torch.ops.fastflow.affine_coupling_packed_triton if name == "triton"
+          else torch.ops.fastflow.affine_coupling_packed)
+    return op(x, st, mask, tanh_scale, reverse)

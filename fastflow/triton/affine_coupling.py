@@ -48,8 +48,8 @@ def _affine_coupling_forward_kernel(x_ptr, s_ptr, t_ptr, mask_ptr, y_ptr, logdet
 @triton.jit
 def _affine_coupling_backward_kernel(grad_y_ptr, grad_logdet_ptr, x_ptr, s_ptr, t_ptr, mask_ptr,
                                      grad_x_ptr, grad_s_ptr, grad_t_ptr, dim, grad_y_row,
-                                     grad_logdet_stride, x_row, s_row, t_row,
-                                     TANH: tl.constexpr, REVERSE: tl.constexpr,
+                                     grad_logdet_stride, x_row, s_row, t_row, grad_s_row,
+                                     grad_t_row, TANH: tl.constexpr, REVERSE: tl.constexpr,
                                      BLOCK_D: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     grad_logdet = tl.load(grad_logdet_ptr + row * grad_logdet_stride)
@@ -79,11 +79,11 @@ def _affine_coupling_backward_kernel(grad_y_ptr, grad_logdet_ptr, x_ptr, s_ptr, 
             grad_x = gy * (keep + change * scale)
             grad_s_masked = gy * change * x * scale + grad_logdet
             grad_t = gy * change * change
-        offsets = row * dim + cols
         dtype = grad_x_ptr.dtype.element_ty
-        tl.store(grad_x_ptr + offsets, grad_x.to(dtype), mask=valid)
-        tl.store(grad_s_ptr + offsets, (grad_s_masked * change * act_grad).to(dtype), mask=valid)
-        tl.store(grad_t_ptr + offsets, grad_t.to(dtype), mask=valid)
+        tl.store(grad_x_ptr + row * dim + cols, grad_x.to(dtype), mask=valid)
+        tl.store(grad_s_ptr + row * grad_s_row + cols, (grad_s_masked * change * act_grad).to(dtype),
+                 mask=valid)
+        tl.store(grad_t_ptr + row * grad_t_row + cols, grad_t.to(dtype), mask=valid)
 
 
 def _block_d(dim):
@@ -101,10 +101,11 @@ def affine_coupling_forward(x, s, t, mask, y, logdet, tanh_scale, reverse):
 
 def affine_coupling_backward(grad_y, grad_logdet, x, s, t, mask, grad_x, grad_s, grad_t,
                              tanh_scale, reverse):
-    """Writes grad_x, grad_s, grad_t (allocated by the caller, contiguous)."""
+    """Writes grad_x (contiguous), grad_s and grad_t (rows contiguous; they may be the two
+    halves of one [B, 2D] tensor), allocated by the caller."""
     if x.shape[0] == 0:
         return
     _affine_coupling_backward_kernel[(x.shape[0],)](
         grad_y, grad_logdet, x, s, t, mask, grad_x, grad_s, grad_t, x.shape[1], grad_y.stride(0),
-        grad_logdet.stride(0), x.stride(0), s.stride(0), t.stride(0),
-        TANH=tanh_scale, REVERSE=reverse, BLOCK_D=_block_d(x.shape[1]))
+        grad_logdet.stride(0), x.stride(0), s.stride(0), t.stride(0), grad_s.stride(0),
+        grad_t.stride(0), TANH=tanh_scale, REVERSE=reverse, BLOCK_D=_block_d(x.shape[1]))
