@@ -9,8 +9,10 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
+#include <tuple>
 #include <utility>
 
 namespace fastflow {
@@ -67,6 +69,45 @@ inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const
 // one conditioner output are read in place). Anything else is copied.
 inline at::Tensor rows_contiguous(const at::Tensor& v) {
   return v.size(1) <= 1 || v.stride(1) == 1 ? v : v.contiguous();
+}
+
+// The backward ops around one device's kernel. `backward_into(grad_y, grad_logdet, x, s, t,
+// mask, tanh_scale, reverse, grad_x, grad_s, grad_t)` writes the gradients into grad_x
+// (contiguous) and grad_s, grad_t (rows contiguous, any row stride).
+template <typename BackwardInto>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_op(
+    BackwardInto backward_into, const at::Tensor& grad_y, const at::Tensor& grad_logdet,
+    const at::Tensor& x, const at::Tensor& s, const at::Tensor& t, const at::Tensor& mask,
+    bool tanh_scale, bool reverse) {
+  check_affine_coupling(x, s, t, mask);
+  check_affine_coupling_backward(grad_y, grad_logdet, x);
+  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor grad_x = at::empty(x.sizes(), options);
+  at::Tensor grad_s = at::empty(x.sizes(), options);
+  at::Tensor grad_t = at::empty(x.sizes(), options);
+  if (x.size(0) > 0) {
+    backward_into(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse, grad_x, grad_s, grad_t);
+  }
+  return {grad_x, grad_s, grad_t};
+}
+
+// The packed op's backward: st's gradient as one [B, 2D] tensor, its halves written in place.
+template <typename BackwardInto>
+std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_backward_op(
+    BackwardInto backward_into, const at::Tensor& grad_y, const at::Tensor& grad_logdet,
+    const at::Tensor& x, const at::Tensor& st, const at::Tensor& mask, bool tanh_scale,
+    bool reverse) {
+  const auto [s, t] = split_packed(x, st);
+  check_affine_coupling(x, s, t, mask);
+  check_affine_coupling_backward(grad_y, grad_logdet, x);
+  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor grad_x = at::empty(x.sizes(), options);
+  at::Tensor grad_st = at::empty(st.sizes(), options);
+  auto [grad_s, grad_t] = split_packed(x, grad_st);
+  if (x.size(0) > 0) {
+    backward_into(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse, grad_x, grad_s, grad_t);
+  }
+  return {grad_x, grad_st};
 }
 
 }  // namespace fastflow

@@ -19,11 +19,6 @@
 namespace fastflow {
 namespace {
 
-FASTFLOW_ALWAYS_INLINE float exp_(float v) { return cpu::exp_f32(v); }
-FASTFLOW_ALWAYS_INLINE double exp_(double v) { return std::exp(v); }
-FASTFLOW_ALWAYS_INLINE float tanh_(float v) { return cpu::tanh_f32(v); }
-FASTFLOW_ALWAYS_INLINE double tanh_(double v) { return std::tanh(v); }
-
 // Rows of x, s, t (each row contiguous, any row stride) and the mask.
 template <typename scalar_t>
 struct CouplingInputs {
@@ -56,13 +51,13 @@ FASTFLOW_ALWAYS_INLINE void coupling_forward_rows_body(
     for (int64_t d = 0; d < in.dim; ++d) {
       const opmath_t keep = in.mask[d], change = opmath_t(1) - keep;
       const opmath_t s_raw = s[d];
-      const opmath_t s_masked = (Tanh::value ? tanh_(s_raw) : s_raw) * change;
+      const opmath_t s_masked = (Tanh::value ? cpu::tanh(s_raw) : s_raw) * change;
       const opmath_t t_masked = opmath_t(t[d]) * change;
       const opmath_t xv = x[d];
       if constexpr (Reverse::value) {
-        y_row[d] = xv * keep + change * ((xv - t_masked) * exp_(-s_masked));
+        y_row[d] = xv * keep + change * ((xv - t_masked) * cpu::exp(-s_masked));
       } else {
-        y_row[d] = xv * keep + change * (xv * exp_(s_masked) + t_masked);
+        y_row[d] = xv * keep + change * (xv * cpu::exp(s_masked) + t_masked);
       }
       sum += s_masked;
     }
@@ -102,19 +97,19 @@ FASTFLOW_ALWAYS_INLINE void coupling_backward_rows_body(
     for (int64_t d = 0; d < in.dim; ++d) {
       const opmath_t keep = in.mask[d], change = opmath_t(1) - keep;
       const opmath_t s_raw = s[d];
-      const opmath_t act = Tanh::value ? tanh_(s_raw) : s_raw;
+      const opmath_t act = Tanh::value ? cpu::tanh(s_raw) : s_raw;
       const opmath_t act_grad = Tanh::value ? opmath_t(1) - act * act : opmath_t(1);
       const opmath_t s_masked = act * change;
       const opmath_t xv = x[d], gy = grad_y[d];
       opmath_t grad_s_masked;
       if constexpr (Reverse::value) {
-        const opmath_t inv_scale = exp_(-s_masked);
+        const opmath_t inv_scale = cpu::exp(-s_masked);
         const opmath_t t_masked = opmath_t(t[d]) * change;
         grad_x[d] = gy * (keep + change * inv_scale);
         grad_s_masked = -gy * change * (xv - t_masked) * inv_scale - grad_logdet;
         grad_t[d] = -gy * change * inv_scale * change;
       } else {
-        const opmath_t scale = exp_(s_masked);
+        const opmath_t scale = cpu::exp(s_masked);
         grad_x[d] = gy * (keep + change * scale);
         grad_s_masked = gy * change * xv * scale + grad_logdet;
         grad_t[d] = gy * change * change;
@@ -158,7 +153,6 @@ void affine_coupling_backward_into(const at::Tensor& grad_y_in, const at::Tensor
                                    const at::Tensor& t_in, const at::Tensor& mask_in,
                                    bool tanh_scale, bool reverse, at::Tensor& grad_x,
                                    at::Tensor& grad_s, at::Tensor& grad_t) {
-  if (x_in.size(0) == 0) return;
   const at::Tensor x = rows_contiguous(x_in), s = rows_contiguous(s_in), t = rows_contiguous(t_in);
   const at::Tensor grad_y = rows_contiguous(grad_y_in), mask = mask_in.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "affine_coupling_backward", [&] {
@@ -182,15 +176,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& s, const at::Tensor& t, const at::Tensor& mask, bool tanh_scale,
     bool reverse) {
-  check_affine_coupling(x, s, t, mask);
-  check_affine_coupling_backward(grad_y, grad_logdet, x);
-  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
-  at::Tensor grad_x = at::empty(x.sizes(), options);
-  at::Tensor grad_s = at::empty(x.sizes(), options);
-  at::Tensor grad_t = at::empty(x.sizes(), options);
-  affine_coupling_backward_into(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse, grad_x,
-                                grad_s, grad_t);
-  return {grad_x, grad_s, grad_t};
+  return affine_coupling_backward_op(affine_coupling_backward_into, grad_y, grad_logdet, x, s, t,
+                                     mask, tanh_scale, reverse);
 }
 
 std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_cpu(const at::Tensor& x,
@@ -204,16 +191,8 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_cpu(const at::Tensor& 
 std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& st, const at::Tensor& mask, bool tanh_scale, bool reverse) {
-  const auto [s, t] = split_packed(x, st);
-  check_affine_coupling(x, s, t, mask);
-  check_affine_coupling_backward(grad_y, grad_logdet, x);
-  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
-  at::Tensor grad_x = at::empty(x.sizes(), options);
-  at::Tensor grad_st = at::empty(st.sizes(), options);
-  auto [grad_s, grad_t] = split_packed(x, grad_st);
-  affine_coupling_backward_into(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse, grad_x,
-                                grad_s, grad_t);
-  return {grad_x, grad_st};
+  return affine_coupling_packed_backward_op(affine_coupling_backward_into, grad_y, grad_logdet, x,
+                                            st, mask, tanh_scale, reverse);
 }
 
 }  // namespace

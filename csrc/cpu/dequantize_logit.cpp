@@ -18,9 +18,6 @@
 namespace fastflow {
 namespace {
 
-FASTFLOW_ALWAYS_INLINE float log_(float v) { return cpu::log_f32(v); }
-FASTFLOW_ALWAYS_INLINE double log_(double v) { return std::log(v); }
-
 template <typename scalar_t>
 FASTFLOW_ALWAYS_INLINE void dequantize_logit_rows_body(const scalar_t* x, const scalar_t* noise,
                                                        at::opmath_type<scalar_t> c, scalar_t* y,
@@ -34,7 +31,7 @@ FASTFLOW_ALWAYS_INLINE void dequantize_logit_rows_body(const scalar_t* x, const 
     for (int64_t i = b * n; i < (b + 1) * n; ++i) {
       const opmath_t u = (opmath_t(x[i]) * opmath_t(255) + opmath_t(noise[i])) / opmath_t(256);
       const opmath_t p = ((opmath_t(2) * u - opmath_t(1)) * c + opmath_t(1)) / opmath_t(2);
-      const opmath_t log_p = log_(p), log_q = log_(opmath_t(1) - p);
+      const opmath_t log_p = cpu::log(p), log_q = cpu::log(opmath_t(1) - p);
       y[i] = log_p - log_q;
       sum += -log_p - log_q - constant;
     }

@@ -45,6 +45,7 @@ void affine_coupling_backward_into(const at::Tensor& grad_y_in, const at::Tensor
                                    const at::Tensor& t_in, const at::Tensor& mask_in,
                                    bool tanh_scale, bool reverse, at::Tensor& grad_x,
                                    at::Tensor& grad_s, at::Tensor& grad_t) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = rows_contiguous(x_in), s = rows_contiguous(s_in), t = rows_contiguous(t_in);
   const at::Tensor grad_y = rows_contiguous(grad_y_in), mask = mask_in.contiguous();
   const cuda::AffineCouplingGrads grads{grad_y.const_data_ptr(), grad_y.stride(0),
@@ -60,16 +61,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cuda(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& s, const at::Tensor& t, const at::Tensor& mask, bool tanh_scale,
     bool reverse) {
-  check_affine_coupling(x, s, t, mask);
-  check_affine_coupling_backward(grad_y, grad_logdet, x);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
-  at::Tensor grad_x = at::empty(x.sizes(), options);
-  at::Tensor grad_s = at::empty(x.sizes(), options);
-  at::Tensor grad_t = at::empty(x.sizes(), options);
-  affine_coupling_backward_into(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse, grad_x,
-                                grad_s, grad_t);
-  return {grad_x, grad_s, grad_t};
+  return affine_coupling_backward_op(affine_coupling_backward_into, grad_y, grad_logdet, x, s, t,
+                                     mask, tanh_scale, reverse);
 }
 
 std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_cuda(const at::Tensor& x,
@@ -83,17 +76,8 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_cuda(const at::Tensor&
 std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_backward_cuda(
     const at::Tensor& grad_y, const at::Tensor& grad_logdet, const at::Tensor& x,
     const at::Tensor& st, const at::Tensor& mask, bool tanh_scale, bool reverse) {
-  const auto [s, t] = split_packed(x, st);
-  check_affine_coupling(x, s, t, mask);
-  check_affine_coupling_backward(grad_y, grad_logdet, x);
-  const c10::cuda::CUDAGuard guard(x.device());
-  const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
-  at::Tensor grad_x = at::empty(x.sizes(), options);
-  at::Tensor grad_st = at::empty(st.sizes(), options);
-  auto [grad_s, grad_t] = split_packed(x, grad_st);
-  affine_coupling_backward_into(grad_y, grad_logdet, x, s, t, mask, tanh_scale, reverse, grad_x,
-                                grad_s, grad_t);
-  return {grad_x, grad_st};
+  return affine_coupling_packed_backward_op(affine_coupling_backward_into, grad_y, grad_logdet, x,
+                                            st, mask, tanh_scale, reverse);
 }
 
 }  // namespace

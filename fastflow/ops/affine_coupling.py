@@ -23,14 +23,12 @@ import torch
 from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import resolve
+from ._checks import require_float, require_like_x, require_tensors
 from ._registration import register_backward_op
 
 # Backends 'auto' may pick, fastest first, per device type; GPU kernels are listed once
 # they have been verified on a GPU (not yet).
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
-
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
 
 def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -52,26 +50,19 @@ def affine_coupling_reference(x, s, t, mask, tanh_scale=False, reverse=False):
 
 def check_affine_coupling(x, s, t, mask) -> None:
     """ValueError/TypeError naming the argument (the twin of csrc/affine_coupling.h)."""
-    for name, value in (("x", x), ("s", s), ("t", t), ("mask", mask)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"affine_coupling: {name} must be a torch.Tensor, got {type(value).__name__}")
+    require_tensors("affine_coupling", x=x, s=s, t=t, mask=mask)
     if x.dim() != 2:
         raise ValueError(f"affine_coupling: expected x of shape [B, D], got {tuple(x.shape)}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"affine_coupling: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    require_float("affine_coupling", "x", x)
     for name, value in (("s", s), ("t", t)):
         if value.shape != x.shape:
             raise ValueError(f"affine_coupling: {name} must have x's shape {tuple(x.shape)}, got {tuple(value.shape)}")
-        if value.dtype != x.dtype:
-            raise TypeError(f"affine_coupling: {name} must have x's dtype {x.dtype}, got {value.dtype}")
     if mask.shape != (x.shape[1],):
         raise ValueError(f"affine_coupling: mask must have shape [{x.shape[1]}] (one entry per "
                          f"column of x), got {tuple(mask.shape)}")
     if not mask.is_floating_point():
         raise TypeError(f"affine_coupling: mask must be a float tensor, got {mask.dtype}")
-    for name, value in (("s", s), ("t", t), ("mask", mask)):
-        if value.device != x.device:
-            raise ValueError(f"affine_coupling: {name} must be on x's device {x.device}, got {value.device}")
+    require_like_x("affine_coupling", x, s=s, t=t, mask=mask)
 
 
 def _rows_contiguous(v):
@@ -80,11 +71,9 @@ def _rows_contiguous(v):
 
 def split_packed(x, st):
     """The packed form's s and t: the halves of st [B, 2D] (views)."""
-    if not isinstance(st, torch.Tensor):
-        raise TypeError(f"affine_coupling_packed: st must be a torch.Tensor, got {type(st).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 2:
-        raise ValueError(f"affine_coupling_packed: expected x of shape [B, D], got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    require_tensors("affine_coupling_packed", x=x, st=st)
+    if x.dim() != 2:
+        raise ValueError(f"affine_coupling_packed: expected x of shape [B, D], got {tuple(x.shape)}")
     if st.dim() != 2 or st.shape[0] != x.shape[0] or st.shape[1] != 2 * x.shape[1]:
         raise ValueError(f"affine_coupling_packed: st must have shape [{x.shape[0]}, {2 * x.shape[1]}], "
                          f"got {tuple(st.shape)}")

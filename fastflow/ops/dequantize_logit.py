@@ -18,12 +18,10 @@ import torch.nn.functional as F
 from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import resolve
+from ._checks import require_float, require_like_x, require_tensors
 from .affine_coupling import logdet_dtype
 
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
-
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
 
 def dequantize_logit_reference(x, noise, constraint):
     """Seed 001's _pre_process, with the noise given, in plain PyTorch."""
@@ -36,22 +34,15 @@ def dequantize_logit_reference(x, noise, constraint):
 
 
 def check_dequantize_logit(x, noise, constraint) -> None:
-    for name, value in (("x", x), ("noise", noise), ("constraint", constraint)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"dequantize_logit: {name} must be a torch.Tensor, got {type(value).__name__}")
+    require_tensors("dequantize_logit", x=x, noise=noise, constraint=constraint)
     if x.dim() < 1:
         raise ValueError("dequantize_logit: x needs a batch dimension, got a scalar")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"dequantize_logit: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    require_float("dequantize_logit", "x", x)
     if noise.shape != x.shape:
         raise ValueError(f"dequantize_logit: noise must have x's shape {tuple(x.shape)}, got {tuple(noise.shape)}")
     if constraint.numel() != 1:
         raise ValueError(f"dequantize_logit: constraint must have one element, got {constraint.numel()}")
-    for name, value in (("noise", noise), ("constraint", constraint)):
-        if value.dtype != x.dtype:
-            raise TypeError(f"dequantize_logit: {name} must have x's dtype {x.dtype}, got {value.dtype}")
-        if value.device != x.device:
-            raise ValueError(f"dequantize_logit: {name} must be on x's device {x.device}, got {value.device}")
+    require_like_x("dequantize_logit", x, noise=noise, constraint=constraint)
 
 
 def _register(name: str) -> None:

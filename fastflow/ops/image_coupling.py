@@ -22,13 +22,11 @@ import torch
 from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import resolve
+from ._checks import require_float, require_like_x, require_tensors
 from ._registration import register_backward_op
 from .affine_coupling import logdet_dtype
 
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
-
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
 
 def checkerboard_keep(height, width, reverse_mask, dtype, device):
     """Seed 001's checkerboard_mask as [H, W]: 1 where the pixel is kept."""
@@ -58,13 +56,10 @@ def image_coupling_reference(x, st, rescale, channel_wise=False, reverse_mask=Fa
 
 def check_image_coupling(x, st, rescale, channel_wise) -> None:
     """ValueError/TypeError naming the argument (the twin of csrc/image_coupling.h)."""
-    for name, value in (("x", x), ("st", st), ("rescale", rescale)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"image_coupling: {name} must be a torch.Tensor, got {type(value).__name__}")
+    require_tensors("image_coupling", x=x, st=st, rescale=rescale)
     if x.dim() != 4:
         raise ValueError(f"image_coupling: expected x of shape [B, C, H, W], got {tuple(x.shape)}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"image_coupling: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    require_float("image_coupling", "x", x)
     b, c, h, w = x.shape
     if channel_wise and c % 2:
         raise ValueError(f"image_coupling: channel-wise coupling needs an even channel count in x, got {c}")
@@ -73,11 +68,7 @@ def check_image_coupling(x, st, rescale, channel_wise) -> None:
         raise ValueError(f"image_coupling: st must have shape {(b, 2 * cond, h, w)}, got {tuple(st.shape)}")
     if rescale.numel() != cond:
         raise ValueError(f"image_coupling: rescale must have {cond} entries, got {rescale.numel()}")
-    for name, value in (("st", st), ("rescale", rescale)):
-        if value.dtype != x.dtype:
-            raise TypeError(f"image_coupling: {name} must have x's dtype {x.dtype}, got {value.dtype}")
-        if value.device != x.device:
-            raise ValueError(f"image_coupling: {name} must be on x's device {x.device}, got {value.device}")
+    require_like_x("image_coupling", x, st=st, rescale=rescale)
 
 
 def _register(forward: str, backward: str) -> None:

@@ -17,26 +17,22 @@ from .. import reference
 from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import resolve
+from ._checks import require_float, require_tensors
 
 # Backends 'auto' may pick, fastest first, per device type. A backend is listed only once
 # it has been verified on that device type: the CUDA and Triton kernels have been compiled
 # but not yet run on a GPU, so 'auto' keeps CUDA tensors on the reference for now.
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
 def squeeze_2x2_output_shape(x: torch.Tensor, reverse: bool, alt_order: bool) -> tuple[int, ...]:
     """Checks the arguments as seed 001 does (same ValueErrors) and returns the output shape.
 
     The twin of csrc/squeeze_2x2.h, for the Python-side paths (fake tensors, Triton).
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"squeeze_2x2: x must be a torch.Tensor, got {type(x).__name__}")
+    require_tensors("squeeze_2x2", x=x)
     if x.dim() != 4:
         raise ValueError(f"squeeze_2x2: expected a 4-D NCHW tensor x, got shape {tuple(x.shape)}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"squeeze_2x2: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    require_float("squeeze_2x2", "x", x)
     b, c, h, w = x.shape
     if reverse:
         if c % 4 != 0:
