@@ -1,6 +1,7 @@
 """The seeds' RealNVP models, reference against fastflow.nn (same weights), forward and
 forward+backward (a training step's work without the optimizer). On the CPU the multi-scale
-model is smaller than the seed's (2 residual blocks, batch 16) to keep the suite short."""
+models are smaller than the seed's (2 residual blocks; batch 16 at 1×14×14, 4 at 3×32×32)
+to keep the suite short."""
 
 from types import SimpleNamespace
 
@@ -48,6 +49,10 @@ CASES = {
                           (14, 1, SimpleNamespace(num_scales=2, mid_channels=64,
                                                   num_blocks=8 if GPU else 2)),
                           seed001, lambda: torch.rand(64 if GPU else 16, 1, 14, 14)),
+    "001-realnvp-3x32x32": (reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP,
+                            (32, 3, SimpleNamespace(num_scales=2, mid_channels=64,
+                                                    num_blocks=8 if GPU else 2)),
+                            seed001, lambda: torch.rand(64 if GPU else 4, 3, 32, 32)),
 }
 
 

@@ -27,7 +27,7 @@ inline void check_affine_coupling(const at::Tensor& x, const at::Tensor& s, cons
   TORCH_CHECK_VALUE(mask.dim() == 1 && mask.size(0) == x.size(1),
                     "affine_coupling: mask must have shape [", x.size(1), "], got ", mask.sizes());
   for (const auto* other : {&s, &t, &mask}) {
-    TORCH_CHECK_TYPE(other->scalar_type() == x.scalar_type(),
+    TORCH_CHECK_VALUE(other->scalar_type() == x.scalar_type(),
                      "affine_coupling: x, s, t and mask must share a dtype, got ", x.scalar_type(),
                      " and ", other->scalar_type());
     TORCH_CHECK_VALUE(other->device() == x.device(),

@@ -15,7 +15,7 @@ inline void check_dequantize_logit(const at::Tensor& x, const at::Tensor& noise,
   TORCH_CHECK_VALUE(constraint.numel() == 1,
                     "dequantize_logit: constraint must have one element, got ", constraint.numel());
   for (const auto* other : {&noise, &constraint}) {
-    TORCH_CHECK_TYPE(other->scalar_type() == x.scalar_type(),
+    TORCH_CHECK_VALUE(other->scalar_type() == x.scalar_type(),
                      "dequantize_logit: x, noise and constraint must share a dtype, got ",
                      x.scalar_type(), " and ", other->scalar_type());
     TORCH_CHECK_VALUE(other->device() == x.device(),

@@ -25,7 +25,7 @@ inline ImageCouplingGeometry image_coupling_geometry(const at::Tensor& x, const 
   TORCH_CHECK_VALUE(rescale.numel() == cc, "image_coupling: rescale must have ", cc,
                     " entries, got ", rescale.numel());
   for (const auto* other : {&st, &rescale}) {
-    TORCH_CHECK_TYPE(other->scalar_type() == x.scalar_type(),
+    TORCH_CHECK_VALUE(other->scalar_type() == x.scalar_type(),
                      "image_coupling: x, st and rescale must share a dtype, got ",
                      x.scalar_type(), " and ", other->scalar_type());
     TORCH_CHECK_VALUE(other->device() == x.device(),

@@ -158,7 +158,7 @@ def test_bad_input_names_the_argument(device, backend):
         ((x, s[:, :5], t, mask), ValueError, "s must have x's shape"),
         ((x, s, t[:3], mask), ValueError, "t must have x's shape"),
         ((x, s, t, mask[:5]), ValueError, "mask must have shape \\[6\\]"),
-        ((x, s.double(), t, mask), TypeError, "s must have x's dtype"),
+        ((x, s.double(), t, mask), ValueError, "s must have x's dtype"),
         ((x, s, t, mask.long()), TypeError, "mask must be a float tensor"),
         ((x.long(), s, t, mask), TypeError, "x must be float32"),
         ((x, s, t.tolist(), mask), TypeError, "t must be a torch.Tensor"),

@@ -68,7 +68,7 @@ def test_bad_input_names_the_argument(device, backend):
     cases = [
         ((x, noise[:1], constraint), ValueError, "noise must have x's shape"),
         ((x, noise, torch.tensor([0.9, 0.8], device=device)), ValueError, "constraint must have one element"),
-        ((x, noise.double(), constraint), TypeError, "noise must have x's dtype"),
+        ((x, noise.double(), constraint), ValueError, "noise must have x's dtype"),
         ((x.int(), noise, constraint), TypeError, "x must be float32"),
         ((x, 0.5, constraint), TypeError, "noise must be a torch.Tensor"),
         ((x[0, 0, 0, 0], noise[0, 0, 0, 0], constraint), ValueError, "x needs a batch dimension"),

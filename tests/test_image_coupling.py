@@ -156,7 +156,7 @@ def test_bad_input_names_the_argument(device, backend):
         ((x, st, rescale[:3]), {}, ValueError, "rescale must have 4 entries"),
         ((x[:, :3], st[:, :6], rescale[:3]), {"channel_wise": True}, ValueError,
          "channel-wise coupling needs an even channel count in x, got 3"),
-        ((x, st.double(), rescale), {}, TypeError, "st must have x's dtype"),
+        ((x, st.double(), rescale), {}, ValueError, "st must have x's dtype"),
         ((x.int(), st, rescale), {}, TypeError, "x must be float32"),
         ((x, st.tolist(), rescale), {}, TypeError, "st must be a torch.Tensor"),
         ((x, st.to("meta"), rescale), {}, ValueError, "st must be on x's device"),

@@ -19,9 +19,10 @@ def require_float(op: str, name: str, value: torch.Tensor) -> None:
 
 
 def require_like_x(op: str, x: torch.Tensor, **others) -> None:
-    """Each of `others` has x's dtype and device."""
+    """Each of `others` has x's dtype and device (a mismatch is a ValueError: each dtype may
+    be fine alone, the arguments disagree)."""
     for name, value in others.items():
         if value.dtype != x.dtype:
-            raise TypeError(f"{op}: {name} must have x's dtype {x.dtype}, got {value.dtype}")
+            raise ValueError(f"{op}: {name} must have x's dtype {x.dtype}, got {value.dtype}")
         if value.device != x.device:
             raise ValueError(f"{op}: {name} must be on x's device {x.device}, got {value.device}")

@@ -3,7 +3,7 @@ channel-wise coupling with ResNet s/t networks, dequantize-and-logit pre-process
 with RealNVPLoss and bits_per_dim.
 
 Differences from the seed, each named where it is: squeeze_2x2 also raises a ValueError
-for a tensor that is not 4-D; RealNVP does not pick a device at construction (the seed
+for a tensor that is not 4-D; reshape where the seed's view fails on channels-last tensors; RealNVP does not pick a device at construction (the seed
 sets self.device and moves its flows there) but follows its parameters; _pre_process
 takes optional noise; sample returns the images instead of plotting them. Training,
 plotting and checkpoint helpers of the seed are left out (they are not the model).
@@ -362,7 +362,7 @@ class RealNVP(nn.Module):
 
         ldj = F.softplus(y) + F.softplus(-y) \
             - F.softplus((1. - self.data_constraint).log() - self.data_constraint.log())
-        sldj = ldj.view(ldj.size(0), -1).sum(-1)
+        sldj = ldj.reshape(ldj.size(0), -1).sum(-1)
         return y, sldj
 
     @torch.no_grad()
@@ -378,13 +378,15 @@ class RealNVP(nn.Module):
     def nll_score(self, z, sldj):
         k = 256
         prior_ll = -0.5 * (z ** 2 + np.log(2 * np.pi))
-        prior_ll = prior_ll.view(z.size(0), -1).sum(-1) - np.log(k) * np.prod(z.size()[1:])
+        prior_ll = prior_ll.reshape(z.size(0), -1).sum(-1) - np.log(k) * np.prod(z.size()[1:])
         ll = prior_ll + sldj
         return -ll
 
 
 class RealNVPLoss(nn.Module):
-    """Seed 001: the NLL loss of a RealNVP model (k discrete values per dimension)."""
+    """Seed 001: the NLL loss of a RealNVP model (k discrete values per dimension).
+    reshape where the seed has view: the model's z can come out channels-last (from the
+    convolutions, e.g. with 3 input channels on the CPU), where the seed's view fails."""
 
     def __init__(self, k=256):
         super(RealNVPLoss, self).__init__()
@@ -392,7 +394,7 @@ class RealNVPLoss(nn.Module):
 
     def forward(self, z, sldj):
         prior_ll = -0.5 * (z ** 2 + np.log(2 * np.pi))
-        prior_ll = prior_ll.view(z.size(0), -1).sum(-1) \
+        prior_ll = prior_ll.reshape(z.size(0), -1).sum(-1) \
             - np.log(self.k) * np.prod(z.size()[1:])
         ll = prior_ll + sldj
         nll = -ll.mean()
