@@ -9,7 +9,6 @@ fastflow.reference holds the pure-PyTorch reference models (the seeds' models).
 """
 
 from . import reference
-from ._extension import EXTENSION as _EXTENSION
 from ._info import Info, info
 from .backend import BackendUnavailableError, backend, get_backend, set_backend
 from .ops import squeeze_2x2

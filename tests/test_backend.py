@@ -9,7 +9,7 @@ import torch
 
 import fastflow
 from fastflow._extension import EXTENSION
-from fastflow.backend import resolve, unavailable_reason
+from fastflow.backend import resolve
 
 from backends import HAS_GPU
 

@@ -12,8 +12,11 @@ and a reduction. s and t may be the two halves of one conditioner output
 (`st.chunk(2, dim=1)`), read in place. The mask gets no gradient (it is a buffer in the
 seeds).
 
-Ops: torch.ops.fastflow.affine_coupling[_backward] (C++ CPU and CUDA kernels) and
-torch.ops.fastflow.affine_coupling[_backward]_triton (Triton).
+affine_coupling_packed takes s and t as one tensor st = [s | t] (seed 004's st_net output)
+and writes st's gradient as one tensor.
+
+Ops: torch.ops.fastflow.affine_coupling[_packed][_backward] (C++ CPU and CUDA kernels)
+and torch.ops.fastflow.affine_coupling[_packed][_backward]_triton (Triton).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ._registration import register_backward_op
 # Backends 'auto' may pick, fastest first, per device type; GPU kernels are listed once
 # they have been verified on a GPU (not yet).
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
+
 
 def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -23,6 +23,7 @@ from .affine_coupling import logdet_dtype
 
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
+
 def dequantize_logit_reference(x, noise, constraint):
     """Seed 001's _pre_process, with the noise given, in plain PyTorch."""
     y = (x * 255. + noise) / 256.

@@ -28,6 +28,7 @@ from .affine_coupling import logdet_dtype
 
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
+
 def checkerboard_keep(height, width, reverse_mask, dtype, device):
     """Seed 001's checkerboard_mask as [H, W]: 1 where the pixel is kept."""
     rows = torch.arange(height, device=device).view(-1, 1)

@@ -24,6 +24,7 @@ from ._checks import require_float, require_tensors
 # but not yet run on a GPU, so 'auto' keeps CUDA tensors on the reference for now.
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
+
 def squeeze_2x2_output_shape(x: torch.Tensor, reverse: bool, alt_order: bool) -> tuple[int, ...]:
     """Checks the arguments as seed 001 does (same ValueErrors) and returns the output shape.
 

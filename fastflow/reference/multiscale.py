@@ -28,7 +28,6 @@ def squeeze_2x2(x, reverse=False, alt_order=False):
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"squeeze_2x2: expected a 4-D NCHW tensor x, got shape {shape}")
-    block_size = 2
     if alt_order:
         n, c, h, w = x.size()
 

@@ -2,7 +2,6 @@
 BLOCK_D chunks, accumulating the row's logdet in float32 (float64 for float64 inputs).
 The math is in csrc/affine_coupling.h."""
 
-import torch
 import triton
 import triton.language as tl
 
