@@ -1,10 +1,16 @@
 """Seed 002: Glow's pieces on vectors (ActNorm, Invertible1x1Conv, AffineCoupling,
-GlowBlock, Glow), its RealNVP, and its MADE/MAF.
+GlowBlock, Glow), its RealNVP, and its MADE and MAF. (Its PlanarFlow, NormalizingFlow and
+Neural-ODE flow are not reproduced.)
 
-Differences from the seed: torch.qr and torch.lu (removed from recent torch) are
-torch.linalg.qr and torch.linalg.lu_factor, which give the same factors. Two defects of the
-seed are kept, and named where they are: its MADE's output mask uses <= (output i then sees
-input i: not autoregressive), and its MAF samples through made_layers[0] only.
+Differences from the seed: torch.qr and torch.lu (removed from, or deprecated in, recent
+torch) are torch.linalg.qr and torch.linalg.lu_factor, which give the same factors; the
+seed's MAF reverse branch reads a name it never defines (it raises UnboundLocalError),
+fixed. The seed's other defects are kept, and named in the docstrings: its MADE's output
+mask uses <= (output i sees input i: not autoregressive) and its masks are plain
+attributes; its MAF samples through made_layers[0] only; its ActNorm initialisation does
+not zero the mean; its "Glow" has no squeeze or split; its 1x1 convolution drops the
+signs of U's diagonal; the ActNorm and 1x1-convolution log-dets are float32 whatever the
+model's dtype.
 """
 
 import numpy as np
@@ -14,8 +20,15 @@ import torch.nn.functional as F
 
 
 class AffineCoupling(nn.Module):
-    """Seed 002: affine coupling that conditions on the kept half only (mask 1 = kept);
-    'checkerboard' keeps odd dimensions (an integer mask, as the seed), 'channel' the first half."""
+    """Seed 002: affine coupling whose s and t networks see the kept dimensions only
+    (mask 1 = kept). mask_type 'checkerboard' keeps the odd dimensions, the `mask` buffer
+    being the integer tensor arange(dim) % 2 (int64, as the seed registers it); 'channel'
+    keeps the first dim // 2 (a float mask). Any other mask_type registers no mask, and
+    the constructor fails on self.mask, as in the seed.
+
+    forward(z, reverse=False) -> (x, log_det): x = z·exp(s) + t on the changed dimensions,
+    log_det = Σ s; reverse=True inverts it, log_det = −Σ s.
+    """
 
     def __init__(self, dim, hidden_dim=256, mask_type='checkerboard'):
         super().__init__()
@@ -60,7 +73,9 @@ class AffineCoupling(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """Seed 002: coupling layers alternating checkerboard and channel masks."""
+    """Seed 002: n_layers AffineCouplings alternating 'checkerboard' and 'channel' masks.
+    forward(z, reverse=False) -> (x, log_det) maps latent to data; reverse=True maps data
+    to latent (the layers in reverse order); log_prob(x) = log N(z; 0, I) + that log-det."""
 
     def __init__(self, dim, n_layers=6, hidden_dim=256):
         super().__init__()
@@ -86,7 +101,18 @@ class RealNVP(nn.Module):
 
 
 class Invertible1x1Conv(nn.Module):
-    """Seed 002: an invertible linear map W = P L (U + diag(exp(log_s))), from a random rotation."""
+    """Seed 002: the invertible linear map x = W z on vectors ("1x1 convolution"),
+    W = P·L·(U + diag(exp(log_s))) with L unit lower and U strictly upper triangular.
+
+    Initialised as in the seed: a random rotation (the Q of QR of torch.randn(channels,
+    channels)), LU-factorised into the `P` buffer and the L, U, log_s parameters, log_s =
+    log|diag(U)|. torch.linalg.qr and torch.linalg.lu_factor replace the seed's torch.qr
+    (removed from torch) and torch.lu (deprecated); they give the same factors. Kept from
+    the seed: diag(U) enters W only as exp(log_s) = |diag(U)|, so the initial W is that
+    rotation only when every entry of diag(U) is positive (the log-det, Σ log_s, is exact
+    for the W it uses); the log-det is Σ log_s times torch.ones(batch_size), so it is
+    float32 whatever the model's dtype.
+    """
 
     def __init__(self, channels):
         super().__init__()
@@ -114,7 +140,16 @@ class Invertible1x1Conv(nn.Module):
 
 
 class ActNorm(nn.Module):
-    """Seed 002: per-channel scale and bias, initialized from the first batch it sees."""
+    """Seed 002: per-channel scale and bias, x = z·exp(log_scale) + bias, initialised from
+    the first batch it sees (in either direction, under no_grad; the `initialized` buffer,
+    an int64 scalar, records it).
+
+    Kept from the seed: the initialisation sets bias = −mean and log_scale =
+    −log(std + 1e-6), so the first batch comes out as z/std − mean, with zero mean only
+    when the mean is 0 or std is 1 (Glow's actnorm would set bias = −mean/std); the
+    log-det is Σ log_scale times torch.ones(batch_size), so it is float32 whatever the
+    model's dtype.
+    """
 
     def __init__(self, channels):
         super().__init__()
@@ -142,7 +177,8 @@ class ActNorm(nn.Module):
 
 
 class GlowBlock(nn.Module):
-    """Seed 002: ActNorm -> 1x1 conv -> affine coupling (reversed on the way back)."""
+    """Seed 002: ActNorm -> Invertible1x1Conv -> AffineCoupling ('channel' mask), in
+    reverse order when reverse=True; returns (x, the sum of the three log-dets)."""
 
     def __init__(self, channels, hidden_dim=256):
         super().__init__()
@@ -163,7 +199,10 @@ class GlowBlock(nn.Module):
 
 
 class Glow(nn.Module):
-    """Seed 002: a stack of GlowBlocks on input_dim-dimensional vectors."""
+    """Seed 002: n_blocks GlowBlocks on input_dim-dimensional vectors. forward(z,
+    reverse=False) -> (x, log_det) maps latent to data; log_prob(x) runs it reversed.
+    Kept from the seed: despite its docstring ("multi-scale architecture with squeeze,
+    flow, split") there is no squeeze or split."""
 
     def __init__(self, input_dim, n_blocks=8, hidden_dim=256):
         super().__init__()
@@ -186,9 +225,14 @@ class Glow(nn.Module):
 
 
 class MADE(nn.Module):
-    """Seed 002's MADE (outputs log_scale, loc). Kept as the seed has it, defects included:
-    every mask, the output layer's too, connects degree m(l) <= m(l+1), so output i sees
-    input i (not autoregressive); the masks are plain attributes, not buffers."""
+    """Seed 002: MADE with plain nn.Linear `layers`, masked in forward; forward(z) ->
+    (log_scale, loc), each [B, input_dim]. The hidden degrees are drawn with torch.randint
+    after the layers' initialisation, as in the seed.
+
+    Kept from the seed, defects included: every mask, the output layer's too, connects
+    degree m(l) <= m(l+1), so output i sees input i (not autoregressive); the masks are
+    plain attributes (a list of bool tensors), not buffers, so not in the state_dict.
+    """
 
     def __init__(self, input_dim, hidden_dims=[256, 256]):
         super().__init__()
@@ -222,9 +266,15 @@ class MADE(nn.Module):
 
 
 class MAF(nn.Module):
-    """Seed 002's MAF. Kept as the seed has it: forward (sampling, z -> x) runs
-    made_layers[0] only, whatever n_layers is; reverse (density) runs every layer. Fixed:
-    the seed's reverse branch reads an undefined name (it would raise NameError)."""
+    """Seed 002: MAF of n_layers MADEs. forward(z, reverse=False) -> (x, log_det)
+    samples sequentially; reverse=True maps data to latent through every MADE;
+    log_prob(x) = log N(z; 0, I) + the reverse log-det.
+
+    Kept from the seed: forward runs made_layers[0] only, whatever n_layers is; and as the
+    MADE is not autoregressive, forward is not the inverse of reverse even for one layer.
+    Fixed: the seed's reverse branch starts with `z = x.clone()`, x undefined there (the
+    argument is named z), which raises UnboundLocalError; here the argument is the data.
+    """
 
     def __init__(self, input_dim, n_layers=5, hidden_dims=[256, 256]):
         super().__init__()
@@ -241,8 +291,7 @@ class MAF(nn.Module):
                 log_det_total += log_s[:, i]
             return x, log_det_total
         else:
-            # The seed's branch reads `x`, undefined there (the argument is named z): the
-            # argument is the data x.
+            # The seed's branch reads `x`, undefined there: the argument is the data.
             x = z
             log_det_total = 0
             for made in self.made_layers:

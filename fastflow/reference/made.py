@@ -1,5 +1,10 @@
-"""Seed 000: MADE on binarized MNIST (MaskedLinear, MADE), its sampling loop and its
-log-likelihood, as in the seed."""
+"""Seed 000: MADE for binarized MNIST (MaskedLinear, MADE), the seed's sampling loop
+(generate_samples) and its per-sample log-likelihood (log_likelihood).
+
+The models are the seed's, line for line. The two functions are the seed's
+generate_samples and get_log_likelihoods without plotting and data loading; their
+differences from the seed are named in their docstrings.
+"""
 
 import numpy as np
 import torch
@@ -8,7 +13,11 @@ import torch.nn.functional as F
 
 
 class MaskedLinear(nn.Linear):
-    """Seed 000: a linear layer with a configurable mask to enforce autoregressive constraints."""
+    """Seed 000: a linear layer with a configurable mask to enforce autoregressive constraints.
+
+    `mask` is a registered buffer of ones [out_features, in_features]; set_mask copies a
+    numpy array into it.
+    """
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__(in_features, out_features, bias)
@@ -22,8 +31,14 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """Seed 000: MADE(input_dim, hidden_dims, output_dim). Hidden degrees are drawn from
-    numpy's global RNG (np.random.randint), one layer after another, as in the seed."""
+    """Seed 000: MADE(input_dim, hidden_dims, output_dim), Bernoulli logits for each pixel.
+
+    `net` is an nn.Sequential of layer_i (MaskedLinear) and relu_i; `layers` is a plain list
+    of the MaskedLinear layers (registered through `net`, as in the seed); `m` maps a layer
+    index to its units' degrees (-1: the inputs). The hidden degrees are drawn from numpy's
+    global RNG (np.random.randint, one hidden layer after another), after the layers' torch
+    initialisation, as in the seed. The masks assume output_dim == input_dim, as the seed's.
+    """
 
     def __init__(self, input_dim, hidden_dims, output_dim):
         super().__init__()
@@ -50,7 +65,8 @@ class MADE(nn.Module):
             self.m[l] = np.random.randint(1, self.input_dim, size=self.layers[l].out_features)
         self.m[L - 1] = np.arange(1, self.input_dim + 1)
 
-        # Hidden unit j sees input units i with m(i) <= m(j); the output layer uses <.
+        # A hidden unit sees the units below with degree <= its own; an output unit needs
+        # strictly smaller degrees, so output i sees inputs < i only.
         for l in range(L):
             if l < L - 1:
                 mask = self.m[l - 1][None, :] <= self.m[l][:, None]
@@ -64,27 +80,40 @@ class MADE(nn.Module):
 
 @torch.no_grad()
 def generate_samples(model, num_samples=16, uniforms=None):
-    """Seed 000's sampling loop: D full forward passes, one pixel per pass.
+    """Seed 000's sampling loop: input_dim full forward passes, pixel i drawn in pass i.
 
-    Differences from the seed: no plotting; the samples stay on the model's device and are
-    returned as [num_samples, D]; D is the model's input_dim (the seed hard-codes 784).
-    With `uniforms` [num_samples, D] given, pixel i is 1 exactly when uniforms[:, i] <
-    sigmoid(logit_i) (in place of torch.bernoulli), so that other samplers can be compared
+    Puts the model in eval mode, as the seed does. Returns the samples [num_samples, D]
+    on the model's device, in its parameters' dtype.
+
+    Differences from the seed: no plotting (the seed reshapes to 28x28 and plots); D is
+    model.input_dim (the seed hard-codes 784); the samples stay on the model's device (the
+    seed uses a global `device`). Optional `uniforms` [num_samples, D]: when given, pixel i
+    is `(uniforms[:, i] < probs).float()` instead of torch.bernoulli(probs) (the same
+    distribution for uniforms ~ U[0, 1)), so that a sampler can be compared with this one
     sample for sample.
     """
     model.eval()
     param = next(model.parameters())
-    samples = torch.zeros(num_samples, model.input_dim, device=param.device, dtype=param.dtype)
+    shape = (num_samples, model.input_dim)
+    if uniforms is not None and tuple(uniforms.shape) != shape:
+        raise ValueError(f"generate_samples: expected uniforms of shape {shape}, "
+                         f"got {tuple(uniforms.shape)}")
+    samples = torch.zeros(shape, device=param.device, dtype=param.dtype)
     for i in range(model.input_dim):
         logits = model(samples)
         probs = torch.sigmoid(logits[:, i])
         if uniforms is None:
             samples[:, i] = torch.bernoulli(probs)
         else:
-            samples[:, i] = (uniforms[:, i].to(probs) < probs).to(samples.dtype)
+            samples[:, i] = (uniforms[:, i].to(probs) < probs).float()
     return samples
 
 
 def log_likelihood(model, x):
-    """Seed 000's per-sample log-likelihood: -BCE(model(x), x) summed over the pixels."""
+    """Seed 000's get_log_likelihoods for one batch: log p(x) per sample [N], the
+    Bernoulli log-likelihood -BCE-with-logits(model(x), x) summed over the pixels.
+
+    Unlike the seed's function this neither switches the model to eval mode nor turns off
+    autograd (MADE has no mode-dependent layers; the result stays differentiable).
+    """
     return -F.binary_cross_entropy_with_logits(model(x), x, reduction='none').sum(dim=1)

@@ -1,9 +1,16 @@
 """Seed 003: MAF built from Gaussian MADE blocks (MaskedLinear, PermuteLayer, MADE, MAF).
 
-Seed 003 shows MADE's forward and inverse; its constructor and masks follow the course code
-it comes from (Stanford CS236's MAF homework): hidden degrees arange(hidden_size) %
-(input_size − 1) (cyclic), output degrees i − 1, connections where the degree does not
-decrease, so that output i sees inputs < i.
+Seed 003 shows MaskedLinear, PermuteLayer, MADE's forward and inverse, and MAF's
+constructor, log_probs and sample, but not MADE's constructor and masks. Those come from
+the course code the seed's classes are taken from (Stanford CS236's MAF homework,
+codebase/flow_network.py): checked against a public copy of that file,
+github.com/rsbandhu/Flow-Models-and-GANs codebase/flow_network.py (its MaskedLinear,
+PermuteLayer and MAF constructor are the seed's code), and against several other students'
+copies of the homework with the same MADE constructor and create_masks. The masks
+give input k degree k, hidden unit j degree j % (input_size − 1) and output i degree
+i − 1; a unit sees the units below whose degree does not exceed its own, so output i (mean
+and log-std alike) depends on inputs < i only, and output 0 is a constant (its bias).
+The seed's IAF is prose only and is not reproduced.
 """
 
 import numpy as np
@@ -13,7 +20,7 @@ import torch.nn.functional as F
 
 
 class MaskedLinear(nn.Linear):
-    """Seed 003: a linear layer with a fixed mask (a buffer)."""
+    """Seed 003: a linear layer with a fixed mask, a registered buffer (in the state_dict)."""
 
     def __init__(self, input_size, output_size, mask):
         super().__init__(input_size, output_size)
@@ -24,7 +31,8 @@ class MaskedLinear(nn.Linear):
 
 
 class PermuteLayer(nn.Module):
-    """Seed 003: reverses the order of the dimensions (its own inverse); log-det 0, [B, 1]."""
+    """Seed 003: reverses the order of the dimensions (so it is its own inverse);
+    forward and inverse both return (permuted inputs, zeros [B, 1]), as in the seed."""
 
     def __init__(self, num_inputs):
         super().__init__()
@@ -38,10 +46,16 @@ class PermuteLayer(nn.Module):
 
 
 class MADE(nn.Module):
-    """Seed 003: Gaussian MADE, outputs (μ, α) for each dimension (α: log std).
+    """Seed 003: Gaussian MADE, net(x) = (μ, α) for each dimension (α: log std), with
+    `net` the nn.Sequential MaskedLinear, ReLU, (MaskedLinear, ReLU) × n_hidden,
+    MaskedLinear to 2·input_size outputs (the means' and log-stds' rows share one mask).
+    `m` holds the degrees (see the module docstring).
 
-    forward(z) samples sequentially, x_i = μ_i + z_i·exp(α_i) (input_size full passes);
-    inverse(x) is one pass, z = (x − μ)·exp(−α). Both return log_det = −Σ α.
+    forward(z) -> (x, log_det): sequential, input_size full passes, x_i = μ_i + z_i·exp(α_i);
+    inverse(x) -> (z, log_det): one pass, z = (x − μ)·exp(−α). Both return
+    log_det = −Σ α, the log-determinant of the x -> z map, as the seed. forward writes x
+    in place between passes, as the seed: it is for sampling (under no_grad); autograd
+    cannot differentiate through it.
     """
 
     def __init__(self, input_size, hidden_size, n_hidden):
@@ -54,13 +68,14 @@ class MADE(nn.Module):
         layers = [MaskedLinear(input_size, hidden_size, masks[0]), nn.ReLU(inplace=True)]
         for i in range(n_hidden):
             layers += [MaskedLinear(hidden_size, hidden_size, masks[i + 1]), nn.ReLU(inplace=True)]
-        # Means and log stds share the last layer's mask.
+        # The means' and the log-stds' rows share the last layer's mask.
         layers += [MaskedLinear(hidden_size, input_size * 2, masks[-1].repeat(2, 1))]
         self.net = nn.Sequential(*layers)
 
     def create_masks(self):
-        """Masks for the natural order: degree(input k) = k, degree(hidden j) = j mod (D−1),
-        degree(output i) = i − 1; a unit sees the units of the layer below with degree ≤ its own."""
+        """Masks for the natural order: degree(input k) = k, degree(hidden j) = j mod (D − 1),
+        degree(output i) = i − 1; a unit sees the units of the layer below with degree <= its
+        own. Deterministic (no RNG)."""
         input_degrees = torch.arange(self.input_size)
         degrees = [input_degrees]
         for _ in range(self.n_hidden + 1):
@@ -93,13 +108,19 @@ class MADE(nn.Module):
 
 
 class MAF(nn.Module):
-    """Seed 003: n_flows blocks of (MADE, PermuteLayer).
+    """Seed 003: `nf` = nn.Sequential of n_flows (MADE, PermuteLayer) pairs, base_dist
+    N(0, 1). log_probs(x) is the batch mean of log p(x), running every block's inverse
+    (data -> latent); sample runs the blocks' forward in reverse order.
 
-    Differences from the seed: log_probs sums the per-layer log-dets after flattening each
-    to [B] (the seed stacks MADE's [B] with PermuteLayer's [B, 1], which torch.stack
-    refuses); log_prob(x) (added) returns the per-sample values whose mean log_probs is;
-    sample(n, z=None) takes optional normals and returns a tensor on the model's device
-    (the seed: sample(device, n) returning numpy).
+    Differences from the seed:
+      * log_prob(x) is added: the per-sample log p(x) [B]; log_probs(x) is its mean, as
+        the seed's log_probs;
+      * each block's log-det is flattened to [B] before they are stacked: the seed stacks
+        MADE's [B] with PermuteLayer's [B, 1], which torch.stack refuses;
+      * sample(n, z=None) replaces the seed's sample(device, n): it uses the parameters'
+        device, takes optional normals z [n, input_size] (drawn when not given: on the CPU,
+        then moved, as the seed does) and returns a tensor [n, input_size] on that device
+        (the seed returns a numpy array), computed under no_grad.
     """
 
     def __init__(self, input_size, hidden_size, n_hidden, n_flows):
@@ -117,6 +138,7 @@ class MAF(nn.Module):
         self.nf = nn.Sequential(*nf_blocks)
 
     def log_prob(self, x):
+        """Per-sample log p(x) [B] = log N(z; 0, I) + the blocks' log-dets (added)."""
         log_det_list = []
         for flow in self.nf:
             x, log_det = flow.inverse(x)
@@ -126,12 +148,14 @@ class MAF(nn.Module):
         return p_z + sum_log_det
 
     def log_probs(self, x):
+        """The seed's log_probs: the mean of log_prob(x) over the batch."""
         return self.log_prob(x).mean()
 
     @torch.no_grad()
     def sample(self, n, z=None):
+        """n samples x [n, input_size] from z ~ N(0, I) (or the given z)."""
         device = next(self.parameters()).device
-        x_sample = torch.randn(n, self.input_size, device=device) if z is None else z.to(device)
+        x_sample = torch.randn(n, self.input_size).to(device) if z is None else z.to(device)
         for flow in self.nf[::-1]:
             x_sample, _ = flow.forward(x_sample)
         return x_sample

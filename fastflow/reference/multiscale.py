@@ -1,14 +1,22 @@
 """Seed 001: the multi-scale RealNVP of Dinh et al. (squeeze_2x2, checkerboard and
-channel-wise coupling with ResNet s/t networks, dequantize-and-logit pre-processing),
-with RealNVPLoss and bits_per_dim.
+channel-wise couplings with weight-normalized ResNet s/t networks, dequantize-and-logit
+pre-processing), with RealNVPLoss and bits_per_dim.
 
-Differences from the seed, each named where it is: squeeze_2x2 also raises a ValueError
-for a tensor that is not 4-D; reshape where the seed's view fails on channels-last tensors; RealNVP does not pick a device at construction (the seed
-sets self.device and moves its flows there) but follows its parameters; _pre_process
-takes optional noise; sample returns the images instead of plotting them. Training,
-plotting and checkpoint helpers of the seed are left out (they are not the model).
-Class attributes (`coupling_layer`, `squeeze`, `flows_class`) name the pieces, so that
-fastflow.nn builds the same model on its fused kernels.
+Differences from the seed, each also named in its docstring:
+  * squeeze_2x2 raises a ValueError for an x that is not 4-D (the seed fails while
+    unpacking its shape);
+  * RealNVP does not pick a device at construction (the seed sets self.device to CUDA when
+    available and moves its flows there): _pre_process uses the data_constraint buffer on
+    x's device, sample draws on the parameters' device;
+  * RealNVP._pre_process(x, noise=None) takes optional dequantization noise;
+    RealNVP.sample(n_samples, z=None) takes optional latents and returns the images
+    instead of plotting and saving them;
+  * reshape where the seed has view (_pre_process, nll_score, RealNVPLoss): the same
+    values, but it also accepts channels-last tensors, on which view fails.
+The seed's training and plotting helpers (train_model, get_norm_layer, get_param_groups,
+BatchNormStats2d, clip_grad_norm, create_checkpoint_dir) are left out: they are not the
+model. Class attributes (_RealNVP.coupling_layer and .squeeze, RealNVP.flows_class) name
+the pieces, so that fastflow.nn builds the same model on its fused kernels.
 """
 
 from enum import IntEnum
@@ -20,10 +28,15 @@ import torch.nn.functional as F
 
 
 def squeeze_2x2(x, reverse=False, alt_order=False):
-    """Seed 001: for each spatial position, a sub-volume of shape `1x1x(N^2 * C)`, reshape
-    into a sub-volume of shape `NxNxC`, where `N = block_size` (2); reverse undoes it,
-    alt_order uses the seed's alternate channel order (a stride-2 conv with a permutation
-    weight). Added: a ValueError for an x that is not 4-D (the seed fails inside unpacking).
+    """Seed 001: squeeze (B, C, H, W) -> (B, 4C, H/2, W/2); reverse=True undoes it.
+
+    Default order: output channel 4c + 2·di + dj at (i, j) is x[:, c, 2i + di, 2j + dj].
+    alt_order=True (the seed's stride-2 conv / conv_transpose with a permutation weight):
+    output channel q·C + c holds sub-pixel q of channel c, the sub-pixels in the order
+    (0, 0), (1, 1), (0, 1), (1, 0). The seed's ValueErrors are kept, messages included.
+
+    Added: a ValueError for an x that is not 4-D, checked first (the seed fails while
+    unpacking its shape).
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -85,13 +98,15 @@ def squeeze_2x2(x, reverse=False, alt_order=False):
 
 
 class MaskType(IntEnum):
+    """Seed 001: the coupling masks, checkerboard (before squeezing) or channel-wise (after)."""
     CHECKERBOARD = 0
     CHANNEL_WISE = 1
 
 
 def checkerboard_mask(height, width, reverse=False, dtype=torch.float32,
                       device=None, requires_grad=False):
-    """Seed 001: a (1, 1, height, width) checkerboard mask; top-left entry 0 (1 if reverse)."""
+    """Seed 001: a (1, 1, height, width) checkerboard mask, entry (i, j) = (i + j) % 2:
+    top-left entry 0 (1 if reverse)."""
     checkerboard = [[((i % 2) + j) % 2 for j in range(width)] for i in range(height)]
     mask = torch.tensor(checkerboard, dtype=dtype, device=device, requires_grad=requires_grad)
     if reverse:
@@ -100,7 +115,8 @@ def checkerboard_mask(height, width, reverse=False, dtype=torch.float32,
 
 
 class Rescale(nn.Module):
-    """Seed 001: per-channel rescaling (a module, so that weight_norm can wrap it)."""
+    """Seed 001: per-channel rescaling, weight [num_channels, 1, 1] of ones (a module, so
+    that weight_norm can wrap it)."""
 
     def __init__(self, num_channels):
         super(Rescale, self).__init__()
@@ -112,7 +128,8 @@ class Rescale(nn.Module):
 
 
 class WNConv2d(nn.Module):
-    """Seed 001: weight-normalized 2d convolution."""
+    """Seed 001: weight-normalized 2d convolution
+    (torch.nn.utils.parametrizations.weight_norm over nn.Conv2d, as the seed)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, padding, bias=True):
         super(WNConv2d, self).__init__()
@@ -125,7 +142,8 @@ class WNConv2d(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Seed 001: ResNet basic block with weight norm."""
+    """Seed 001: ResNet basic block with weight norm (BatchNorm, ReLU, 3x3 conv, twice,
+    plus the skip)."""
 
     def __init__(self, in_channels, out_channels):
         super(ResidualBlock, self).__init__()
@@ -147,7 +165,9 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Seed 001: the ResNet that computes the scale and translate factors."""
+    """Seed 001: the ResNet that computes the scale and translate factors; its input is
+    batch-normalized (doubled when double_after_norm), concatenated with its negative and
+    passed through ReLU before the first conv."""
 
     def __init__(self, in_channels, mid_channels, out_channels,
                  num_blocks, kernel_size, padding, double_after_norm):
@@ -185,8 +205,14 @@ class ResNet(nn.Module):
 
 
 class CouplingLayer(nn.Module):
-    """Seed 001: coupling layer with a checkerboard or channel-wise mask; forward(x, sldj,
-    reverse) raises RuntimeError('Scale factor has NaN entries') when exp(±s) has a NaN."""
+    """Seed 001: coupling layer with a checkerboard or channel-wise mask.
+
+    forward(x, sldj=None, reverse=True) -> (x, sldj). Note the seed's default reverse=True.
+    reverse=False: x -> (x + t)·exp(s) on the changed part, and sldj (a tensor [B]) is
+    increased in place by the sum of s per sample; reverse=True: x -> x·exp(−s) − t, sldj
+    passed through untouched (it may be None). s = rescale(tanh(s_raw)). Raises
+    RuntimeError('Scale factor has NaN entries') when exp(±s) has a NaN, as the seed.
+    """
 
     def __init__(self, in_channels, mid_channels, num_blocks, mask_type, reverse_mask):
         super(CouplingLayer, self).__init__()
@@ -254,7 +280,14 @@ class CouplingLayer(nn.Module):
 
 
 class _RealNVP(nn.Module):
-    """Seed 001: one scale of RealNVP, built recursively (type(self) builds the next)."""
+    """Seed 001: one scale of RealNVP, built recursively: 3 checkerboard couplings, then
+    (unless last) squeeze, 3 channel-wise couplings, unsqueeze, and the next scale on half
+    the channels after an alt-order squeeze; the last scale has 4 checkerboard couplings.
+
+    forward(x, sldj, reverse=False) -> (x, sldj). img_size is unused and not passed on to
+    the next scale, as in the seed. The next scale is built with type(self) (the seed names
+    _RealNVP), so that a subclass builds its own kind throughout.
+    """
 
     coupling_layer = CouplingLayer
     squeeze = staticmethod(squeeze_2x2)
@@ -322,12 +355,16 @@ class _RealNVP(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """Seed 001: RealNVP(img_size, in_channels, args), args with num_scales, mid_channels
-    and num_blocks (the seed's Config). forward(x, reverse=False) -> (z, sldj).
+    """Seed 001: RealNVP(img_size, in_channels, args), args any object with num_scales,
+    mid_channels and num_blocks (the seed's Config). forward(x, reverse=False) -> (z, sldj):
+    x in [0, 1] is dequantized and converted to logits (_pre_process), then run through
+    `flows`; forward(z, reverse=True) runs the flows backwards (sldj None).
 
-    Differences from the seed: no device is picked at construction (the seed moves its flows
-    to CUDA when available); _pre_process takes optional noise; sample(n_samples, z=None)
-    returns the images (sigmoid, clamped to [0, 1]) instead of plotting them.
+    Differences from the seed: no device is picked at construction (the seed sets
+    self.device to CUDA when available and moves its flows there; here the model stays
+    where it is put, and there is no `device` attribute); _pre_process takes optional
+    noise; sample(n_samples, z=None) returns the images instead of plotting and saving
+    them. The seed's train_model is left out.
     """
 
     flows_class = _RealNVP
@@ -350,31 +387,50 @@ class RealNVP(nn.Module):
         return x, sldj
 
     def _pre_process(self, x, noise=None):
-        """Dequantize x (noise: U[0, 1) of x's shape, drawn when not given) and convert to
-        logits; returns (logits, sum of the log-determinant per sample)."""
+        """Dequantize x and convert to logits: y = logit((1 + c·(2u − 1)) / 2) with
+        u = (255·x + noise) / 256 and c = data_constraint (0.9). Returns (y, sldj), sldj the
+        per-sample log-determinant of the map from u to y.
+
+        Differences from the seed: `noise` (U[0, 1) of x's shape) is drawn with
+        torch.rand_like(x) only when not given, so that a result can be reproduced exactly;
+        the buffer is used on x's device (the seed moves it to self.device).
+        """
         if noise is None:
             noise = torch.rand_like(x)
+        data_constraint = self.data_constraint.to(x.device)
         y = (x * 255. + noise) / 256.
-        y = (2 * y - 1) * self.data_constraint
+        y = (2 * y - 1) * data_constraint
         y = (y + 1) / 2
         y = y.log() - (1. - y).log()
 
+        # Log-determinant of the Jacobian of this initial transform
         ldj = F.softplus(y) + F.softplus(-y) \
-            - F.softplus((1. - self.data_constraint).log() - self.data_constraint.log())
+            - F.softplus((1. - data_constraint).log() - data_constraint.log())
         sldj = ldj.reshape(ldj.size(0), -1).sum(-1)
         return y, sldj
 
     @torch.no_grad()
     def sample(self, n_samples, z=None):
-        """n_samples images from z ~ N(0, I) (or the given z), through the reverse flow."""
+        """Puts the model in eval mode (as the seed) and returns n_samples images
+        sigmoid(flows⁻¹(z)) clamped to [0, 1], [n_samples, C, img_size, img_size], on the
+        model's device, without autograd history (the seed detaches them too).
+
+        Differences from the seed: no plotting or saving (the seed's train/epoch arguments
+        only chose the file name, and are gone); z ~ N(0, I) is drawn on the parameters'
+        device (the seed: self.device) unless given, so that a result can be reproduced
+        exactly; the images stay on that device (the seed moves them to the CPU to plot).
+        """
         self.eval()
+        device = next(self.parameters()).device
         if z is None:
             z = torch.randn((n_samples, self.channels, self.img_size, self.img_size),
-                            dtype=torch.float32, device=self.data_constraint.device)
-        x, _ = self.forward(z, reverse=True)
+                            dtype=torch.float32, device=device)
+        x, _ = self.forward(z.to(device), reverse=True)
         return torch.sigmoid(x).clamp(0, 1)
 
     def nll_score(self, z, sldj):
+        """Seed 001: per-sample negative log-likelihood [B] of latents z with log-dets sldj,
+        for k = 256 levels per dimension (RealNVPLoss is its batch mean)."""
         k = 256
         prior_ll = -0.5 * (z ** 2 + np.log(2 * np.pi))
         prior_ll = prior_ll.reshape(z.size(0), -1).sum(-1) - np.log(k) * np.prod(z.size()[1:])
@@ -383,7 +439,9 @@ class RealNVP(nn.Module):
 
 
 class RealNVPLoss(nn.Module):
-    """Seed 001: the NLL loss of a RealNVP model (k discrete values per dimension).
+    """Seed 001: the NLL loss of a RealNVP model, k discrete values per input dimension:
+    −mean(log N(z; 0, I) − D·log k + sldj), D the dimensions per sample.
+
     reshape where the seed has view: the model's z can come out channels-last (from the
     convolutions, e.g. with 3 input channels on the CPU), where the seed's view fails."""
 
@@ -401,7 +459,7 @@ class RealNVPLoss(nn.Module):
 
 
 def bits_per_dim(x, nll):
-    """Seed 001: bits per dimension implied by the NLL `nll` for inputs shaped like x."""
+    """Seed 001: bits per dimension nll / (log(2)·D), D the dimensions per sample of x."""
     dim = np.prod(x.size()[1:])
     bpd = nll / (np.log(2) * dim)
     return bpd

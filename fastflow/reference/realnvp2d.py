@@ -1,11 +1,12 @@
-"""Seed 004: RealNVP on 2-D data (ScaleTranslateNet, CouplingLayer, RealNVP)."""
+"""Seed 004: RealNVP on 2-D data such as the Swiss roll (ScaleTranslateNet, CouplingLayer,
+RealNVP), as in the seed; its training and plotting are left out."""
 
 import torch
 import torch.nn as nn
 
 
 class ScaleTranslateNet(nn.Module):
-    """Seed 004: the MLP predicting scale and translation."""
+    """Seed 004: the MLP (two hidden ReLU layers) that predicts scale and translation."""
 
     def __init__(self, in_features, hidden_features, out_features):
         super().__init__()
@@ -22,8 +23,14 @@ class ScaleTranslateNet(nn.Module):
 
 
 class CouplingLayer(nn.Module):
-    """Seed 004: one coupling layer; st = st_net(x * mask) split into s (through tanh) and t.
-    The mask is a plain attribute, as in the seed (not a buffer: not in the state_dict)."""
+    """Seed 004: one affine coupling layer; st = st_net(x·mask) is split into s (through
+    tanh) and t, and y = x·mask + (1 − mask)·(x·exp(s) + t).
+
+    forward(x) returns (y, log_det_J), inverse(y) returns (x, log_det_J) with the inverse's
+    log-det (the negative). The mask (1 = kept) is a plain attribute, as in the seed: it is
+    not a buffer, so it is not in the state_dict and does not follow .to(); each call moves
+    it to the input's device, as the seed does.
+    """
 
     def __init__(self, dim, hidden_dim, mask):
         super().__init__()
@@ -53,8 +60,12 @@ class CouplingLayer(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """Seed 004: coupling layers with alternating half masks; forward maps data to latent.
-    The coupling class is the class attribute `coupling_layer` (for fastflow.nn)."""
+    """Seed 004: num_coupling_layers CouplingLayers whose masks alternate between keeping
+    the first dim // 2 dimensions and keeping the rest (int64 tensors, as the seed builds
+    them). forward(x) maps data to latent, returning (z, log_det_J); inverse(z) maps back,
+    returning (x, log_det_J of the inverse). The coupling class is the class attribute
+    `coupling_layer`, so that fastflow.nn's RealNVP builds the same model on its fused layers.
+    """
 
     coupling_layer = CouplingLayer
 
