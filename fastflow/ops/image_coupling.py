@@ -111,11 +111,11 @@ if _triton.VERSION is not None:
             grad_y: torch.Tensor, grad_logdet: torch.Tensor, x: torch.Tensor, st: torch.Tensor,
             rescale: torch.Tensor, channel_wise: bool, reverse_mask: bool,
             reverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, st, rescale_flat = x.contiguous(), st.contiguous(), rescale.contiguous()
+        x, st, rescale = x.contiguous(), st.contiguous(), rescale.contiguous()
         grad_x, grad_st = torch.empty_like(x), torch.empty_like(st)
         partial = _partials(x, channel_wise)
         _kernels.image_coupling_backward(grad_y.contiguous(), grad_logdet.contiguous(), x, st,
-                                         rescale_flat, grad_x, grad_st, partial, channel_wise,
+                                         rescale, grad_x, grad_st, partial, channel_wise,
                                          reverse_mask, reverse)
         return grad_x, grad_st, partial.sum(0).to(rescale.dtype).view(rescale.shape)
 
