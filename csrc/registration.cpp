@@ -37,6 +37,18 @@ TORCH_LIBRARY(fastflow, m) {
   // Dequantize-and-logit (seed 001's _pre_process), see csrc/dequantize_logit.h:
   // (x in [0, 1], uniform noise, data constraint [1]) -> (logits, sldj [B]).
   m.def("dequantize_logit(Tensor x, Tensor noise, Tensor constraint) -> (Tensor, Tensor)");
+
+  // Masked linear (MADE's MaskedLinear), see csrc/masked_linear.h: y = x·(W⊙M)ᵀ + b with
+  // the mask as a matrix, or given by degrees (M[j, k] = in_degrees[k] <= out_degrees[j]),
+  // whose all-zero weight tiles are skipped. The backward returns (grad_x, grad_weight,
+  // grad_bias); grad_bias = Σ grad_y is returned whether or not there is a bias.
+  m.def("masked_linear(Tensor x, Tensor weight, Tensor mask, Tensor? bias) -> Tensor");
+  m.def("masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor mask) -> "
+        "(Tensor, Tensor, Tensor)");
+  m.def("degree_masked_linear(Tensor x, Tensor weight, Tensor in_degrees, Tensor out_degrees, "
+        "Tensor? bias) -> Tensor");
+  m.def("degree_masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, "
+        "Tensor in_degrees, Tensor out_degrees) -> (Tensor, Tensor, Tensor)");
 }
 
 // What this library was built with, read by fastflow/_extension.py through ctypes:

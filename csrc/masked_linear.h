@@ -1,0 +1,98 @@
+// Masked linear (MADE): argument checks and the degree plan, shared by the CPU and CUDA
+// bindings.
+//
+//   y = x·(W⊙M)ᵀ + b        x [B, K], W [N, K], M [N, K], b [N] or none
+//   dX = dY·(W⊙M),   dW = (dYᵀ·X)⊙M,   db = Σ_rows dY
+//
+// Two ways to give M:
+//   masked_linear:         M as a matrix (x's dtype), multiplied into each weight tile as it
+//                          is loaded (never materialized as a whole);
+//   degree_masked_linear:  M[j, k] = [in_degrees[k] ≤ out_degrees[j]] (MADE's masks;
+//                          the output layer's `<` is `≤` with out_degrees − 1). In degree
+//                          order the mask is a staircase: sorted output unit r sees exactly
+//                          the first row_prefix[r] sorted inputs, so the kernels skip the
+//                          weight tiles that are all zero and need no mask on those that are
+//                          all one.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/searchsorted.h>
+#include <ATen/ops/sort.h>
+#include <c10/util/Exception.h>
+
+namespace fastflow {
+
+inline void check_masked_linear_common(const char* op, const at::Tensor& x,
+                                       const at::Tensor& weight,
+                                       const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK_VALUE(x.dim() == 2, op, ": expected x of shape [B, in_features], got ", x.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(1) == x.size(1), op,
+                    ": weight must have shape [out_features, ", x.size(1), "], got ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(weight.scalar_type() == x.scalar_type() && weight.device() == x.device(), op,
+                    ": weight must have x's dtype and device (", x.scalar_type(), ", ",
+                    x.device(), "), got ", weight.scalar_type(), ", ", weight.device());
+  if (bias.has_value()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
+                      ": bias must have shape [", weight.size(0), "], got ", bias->sizes());
+    TORCH_CHECK_VALUE(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),
+                      op, ": bias must have x's dtype and device, got ", bias->scalar_type(),
+                      ", ", bias->device());
+  }
+}
+
+inline void check_masked_linear(const at::Tensor& x, const at::Tensor& weight,
+                                const at::Tensor& mask, const c10::optional<at::Tensor>& bias) {
+  check_masked_linear_common("masked_linear", x, weight, bias);
+  TORCH_CHECK_VALUE(mask.sizes() == weight.sizes(), "masked_linear: mask must have weight's shape ",
+                    weight.sizes(), ", got ", mask.sizes());
+  TORCH_CHECK_VALUE(mask.scalar_type() == x.scalar_type() && mask.device() == x.device(),
+                    "masked_linear: mask must have x's dtype and device, got ",
+                    mask.scalar_type(), ", ", mask.device());
+}
+
+inline void check_degree_masked_linear(const at::Tensor& x, const at::Tensor& weight,
+                                       const at::Tensor& in_degrees,
+                                       const at::Tensor& out_degrees,
+                                       const c10::optional<at::Tensor>& bias) {
+  check_masked_linear_common("degree_masked_linear", x, weight, bias);
+  TORCH_CHECK_VALUE(in_degrees.dim() == 1 && in_degrees.size(0) == weight.size(1),
+                    "degree_masked_linear: in_degrees must have shape [", weight.size(1),
+                    "], got ", in_degrees.sizes());
+  TORCH_CHECK_VALUE(out_degrees.dim() == 1 && out_degrees.size(0) == weight.size(0),
+                    "degree_masked_linear: out_degrees must have shape [", weight.size(0),
+                    "], got ", out_degrees.sizes());
+  for (const auto* degrees : {&in_degrees, &out_degrees}) {
+    TORCH_CHECK_TYPE(degrees->scalar_type() == at::kLong,
+                     "degree_masked_linear: degrees must be int64, got ", degrees->scalar_type());
+    TORCH_CHECK_VALUE(degrees->device() == x.device(),
+                      "degree_masked_linear: degrees must be on x's device ", x.device(),
+                      ", got ", degrees->device());
+  }
+}
+
+inline void check_grad_y(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
+                         const at::Tensor& weight) {
+  TORCH_CHECK_VALUE(grad_y.dim() == 2 && grad_y.size(0) == x.size(0) &&
+                        grad_y.size(1) == weight.size(0) &&
+                        grad_y.scalar_type() == x.scalar_type() && grad_y.device() == x.device(),
+                    op, ": grad_y must be [", x.size(0), ", ", weight.size(0), "] ",
+                    x.scalar_type(), ", got ", grad_y.sizes(), " ", grad_y.scalar_type());
+}
+
+// Degree order: inputs and outputs sorted by degree (stable), and for each sorted output r
+// the number of sorted inputs it sees, row_prefix[r] (non-decreasing in r). int64 tensors on
+// the degrees' device.
+struct DegreePlan {
+  at::Tensor in_order, out_order, row_prefix;
+};
+
+inline DegreePlan degree_plan(const at::Tensor& in_degrees, const at::Tensor& out_degrees) {
+  auto [in_sorted, in_order] = at::sort(in_degrees, /*stable=*/true, /*dim=*/0);
+  auto [out_sorted, out_order] = at::sort(out_degrees, /*stable=*/true, /*dim=*/0);
+  at::Tensor row_prefix = at::searchsorted(in_sorted, out_sorted, /*out_int32=*/false,
+                                           /*right=*/true);
+  return {in_order, out_order, row_prefix};
+}
+
+}  // namespace fastflow
