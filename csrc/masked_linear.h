@@ -20,6 +20,8 @@
 #include <ATen/ops/sort.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
+
 namespace fastflow {
 
 inline void check_masked_linear_common(const char* op, const at::Tensor& x,
@@ -88,8 +90,8 @@ struct DegreePlan {
 };
 
 inline DegreePlan degree_plan(const at::Tensor& in_degrees, const at::Tensor& out_degrees) {
-  auto [in_sorted, in_order] = at::sort(in_degrees, /*stable=*/true, /*dim=*/0);
-  auto [out_sorted, out_order] = at::sort(out_degrees, /*stable=*/true, /*dim=*/0);
+  auto [in_sorted, in_order] = at::sort(in_degrees, /*stable=*/std::optional<bool>(true), /*dim=*/0);
+  auto [out_sorted, out_order] = at::sort(out_degrees, /*stable=*/std::optional<bool>(true), /*dim=*/0);
   at::Tensor row_prefix = at::searchsorted(in_sorted, out_sorted, /*out_int32=*/false,
                                            /*right=*/true);
   return {in_order, out_order, row_prefix};

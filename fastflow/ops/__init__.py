@@ -4,12 +4,15 @@ the public functions that run them on the chosen backend."""
 from . import affine_coupling as _affine_coupling
 from . import dequantize_logit as _dequantize_logit
 from . import image_coupling as _image_coupling
+from . import masked_linear as _masked_linear
 from . import squeeze_2x2 as _squeeze_2x2
 
 affine_coupling = _affine_coupling.affine_coupling
 affine_coupling_packed = _affine_coupling.affine_coupling_packed
 dequantize_logit = _dequantize_logit.dequantize_logit
 image_coupling = _image_coupling.image_coupling
+masked_linear = _masked_linear.masked_linear
+degree_masked_linear = _masked_linear.degree_masked_linear
 squeeze_2x2 = _squeeze_2x2.squeeze_2x2
 
 # Each op's 'auto' choices per device type (see fastflow.backend.resolve).
@@ -18,6 +21,8 @@ AUTO_ORDERS = {
     "affine_coupling": _affine_coupling.AUTO_ORDER,
     "image_coupling": _image_coupling.AUTO_ORDER,
     "dequantize_logit": _dequantize_logit.AUTO_ORDER,
+    "masked_linear": _masked_linear.AUTO_ORDER,
 }
 
-__all__ = ["affine_coupling", "affine_coupling_packed", "dequantize_logit", "image_coupling", "squeeze_2x2", "AUTO_ORDERS"]
+__all__ = ["affine_coupling", "affine_coupling_packed", "degree_masked_linear", "dequantize_logit",
+           "image_coupling", "masked_linear", "squeeze_2x2", "AUTO_ORDERS"]

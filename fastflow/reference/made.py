@@ -38,7 +38,11 @@ class MADE(nn.Module):
     index to its units' degrees (-1: the inputs). The hidden degrees are drawn from numpy's
     global RNG (np.random.randint, one hidden layer after another), after the layers' torch
     initialisation, as in the seed. The masks assume output_dim == input_dim, as the seed's.
+    The layer class is the class attribute `masked_linear` (fastflow.nn.made.MADE swaps in
+    its fused layer).
     """
+
+    masked_linear = MaskedLinear
 
     def __init__(self, input_dim, hidden_dims, output_dim):
         super().__init__()
@@ -48,7 +52,7 @@ class MADE(nn.Module):
         dims = [input_dim] + hidden_dims + [output_dim]
         self.layers = []
         for i in range(len(dims) - 1):
-            m_layer = MaskedLinear(dims[i], dims[i + 1])
+            m_layer = self.masked_linear(dims[i], dims[i + 1])
             self.net.add_module(f"layer_{i}", m_layer)
             self.layers.append(m_layer)
             if i < len(dims) - 2:

@@ -55,8 +55,10 @@ class MADE(nn.Module):
     inverse(x) -> (z, log_det): one pass, z = (x − μ)·exp(−α). Both return
     log_det = −Σ α, the log-determinant of the x -> z map, as the seed. forward writes x
     in place between passes, as the seed: it is for sampling (under no_grad); autograd
-    cannot differentiate through it.
+    cannot differentiate through it. The layer class is the class attribute `masked_linear`.
     """
+
+    masked_linear = MaskedLinear
 
     def __init__(self, input_size, hidden_size, n_hidden):
         super().__init__()
@@ -65,11 +67,11 @@ class MADE(nn.Module):
         self.n_hidden = n_hidden
         masks = self.create_masks()
 
-        layers = [MaskedLinear(input_size, hidden_size, masks[0]), nn.ReLU(inplace=True)]
+        layers = [self.masked_linear(input_size, hidden_size, masks[0]), nn.ReLU(inplace=True)]
         for i in range(n_hidden):
-            layers += [MaskedLinear(hidden_size, hidden_size, masks[i + 1]), nn.ReLU(inplace=True)]
+            layers += [self.masked_linear(hidden_size, hidden_size, masks[i + 1]), nn.ReLU(inplace=True)]
         # The means' and the log-stds' rows share the last layer's mask.
-        layers += [MaskedLinear(hidden_size, input_size * 2, masks[-1].repeat(2, 1))]
+        layers += [self.masked_linear(hidden_size, input_size * 2, masks[-1].repeat(2, 1))]
         self.net = nn.Sequential(*layers)
 
     def create_masks(self):
@@ -121,7 +123,11 @@ class MAF(nn.Module):
         device, takes optional normals z [n, input_size] (drawn when not given: on the CPU,
         then moved, as the seed does) and returns a tensor [n, input_size] on that device
         (the seed returns a numpy array), computed under no_grad.
+
+    The MADE class is the class attribute `made`.
     """
+
+    made = MADE
 
     def __init__(self, input_size, hidden_size, n_hidden, n_flows):
         super().__init__()
@@ -133,7 +139,7 @@ class MAF(nn.Module):
 
         nf_blocks = []
         for _ in range(self.n_flows):
-            nf_blocks.append(MADE(self.input_size, self.hidden_size, self.n_hidden))
+            nf_blocks.append(self.made(self.input_size, self.hidden_size, self.n_hidden))
             nf_blocks.append(PermuteLayer(self.input_size))
         self.nf = nn.Sequential(*nf_blocks)
 

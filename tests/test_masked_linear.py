@@ -1,0 +1,185 @@
+"""Masked linear on every backend against the reference formula (seeds 000, 003): both mask
+forms (a matrix, MADE degrees), forward and all gradients, odd sizes, batch 0 and 1, strided
+inputs, empty and full mask rows, degrees recovered from masks, opcheck, bad arguments."""
+
+import pytest
+import torch
+
+import fastflow
+from fastflow.ops.masked_linear import (degree_mask, degree_masked_linear_reference, degree_plan,
+                                        degrees_from_mask, masked_linear_reference)
+
+from backends import ALL_BACKENDS
+
+# (dtype, tol): max |got − expected| / max |expected| against float64.
+DTYPES = [
+    pytest.param(torch.float32, 1e-5, id="float32"),
+    pytest.param(torch.float64, 1e-12, id="float64"),
+    pytest.param(torch.bfloat16, 3e-2, id="bfloat16"),
+    pytest.param(torch.float16, 5e-3, id="float16"),
+]
+# (batch, in_features, out_features)
+SHAPES = [(1, 1, 1), (7, 13, 17), (33, 70, 150), (0, 5, 3), (4, 1, 9), (5, 9, 1)]
+
+
+def assert_relative(got, expected, tol, what):
+    scale = max(expected.abs().max().item(), 1e-30) if expected.numel() else 1.0
+    err = (got.double() - expected).abs().max().item() / scale if got.numel() else 0.0
+    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
+
+
+def made_degrees(in_features, out_features, device, strict=False):
+    """Degrees as MADE draws them: inputs a permutation of 1..K (an input order), outputs
+    random in 0..K+1, so some rows see nothing and some see everything."""
+    in_degrees = torch.randperm(in_features, device=device) + 1
+    out_degrees = torch.randint(0, in_features + 2, (out_features,), device=device)
+    return in_degrees, out_degrees
+
+
+def make_inputs(shape, dtype, device, strided=False):
+    b, k, n = shape
+    x = torch.randn(b, k + 3 if strided else k, dtype=dtype, device=device)
+    if strided:
+        x = x[:, 2:2 + k]  # a column slice: rows strided
+    weight = torch.randn(n, k, dtype=dtype, device=device) / max(k, 1) ** 0.5
+    bias = torch.randn(n, dtype=dtype, device=device)
+    return x, weight, bias
+
+
+def run(backend, fn, *args, **kwargs):
+    with fastflow.backend(backend):
+        return fn(*args, **kwargs)
+
+
+def check_forward_backward(backend, form, x, weight, bias, in_degrees, out_degrees, tol):
+    mask = degree_mask(in_degrees, out_degrees)
+    args64 = [t.detach().double().requires_grad_() for t in (x, weight)]
+    bias64 = bias.detach().double().requires_grad_() if bias is not None else None
+    y64 = masked_linear_reference(*args64, mask.double(), bias64)
+    grad_y = torch.randn(y64.shape, dtype=x.dtype, device=x.device).double()  # exact in x's dtype
+    y64.backward(grad_y)
+
+    x_, weight_ = (t.detach().requires_grad_() for t in (x, weight))
+    bias_ = bias.detach().requires_grad_() if bias is not None else None
+    if form == "matrix":
+        y = run(backend, fastflow.ops.masked_linear, x_, weight_, mask.to(x.dtype), bias_)
+    else:
+        y = run(backend, fastflow.ops.degree_masked_linear, x_, weight_, in_degrees, out_degrees,
+                bias_)
+    assert y.shape == y64.shape and y.dtype == x.dtype
+    assert_relative(y, y64.detach(), tol, "y")
+    y.backward(grad_y.to(y.dtype))
+    assert_relative(x_.grad, args64[0].grad, tol, "grad_x")
+    assert_relative(weight_.grad, args64[1].grad, tol, "grad_weight")
+    assert bool((weight_.grad[~mask] == 0).all()), "grad_weight must be zero where the mask is"
+    if bias is not None:
+        assert_relative(bias_.grad, bias64.grad, tol, "grad_bias")
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("form", ["matrix", "degrees"])
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_reference(device, backend, form, dtype, tol, shape):
+    x, weight, bias = make_inputs(shape, dtype, device)
+    in_degrees, out_degrees = made_degrees(shape[1], shape[2], device)
+    check_forward_backward(backend, form, x, weight, bias, in_degrees, out_degrees, tol)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+@pytest.mark.parametrize("form", ["matrix", "degrees"])
+def test_made_layer_sizes_strided_no_bias(device, backend, form):
+    """A MADE hidden layer's size (several row blocks: tiles are skipped), x a column slice,
+    no bias."""
+    shape = (9, 200, 300)
+    x, weight, _ = make_inputs(shape, torch.float32, device, strided=True)
+    assert not x.is_contiguous()
+    in_degrees = torch.randint(1, 200, (200,), device=device)
+    out_degrees = torch.randint(1, 200, (300,), device=device)
+    check_forward_backward(backend, form, x, weight, None, in_degrees, out_degrees, 1e-5)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_transposed_input_and_strict_degrees(device, backend):
+    """x with column stride != 1 (a transpose) is read correctly; strict=True is MADE's
+    output rule (in_degree < out_degree)."""
+    x = torch.randn(20, 6, device=device).t()
+    weight, bias = torch.randn(20, 20, device=device), torch.randn(20, device=device)
+    degrees = torch.arange(1, 21, device=device)
+    y = run(backend, fastflow.ops.degree_masked_linear, x, weight, degrees, degrees, bias,
+            strict=True)
+    mask = (degrees[None, :] < degrees[:, None]).float()
+    torch.testing.assert_close(y, x @ (weight * mask).t() + bias, rtol=1e-5, atol=1e-5)
+
+
+def test_degree_plan_is_the_staircase():
+    in_degrees, out_degrees = made_degrees(40, 30, "cpu")
+    in_order, out_order, row_prefix = degree_plan(in_degrees, out_degrees)
+    mask = degree_mask(in_degrees, out_degrees)
+    sorted_mask = mask[out_order][:, in_order]
+    columns = torch.arange(40)
+    assert torch.equal(sorted_mask, columns[None, :] < row_prefix[:, None])
+    assert bool((row_prefix[1:] >= row_prefix[:-1]).all())
+
+
+@pytest.mark.parametrize("shape", [(30, 40), (1, 1), (5, 0), (0, 4)], ids=str)
+def test_degrees_from_mask_round_trip(shape):
+    n, k = shape
+    in_degrees = torch.randint(0, 7, (k,))
+    out_degrees = torch.randint(-1, 8, (n,))
+    mask = degree_mask(in_degrees, out_degrees).float()
+    recovered = degrees_from_mask(mask)
+    assert recovered is not None
+    assert torch.equal(degree_mask(*recovered), mask.bool())
+
+
+def test_degrees_from_mask_refuses_other_masks():
+    assert degrees_from_mask(torch.eye(3)) is None  # supports {0}, {1}: not nested
+    assert degrees_from_mask(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])) is None
+
+
+@pytest.mark.parametrize("device,backend", [p for p in ALL_BACKENDS if p.values[1] != "torch"])
+def test_opcheck(device, backend):
+    suffix = "_triton" if backend == "triton" else ""
+    x, weight, bias = make_inputs((5, 12, 10), torch.float32, device)
+    x.requires_grad_()
+    weight.requires_grad_()
+    in_degrees, out_degrees = made_degrees(12, 10, device)
+    mask = degree_mask(in_degrees, out_degrees).float()
+    ops = torch.ops.fastflow
+    torch.library.opcheck(getattr(ops, f"masked_linear{suffix}"), (x, weight, mask, bias))
+    torch.library.opcheck(getattr(ops, f"masked_linear{suffix}"), (x, weight, mask, None))
+    torch.library.opcheck(getattr(ops, f"degree_masked_linear{suffix}"),
+                          (x, weight, in_degrees, out_degrees, bias))
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_bad_arguments(backend):
+    x, weight, bias = make_inputs((4, 6, 5), torch.float32, "cpu")
+    mask = torch.ones(5, 6)
+    degrees_in, degrees_out = torch.arange(6), torch.arange(5)
+    masked, degree = fastflow.ops.masked_linear, fastflow.ops.degree_masked_linear
+    cases = [
+        (ValueError, "x of shape", lambda: masked(x[0], weight, mask, bias)),
+        (ValueError, "weight must have shape", lambda: masked(x, weight.t(), mask.t(), bias)),
+        (ValueError, "mask must have weight's shape", lambda: masked(x, weight, mask[:4], bias)),
+        (ValueError, "bias must have shape", lambda: masked(x, weight, mask, bias[:3])),
+        (ValueError, "weight must have x's dtype", lambda: masked(x, weight.double(), mask, bias)),
+        (TypeError, "mask must be a float", lambda: masked(x, weight, mask.bool(), bias)),
+        (TypeError, "x must be float", lambda: masked(x.int(), weight, mask, bias)),
+        (TypeError, "mask must be a torch.Tensor", lambda: masked(x, weight, [[1.0]], bias)),
+        (ValueError, "in_degrees must have shape", lambda: degree(x, weight, degrees_out, degrees_out)),
+        (TypeError, "out_degrees must be int64", lambda: degree(x, weight, degrees_in, degrees_out.int())),
+    ]
+    with fastflow.backend(backend):
+        for error, message, call in cases:
+            with pytest.raises(error, match=message):
+                call()
+
+
+def test_reference_forms_agree():
+    x, weight, bias = make_inputs((3, 8, 6), torch.float64, "cpu")
+    in_degrees, out_degrees = made_degrees(8, 6, "cpu")
+    torch.testing.assert_close(
+        degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias),
+        masked_linear_reference(x, weight, degree_mask(in_degrees, out_degrees).double(), bias))
