@@ -28,6 +28,8 @@ class FusedMaskedForward:
     def _degrees(self):
         """The mask's degrees (None when it has none), recomputed when the mask changes.
 
+        A change is seen through the buffer's version counter: in-place edits and
+        load_state_dict are followed, but not writes through `mask.data` (use set_mask).
         Under torch.compile the degrees cached at construction, set_mask or load_state_dict
         are used (the check is data-dependent): after editing a mask in place, run the layer
         once eagerly before compiling."""
@@ -69,6 +71,10 @@ class MaskedLinear(FusedMaskedForward, reference.made.MaskedLinear):
     numpy array (or a tensor) of shape [out_features, in_features] holding only 0 and 1 (or
     True and False) and refuses anything else with a ValueError."""
 
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__(in_features, out_features, bias)
+        self._follow_mask()
+
     def set_mask(self, mask):
         if isinstance(mask, torch.Tensor):
             mask = mask.detach().cpu().numpy()
@@ -81,6 +87,7 @@ class MaskedLinear(FusedMaskedForward, reference.made.MaskedLinear):
         if not np.isin(mask, (0, 1)).all():
             raise ValueError("MaskedLinear.set_mask: mask must hold only 0 and 1")
         super().set_mask(mask)
+        self._mask_key = None  # the seed copies through .data, which bumps no version counter
         self._degrees()
 
 
