@@ -11,7 +11,7 @@ from fastflow.ops.affine_coupling import affine_coupling_reference
 from fastflow.ops.dequantize_logit import dequantize_logit_reference
 from fastflow.ops.image_coupling import image_coupling_reference
 
-from providers import DEVICE, fastflow_providers, on_backend, synchronized
+from providers import DEVICE, fastflow_providers, provider_fn, synchronized, timed_step
 
 LARGE = DEVICE == "cuda"
 PROVIDERS = ["reference", "reference-compile"] + fastflow_providers()
@@ -30,27 +30,6 @@ IMAGE_SHAPES = {  # (B, C, H, W, channel_wise)
     "cifar32-channel": (64, 12, 16, 16, True),
     "large": (64, 16, 128, 128, False) if LARGE else (16, 16, 128, 128, False),
 }
-
-
-def provider_fn(provider, fused, reference):
-    if provider == "reference":
-        return reference
-    if provider == "reference-compile":
-        return torch.compile(reference)
-    return on_backend(provider, fused)
-
-
-def timed_step(fn, inputs, mode, grads):
-    """fn on inputs; with mode fwd+bwd also the backward of its outputs against `grads`."""
-    if mode == "fwd":
-        with torch.no_grad():
-            return lambda: fn(*inputs)
-
-    def step():
-        outputs = fn(*inputs)
-        torch.autograd.backward(outputs, grads)
-        return outputs
-    return step
 
 
 def check_and_time(benchmark, provider, mode, fn, reference, inputs, nbytes, group, atol=1e-5):

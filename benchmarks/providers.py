@@ -33,3 +33,28 @@ def on_backend(name, fn):
         with fastflow.backend(name):
             return fn(*args)
     return run
+
+
+def provider_fn(provider, fused, reference):
+    """The function a provider times: the reference eager, the reference under
+    torch.compile, or the fused function on a fastflow backend."""
+    if provider == "reference":
+        return reference
+    if provider == "reference-compile":
+        return torch.compile(reference)
+    return on_backend(provider, fused)
+
+
+def timed_step(fn, inputs, mode, grads):
+    """fn on inputs; with mode fwd+bwd also the backward of its outputs against `grads`."""
+    if mode == "fwd":
+        def forward():
+            with torch.no_grad():
+                return fn(*inputs)
+        return forward
+
+    def step():
+        outputs = fn(*inputs)
+        torch.autograd.backward(outputs, grads)
+        return outputs
+    return step

@@ -16,11 +16,15 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/searchsorted.h>
 #include <ATen/ops/sort.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+#include <numeric>
 #include <optional>
+#include <utility>
 
 namespace fastflow {
 
@@ -90,6 +94,30 @@ struct DegreePlan {
 };
 
 inline DegreePlan degree_plan(const at::Tensor& in_degrees, const at::Tensor& out_degrees) {
+  if (in_degrees.is_cpu()) {
+    // A few hundred units: a plain stable sort beats three ATen calls by an order of magnitude.
+    const auto order_of = [](const at::Tensor& degrees) {
+      const at::Tensor contiguous = degrees.contiguous();
+      const int64_t* d = contiguous.const_data_ptr<int64_t>();
+      at::Tensor order = at::empty({degrees.numel()}, degrees.options());
+      int64_t* o = order.mutable_data_ptr<int64_t>();
+      std::iota(o, o + degrees.numel(), int64_t(0));
+      std::stable_sort(o, o + degrees.numel(), [d](int64_t a, int64_t b) { return d[a] < d[b]; });
+      return std::make_pair(contiguous, order);
+    };
+    const auto [in_d, in_order] = order_of(in_degrees);
+    const auto [out_d, out_order] = order_of(out_degrees);
+    at::Tensor row_prefix = at::empty({out_degrees.numel()}, out_degrees.options());
+    const int64_t *in_data = in_d.const_data_ptr<int64_t>(), *out_data = out_d.const_data_ptr<int64_t>();
+    const int64_t *in_o = in_order.const_data_ptr<int64_t>(), *out_o = out_order.const_data_ptr<int64_t>();
+    int64_t* prefix = row_prefix.mutable_data_ptr<int64_t>();
+    int64_t seen = 0;  // out degrees rise along the sorted rows: one merge-like sweep
+    for (int64_t r = 0; r < out_degrees.numel(); ++r) {
+      while (seen < in_degrees.numel() && in_data[in_o[seen]] <= out_data[out_o[r]]) ++seen;
+      prefix[r] = seen;
+    }
+    return {in_order, out_order, row_prefix};
+  }
   auto [in_sorted, in_order] = at::sort(in_degrees, /*stable=*/std::optional<bool>(true), /*dim=*/0);
   auto [out_sorted, out_order] = at::sort(out_degrees, /*stable=*/std::optional<bool>(true), /*dim=*/0);
   at::Tensor row_prefix = at::searchsorted(in_sorted, out_sorted, /*out_int32=*/false,

@@ -41,14 +41,15 @@ TORCH_LIBRARY(fastflow, m) {
   // Masked linear (MADE's MaskedLinear), see csrc/masked_linear.h: y = x·(W⊙M)ᵀ + b with
   // the mask as a matrix, or given by degrees (M[j, k] = in_degrees[k] <= out_degrees[j]),
   // whose all-zero weight tiles are skipped. The backward returns (grad_x, grad_weight,
-  // grad_bias); grad_bias = Σ grad_y is returned whether or not there is a bias.
+  // grad_bias); grad_bias = Σ grad_y is returned whether or not there is a bias, and
+  // grad_x is an empty [0] tensor unless input_grad (MADE's first layer needs none).
   m.def("masked_linear(Tensor x, Tensor weight, Tensor mask, Tensor? bias) -> Tensor");
-  m.def("masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor mask) -> "
-        "(Tensor, Tensor, Tensor)");
+  m.def("masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor mask, "
+        "bool input_grad) -> (Tensor, Tensor, Tensor)");
   m.def("degree_masked_linear(Tensor x, Tensor weight, Tensor in_degrees, Tensor out_degrees, "
         "Tensor? bias) -> Tensor");
   m.def("degree_masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, "
-        "Tensor in_degrees, Tensor out_degrees) -> (Tensor, Tensor, Tensor)");
+        "Tensor in_degrees, Tensor out_degrees, bool input_grad) -> (Tensor, Tensor, Tensor)");
 }
 
 // What this library was built with, read by fastflow/_extension.py through ctypes:

@@ -26,18 +26,20 @@
 #include <tuple>
 
 #include "../masked_linear.h"
+#include "vector_math.h"
 
 namespace fastflow {
 namespace {
 
 // The weight and its mask, in sorted coordinates: sorted row r is weight row out_order[r],
-// sorted column c is weight column in_order[c] (identity when there is no plan, the
-// matrix-mask form).
+// sorted column c is weight column in_order[c], and weight column k sits at sorted position
+// in_position[k] (all identity when there is no plan: the matrix-mask form).
 template <typename scalar_t>
 struct MaskedWeight {
   const scalar_t* weight;      // [out_features, in_features] contiguous
   const scalar_t* mask;        // matrix form, else nullptr
-  const int64_t* in_order;     // degree form, else nullptr (the three together)
+  const int64_t* in_order;     // degree form, else nullptr (the four together)
+  const int64_t* in_position;
   const int64_t* out_order;
   const int64_t* row_prefix;
   int64_t in_features;
@@ -45,50 +47,98 @@ struct MaskedWeight {
   int64_t row(int64_t r) const { return out_order ? out_order[r] : r; }
   // How many sorted columns sorted row r may see.
   int64_t prefix(int64_t r) const { return row_prefix ? row_prefix[r] : in_features; }
-
-  // dst[i, c] = (W⊙M)[row(r0 + i), in_order[c]] for c < cols (row stride cols).
-  void pack(int64_t r0, int64_t r1, int64_t cols, scalar_t* dst) const {
-    at::parallel_for(r0, r1, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const scalar_t* src = weight + row(r) * in_features;
-        scalar_t* out = dst + (r - r0) * cols;
-        if (mask != nullptr) {
-          const scalar_t* m = mask + r * in_features;
-          for (int64_t c = 0; c < cols; ++c) out[c] = src[c] * m[c];
-        } else {
-          const int64_t seen = std::min(prefix(r), cols);
-          for (int64_t c = 0; c < seen; ++c) out[c] = src[in_order[c]];
-          std::fill(out + seen, out + cols, scalar_t(0));
-        }
-      }
-    });
-  }
-
-  // grad_weight[row(r0 + i), in_order[c]] = g[i, c] where the mask is 1, else 0, for every
-  // column (g's row stride cols; columns ≥ cols are masked out in the degree form).
-  void unpack_grad(int64_t r0, int64_t r1, int64_t cols, const scalar_t* g,
-                   scalar_t* grad_weight) const {
-    at::parallel_for(r0, r1, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const scalar_t* src = g + (r - r0) * cols;
-        scalar_t* out = grad_weight + row(r) * in_features;
-        if (mask != nullptr) {
-          const scalar_t* m = mask + r * in_features;
-          for (int64_t c = 0; c < in_features; ++c) out[c] = src[c] * m[c];
-        } else {
-          const int64_t seen = prefix(r);
-          for (int64_t c = 0; c < seen; ++c) out[in_order[c]] = src[c];
-          for (int64_t c = seen; c < in_features; ++c) out[in_order[c]] = scalar_t(0);
-        }
-      }
-    });
-  }
 };
+
+// The loops below are gathers (scatters are turned into gathers through the inverse
+// permutation), compiled for AVX2 where the CPU has it: its vector gathers make them a
+// small share of the time next to the matrix products.
+
+// dst[i, c] = (W⊙M)[row(r0 + i), in_order[c]] for c < cols (row stride cols), rows
+// [begin, end) of the block starting at r0.
+template <typename scalar_t>
+FASTFLOW_ALWAYS_INLINE void pack_rows_body(MaskedWeight<scalar_t> w, int64_t r0, int64_t begin,
+                                           int64_t end, int64_t cols, scalar_t* dst) {
+  for (int64_t r = begin; r < end; ++r) {
+    const scalar_t* src = w.weight + w.row(r) * w.in_features;
+    scalar_t* out = dst + (r - r0) * cols;
+    if (w.mask != nullptr) {
+      const scalar_t* m = w.mask + r * w.in_features;
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) out[c] = src[c] * m[c];
+    } else {
+      const int64_t seen = std::min(w.prefix(r), cols);
+      const int64_t* order = w.in_order;
+#pragma omp simd
+      for (int64_t c = 0; c < seen; ++c) out[c] = src[order[c]];
+      std::fill(out + seen, out + cols, scalar_t(0));
+    }
+  }
+}
+FASTFLOW_CPU_DISPATCH(pack_rows)
+
+// grad_weight[row(r), k] = g[r − r0, in_position[k]] where the mask is 1, else 0, for every
+// column k (g's row stride cols; sorted columns ≥ cols are masked out in the degree form).
+template <typename scalar_t>
+FASTFLOW_ALWAYS_INLINE void unpack_grad_rows_body(MaskedWeight<scalar_t> w, int64_t r0,
+                                                  int64_t begin, int64_t end, int64_t cols,
+                                                  const scalar_t* g, scalar_t* grad_weight) {
+  for (int64_t r = begin; r < end; ++r) {
+    const scalar_t* src = g + (r - r0) * cols;
+    scalar_t* out = grad_weight + w.row(r) * w.in_features;
+    if (w.mask != nullptr) {
+      const scalar_t* m = w.mask + r * w.in_features;
+#pragma omp simd
+      for (int64_t k = 0; k < w.in_features; ++k) out[k] = src[k] * m[k];
+    } else if (w.prefix(r) == 0) {
+      std::fill(out, out + w.in_features, scalar_t(0));
+    } else {
+      const int64_t seen = w.prefix(r);
+      const int64_t* position = w.in_position;
+#pragma omp simd
+      for (int64_t k = 0; k < w.in_features; ++k) {
+        const int64_t c = position[k];
+        const scalar_t v = src[c < seen ? c : 0];  // never reads past the block's width
+        out[k] = c < seen ? v : scalar_t(0);
+      }
+    }
+  }
+}
+FASTFLOW_CPU_DISPATCH(unpack_grad_rows)
+
+// dst[b, c] = (src[b, index[c]] + bias[index[c]] if bias), rows [begin, end).
+template <typename scalar_t>
+FASTFLOW_ALWAYS_INLINE void gather_columns_rows_body(const scalar_t* src, int64_t src_row,
+                                                const int64_t* index, const scalar_t* bias,
+                                                int64_t cols, int64_t begin, int64_t end,
+                                                scalar_t* dst) {
+  for (int64_t b = begin; b < end; ++b) {
+    const scalar_t* in = src + b * src_row;
+    scalar_t* out = dst + b * cols;
+    if (bias != nullptr) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) out[c] = in[index[c]] + bias[c];
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) out[c] = in[index[c]];
+    }
+  }
+}
+FASTFLOW_CPU_DISPATCH(gather_columns_rows)
+
+// Rows per parallel task: about 64K elements each, so small layers run on one thread.
+int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(cols, 1)); }
+
+template <typename scalar_t>
+void pack(const MaskedWeight<scalar_t>& w, int64_t r0, int64_t r1, int64_t cols, scalar_t* dst) {
+  at::parallel_for(r0, r1, rows_per_task(cols), [&](int64_t begin, int64_t end) {
+    pack_rows(w, r0, begin, end, cols, dst);
+  });
+}
 
 // Row blocks of about a quarter of the outputs: fine enough that the staircase's skipped
 // area is 3/8 of the dense product (the ideal is 1/2), coarse enough for efficient BLAS calls.
 int64_t block_rows(int64_t out_features) {
-  const int64_t quarter = (out_features + 3) / 4;
+  const int64_t quarter = (out_features + 7) / 8;
   return std::max<int64_t>(64, (quarter + 15) / 16 * 16);
 }
 
@@ -101,14 +151,24 @@ void for_each_block(const MaskedWeight<scalar_t>& w, int64_t out_features, F&& f
   }
 }
 
+// in_position: the inverse of the plan's in_order (undefined without a plan).
 template <typename scalar_t>
 MaskedWeight<scalar_t> masked_weight(const at::Tensor& weight, const at::Tensor* mask,
-                                     const DegreePlan* plan) {
+                                     const DegreePlan* plan, const at::Tensor& in_position) {
   return {weight.const_data_ptr<scalar_t>(),
           mask ? mask->const_data_ptr<scalar_t>() : nullptr,
           plan ? plan->in_order.const_data_ptr<int64_t>() : nullptr,
+          plan ? in_position.const_data_ptr<int64_t>() : nullptr,
           plan ? plan->out_order.const_data_ptr<int64_t>() : nullptr,
           plan ? plan->row_prefix.const_data_ptr<int64_t>() : nullptr, weight.size(1)};
+}
+
+at::Tensor inverse_permutation(const at::Tensor& order) {
+  at::Tensor inverse = at::empty_like(order);
+  const int64_t* o = order.const_data_ptr<int64_t>();
+  int64_t* inv = inverse.mutable_data_ptr<int64_t>();
+  for (int64_t i = 0; i < order.numel(); ++i) inv[o[i]] = i;
+  return inverse;
 }
 
 // x with unit-stride rows, the layout the BLAS reads in place.
@@ -124,52 +184,37 @@ bool is_identity(const at::Tensor& order) {
   return true;
 }
 
-// v[:, order] as a contiguous tensor (v itself when the order is the identity: MADE's input
-// and output units are already in degree order). A row fits in L1, so one pass per row
-// beats index_select along dim 1.
-at::Tensor gather_columns(const at::Tensor& v_in, const at::Tensor& order) {
+// out[:, c] = v[:, index[c]] (+ bias[c]), contiguous.
+at::Tensor gather_columns(const at::Tensor& v_in, const at::Tensor& index,
+                          const at::Tensor& bias_in) {
   const at::Tensor v = rows_unit_stride(v_in);
-  if (is_identity(order)) return v;
-  at::Tensor out = at::empty(v.sizes(), v.options().memory_format(at::MemoryFormat::Contiguous));
-  const int64_t* index = order.const_data_ptr<int64_t>();
-  const int64_t cols = v.size(1), row_stride = v.stride(0);
+  const at::Tensor bias = bias_in.defined() ? bias_in.contiguous() : bias_in;
+  at::Tensor out = at::empty({v.size(0), index.numel()},
+                             v.options().memory_format(at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "gather_columns", [&] {
     const scalar_t* src = v.const_data_ptr<scalar_t>();
+    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, v.size(0), 16, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        for (int64_t c = 0; c < cols; ++c) dst[b * cols + c] = src[b * row_stride + index[c]];
-      }
+    const int64_t* idx = index.const_data_ptr<int64_t>();
+    at::parallel_for(0, v.size(0), rows_per_task(index.numel()), [&](int64_t begin, int64_t end) {
+      gather_columns_rows(src, v.stride(0), idx, bias_data, index.numel(), begin, end, dst);
     });
   });
   return out;
 }
 
-// out[:, order[c]] = v[:, c] (+ bias[order[c]]) for contiguous v; the inverse of
-// gather_columns, with the bias added in the same pass.
-at::Tensor scatter_columns(const at::Tensor& v, const at::Tensor& order,
-                           const std::optional<at::Tensor>& bias) {
+// v[:, order] (v itself when the order is the identity: MADE's input and output units are
+// already in degree order).
+at::Tensor sorted_columns(const at::Tensor& v, const at::Tensor& order) {
+  return is_identity(order) ? rows_unit_stride(v) : gather_columns(v, order, at::Tensor());
+}
+
+// The inverse of sorted_columns: out[:, order[c]] = v[:, c], plus the bias.
+at::Tensor unsorted_columns(const at::Tensor& v, const at::Tensor& order,
+                            const std::optional<at::Tensor>& bias) {
   if (is_identity(order)) return bias.has_value() ? v.add_(*bias) : v;
-  at::Tensor out = at::empty_like(v);
-  const at::Tensor bias_contiguous = bias.has_value() ? bias->contiguous() : at::Tensor();
-  const int64_t* index = order.const_data_ptr<int64_t>();
-  const int64_t cols = v.size(1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "scatter_columns", [&] {
-    const scalar_t* src = v.const_data_ptr<scalar_t>();
-    const scalar_t* bias_data =
-        bias_contiguous.defined() ? bias_contiguous.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, v.size(0), 16, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        for (int64_t c = 0; c < cols; ++c) {
-          const int64_t j = index[c];
-          dst[b * cols + j] = bias_data ? scalar_t(src[b * cols + c] + bias_data[j])
-                                        : src[b * cols + c];
-        }
-      }
-    });
-  });
-  return out;
+  return gather_columns(v, inverse_permutation(order),
+                        bias.has_value() ? *bias : at::Tensor());
 }
 
 // One of `mask` and `plan` is given.
@@ -177,12 +222,13 @@ at::Tensor masked_linear_forward(const at::Tensor& x_in, const at::Tensor& weigh
                                  const at::Tensor* mask, const DegreePlan* plan,
                                  const std::optional<at::Tensor>& bias) {
   const at::Tensor weight = weight_in.contiguous();
-  const at::Tensor x = plan ? gather_columns(x_in, plan->in_order) : rows_unit_stride(x_in);
+  const at::Tensor x = plan ? sorted_columns(x_in, plan->in_order) : rows_unit_stride(x_in);
   const int64_t out_features = weight.size(0);
+  const at::Tensor in_position = plan ? inverse_permutation(plan->in_order) : at::Tensor();
   at::Tensor y_sorted = at::empty({x.size(0), out_features}, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (x.size(0) > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "masked_linear", [&] {
-      const auto w = masked_weight<scalar_t>(weight, mask, plan);
+      const auto w = masked_weight<scalar_t>(weight, mask, plan, in_position);
       at::Tensor scratch = at::empty({block_rows(out_features) * x.size(1)}, x.options());
       for_each_block(w, out_features, [&](int64_t r0, int64_t r1, int64_t cols) {
         at::Tensor y_block = y_sorted.narrow(1, r0, r1 - r0);
@@ -190,28 +236,29 @@ at::Tensor masked_linear_forward(const at::Tensor& x_in, const at::Tensor& weigh
           y_block.zero_();
           return;
         }
-        w.pack(r0, r1, cols, scratch.mutable_data_ptr<scalar_t>());
+        pack(w, r0, r1, cols, scratch.mutable_data_ptr<scalar_t>());
         at::Tensor packed = scratch.narrow(0, 0, (r1 - r0) * cols).view({r1 - r0, cols});
         at::mm_out(y_block, x.narrow(1, 0, cols), packed.t());
       });
     });
   }
-  if (plan) return scatter_columns(y_sorted, plan->out_order, bias);
+  if (plan) return unsorted_columns(y_sorted, plan->out_order, bias);
   return bias.has_value() ? y_sorted.add_(*bias) : y_sorted;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_impl(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& weight_in,
-    const at::Tensor* mask, const DegreePlan* plan) {
+    const at::Tensor* mask, const DegreePlan* plan, bool input_grad) {
   const at::Tensor weight = weight_in.contiguous();
-  const at::Tensor x = plan ? gather_columns(x_in, plan->in_order) : rows_unit_stride(x_in);
+  const at::Tensor x = plan ? sorted_columns(x_in, plan->in_order) : rows_unit_stride(x_in);
   const at::Tensor grad_y =
-      plan ? gather_columns(grad_y_in, plan->out_order) : rows_unit_stride(grad_y_in);
+      plan ? sorted_columns(grad_y_in, plan->out_order) : rows_unit_stride(grad_y_in);
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
-  at::Tensor grad_x_sorted = at::zeros({x.size(0), in_features}, x.options());
+  const at::Tensor in_position = plan ? inverse_permutation(plan->in_order) : at::Tensor();
+  at::Tensor grad_x_sorted = at::zeros({input_grad ? x.size(0) : 0, in_features}, x.options());
   at::Tensor grad_weight = at::empty(weight.sizes(), weight.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "masked_linear_backward", [&] {
-    const auto w = masked_weight<scalar_t>(weight, mask, plan);
+    const auto w = masked_weight<scalar_t>(weight, mask, plan, in_position);
     const int64_t scratch_size = block_rows(out_features) * in_features;
     at::Tensor packed_scratch = at::empty({scratch_size}, x.options());
     at::Tensor grad_scratch = at::empty({scratch_size}, x.options());
@@ -219,20 +266,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_impl(
       const int64_t rows = r1 - r0;
       at::Tensor grad_block = grad_scratch.narrow(0, 0, rows * cols).view({rows, cols});
       if (cols > 0 && x.size(0) > 0) {
-        w.pack(r0, r1, cols, packed_scratch.mutable_data_ptr<scalar_t>());
+        pack(w, r0, r1, cols, packed_scratch.mutable_data_ptr<scalar_t>());
         at::Tensor packed = packed_scratch.narrow(0, 0, rows * cols).view({rows, cols});
         at::Tensor grad_y_block = grad_y.narrow(1, r0, rows);
-        grad_x_sorted.narrow(1, 0, cols).addmm_(grad_y_block, packed);
+        if (input_grad) grad_x_sorted.narrow(1, 0, cols).addmm_(grad_y_block, packed);
         at::mm_out(grad_block, grad_y_block.t(), x.narrow(1, 0, cols));
       } else {
         grad_block.zero_();
       }
-      w.unpack_grad(r0, r1, cols, grad_block.const_data_ptr<scalar_t>(),
-                    grad_weight.mutable_data_ptr<scalar_t>());
+      const scalar_t* g = grad_block.const_data_ptr<scalar_t>();
+      scalar_t* grad_weight_data = grad_weight.mutable_data_ptr<scalar_t>();
+      at::parallel_for(r0, r1, rows_per_task(in_features), [&](int64_t begin, int64_t end) {
+        unpack_grad_rows(w, r0, begin, end, cols, g, grad_weight_data);
+      });
     });
   });
-  at::Tensor grad_x =
-      plan ? scatter_columns(grad_x_sorted, plan->in_order, std::nullopt) : grad_x_sorted;
+  at::Tensor grad_x = !input_grad ? at::empty({0}, x.options())
+                      : plan     ? unsorted_columns(grad_x_sorted, plan->in_order, std::nullopt)
+                                 : grad_x_sorted;
   return {grad_x, grad_weight, grad_y_in.sum(0)};
 }
 
@@ -245,11 +296,11 @@ at::Tensor masked_linear_cpu(const at::Tensor& x, const at::Tensor& weight, cons
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& mask) {
+    const at::Tensor& mask, bool input_grad) {
   check_masked_linear(x, weight, mask, std::nullopt);
   check_grad_y("masked_linear_backward", grad_y, x, weight);
   const at::Tensor mask_contiguous = mask.contiguous();
-  return masked_linear_backward_impl(grad_y, x, weight, &mask_contiguous, nullptr);
+  return masked_linear_backward_impl(grad_y, x, weight, &mask_contiguous, nullptr, input_grad);
 }
 
 at::Tensor degree_masked_linear_cpu(const at::Tensor& x, const at::Tensor& weight,
@@ -262,11 +313,11 @@ at::Tensor degree_masked_linear_cpu(const at::Tensor& x, const at::Tensor& weigh
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> degree_masked_linear_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& in_degrees, const at::Tensor& out_degrees) {
+    const at::Tensor& in_degrees, const at::Tensor& out_degrees, bool input_grad) {
   check_degree_masked_linear(x, weight, in_degrees, out_degrees, std::nullopt);
   check_grad_y("degree_masked_linear_backward", grad_y, x, weight);
   const DegreePlan plan = degree_plan(in_degrees, out_degrees);
-  return masked_linear_backward_impl(grad_y, x, weight, nullptr, &plan);
+  return masked_linear_backward_impl(grad_y, x, weight, nullptr, &plan, input_grad);
 }
 
 }  // namespace

@@ -119,23 +119,26 @@ def check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias) -> None
 
 def _register_autograd(op: str) -> None:
     """Autograd of fastflow::<op>(x, weight, mask or degrees..., bias) from
-    fastflow::<op>_backward(grad_y, x, weight, mask or degrees...) -> (grad_x, grad_weight,
-    grad_bias)."""
+    fastflow::<op>_backward(grad_y, x, weight, mask or degrees..., input_grad) -> (grad_x,
+    grad_weight, grad_bias); grad_x is skipped when x needs none."""
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs[:-1])
         ctx.has_bias = inputs[-1] is not None
 
     def backward(ctx, grad_y):
+        input_grad = ctx.needs_input_grad[0]
         grad_x, grad_weight, grad_bias = getattr(torch.ops.fastflow, f"{op}_backward")(
-            grad_y.contiguous(), *ctx.saved_tensors)
+            grad_y.contiguous(), *ctx.saved_tensors, input_grad)
         no_grads = [None] * (len(ctx.saved_tensors) - 2)
-        return grad_x, grad_weight, *no_grads, grad_bias if ctx.has_bias else None
+        return (grad_x if input_grad else None), grad_weight, *no_grads, \
+            (grad_bias if ctx.has_bias else None)
 
     torch.library.register_autograd(f"fastflow::{op}", backward, setup_context=setup_context)
 
 
-def _fake_backward(grad_y, x, weight, *mask_or_degrees):
-    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
+def _fake_backward(grad_y, x, weight, *mask_or_degrees_and_input_grad):
+    grad_x = x.new_empty(x.shape if mask_or_degrees_and_input_grad[-1] else (0,))
+    return grad_x, weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
 
 
 def _register(suffix: str) -> None:
