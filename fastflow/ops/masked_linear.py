@@ -117,23 +117,24 @@ def check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias) -> None
             raise ValueError(f"{op}: {name} must be on x's device {x.device}, got {value.device}")
 
 
-def _register_autograd(op: str) -> None:
-    """Autograd of fastflow::<op>(x, weight, mask or degrees..., bias) from
-    fastflow::<op>_backward(grad_y, x, weight, mask or degrees..., input_grad) -> (grad_x,
-    grad_weight, grad_bias); grad_x is skipped when x needs none."""
+def _register_autograd(op: str, suffix: str) -> None:
+    """Autograd of fastflow::<op><suffix>(x, weight, mask or degrees..., bias) from
+    fastflow::<op>_backward<suffix>(grad_y, x, weight, mask or degrees..., input_grad) ->
+    (grad_x, grad_weight, grad_bias); grad_x is skipped when x needs none."""
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs[:-1])
         ctx.has_bias = inputs[-1] is not None
 
     def backward(ctx, grad_y):
         input_grad = ctx.needs_input_grad[0]
-        grad_x, grad_weight, grad_bias = getattr(torch.ops.fastflow, f"{op}_backward")(
+        grad_x, grad_weight, grad_bias = getattr(torch.ops.fastflow, f"{op}_backward{suffix}")(
             grad_y.contiguous(), *ctx.saved_tensors, input_grad)
         no_grads = [None] * (len(ctx.saved_tensors) - 2)
         return (grad_x if input_grad else None), grad_weight, *no_grads, \
             (grad_bias if ctx.has_bias else None)
 
-    torch.library.register_autograd(f"fastflow::{op}", backward, setup_context=setup_context)
+    torch.library.register_autograd(f"fastflow::{op}{suffix}", backward,
+                                    setup_context=setup_context)
 
 
 def _fake_backward(grad_y, x, weight, *mask_or_degrees_and_input_grad):
@@ -155,11 +156,63 @@ def _register(suffix: str) -> None:
 
     for op in ("masked_linear", "degree_masked_linear"):
         torch.library.register_fake(f"fastflow::{op}_backward{suffix}", _fake_backward)
-        _register_autograd(f"{op}{suffix}")
+        _register_autograd(op, suffix)
 
 
 if EXTENSION.loaded:
     _register("")
+
+if _triton.VERSION is not None:
+    from ..triton import masked_linear as _kernels
+
+    def _rows_unit_stride(x):
+        return x if x.shape[1] <= 1 or x.stride(1) == 1 else x.contiguous()
+
+    def _forward_triton(x, weight, mask, plan, bias):
+        y = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
+        bias = bias.contiguous() if bias is not None else None
+        _kernels.masked_linear_forward(_rows_unit_stride(x), weight.contiguous(), mask, *plan,
+                                       bias, y)
+        return y
+
+    def _backward_triton(grad_y, x, weight, mask, plan, input_grad):
+        grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        grad_weight = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+        _kernels.masked_linear_backward(grad_y.contiguous(), _rows_unit_stride(x),
+                                        weight.contiguous(), mask, *plan, grad_x, grad_weight)
+        if not input_grad:  # computed all the same: the kernels have no switch for it
+            grad_x = x.new_empty(0)
+        return grad_x, grad_weight, grad_y.sum(0)
+
+    @torch.library.custom_op("fastflow::masked_linear_triton", mutates_args=())
+    def _masked_linear_triton(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+                              bias: torch.Tensor | None) -> torch.Tensor:
+        check_masked_linear(x, weight, mask, bias)
+        return _forward_triton(x, weight, mask.contiguous(), (None, None, None), bias)
+
+    @torch.library.custom_op("fastflow::masked_linear_backward_triton", mutates_args=())
+    def _masked_linear_backward_triton(
+            grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
+            input_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _backward_triton(grad_y, x, weight, mask.contiguous(), (None, None, None),
+                                input_grad)
+
+    @torch.library.custom_op("fastflow::degree_masked_linear_triton", mutates_args=())
+    def _degree_masked_linear_triton(x: torch.Tensor, weight: torch.Tensor,
+                                     in_degrees: torch.Tensor, out_degrees: torch.Tensor,
+                                     bias: torch.Tensor | None) -> torch.Tensor:
+        check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias)
+        return _forward_triton(x, weight, None, degree_plan(in_degrees, out_degrees), bias)
+
+    @torch.library.custom_op("fastflow::degree_masked_linear_backward_triton", mutates_args=())
+    def _degree_masked_linear_backward_triton(
+            grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, in_degrees: torch.Tensor,
+            out_degrees: torch.Tensor,
+            input_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _backward_triton(grad_y, x, weight, None, degree_plan(in_degrees, out_degrees),
+                                input_grad)
+
+    _register("_triton")
 
 
 def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
