@@ -50,6 +50,14 @@ TORCH_LIBRARY(fastflow, m) {
         "Tensor? bias) -> Tensor");
   m.def("degree_masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, "
         "Tensor in_degrees, Tensor out_degrees, bool input_grad) -> (Tensor, Tensor, Tensor)");
+
+  // One-pass MADE / MAF sampling, see csrc/made_sample.h: the masked linear stack (ReLU
+  // between layers), its plan from fastflow/ops/made_sample.py and the noise [N, D]
+  // (uniforms, or normals z, or data x for rule 2) -> (values [N, D], log terms [N],
+  // the last layer's outputs [N, out] of the finished samples). No gradient.
+  m.def("made_sample(Tensor noise, Tensor[] weights, Tensor?[] biases, Tensor[] masks, "
+        "Tensor[] unit_orders, Tensor[] push_ranges, Tensor[] finalize_offsets, "
+        "Tensor step_offsets, int rule) -> (Tensor, Tensor, Tensor)");
 }
 
 // What this library was built with, read by fastflow/_extension.py through ctypes:

@@ -3,6 +3,7 @@
     import fastflow
     print(fastflow.info())                  # what was built, what can run here
     y = fastflow.squeeze_2x2(x)             # on the best verified backend
+    x, log_p = fastflow.made_sample(made, 16)  # MADE samples in about one forward pass
     with fastflow.backend("triton"): ...    # or pick one: auto, cuda, triton, cpu, torch
 
 fastflow.reference holds the pure-PyTorch reference models (the seeds' models).
@@ -11,7 +12,7 @@ fastflow.reference holds the pure-PyTorch reference models (the seeds' models).
 from . import reference
 from ._info import Info, info
 from .backend import BackendUnavailableError, backend, get_backend, set_backend
-from .ops import squeeze_2x2
+from .ops import gaussian_made_sample, iaf_inverse, made_sample, squeeze_2x2
 from . import nn, ops
 
 __version__ = "0.1.0"
@@ -20,8 +21,11 @@ __all__ = [
     "BackendUnavailableError",
     "Info",
     "backend",
+    "gaussian_made_sample",
     "get_backend",
+    "iaf_inverse",
     "info",
+    "made_sample",
     "nn",
     "ops",
     "reference",

@@ -1,12 +1,16 @@
 """Seed 003's Gaussian MADE and MAF on the fused masked linear: drop-ins for
 fastflow.reference.maf's MaskedLinear, MADE and MAF (same constructor arguments, masks,
-state_dict keys and results). See fastflow.nn.made for how each layer picks its kernel."""
+state_dict keys and results). See fastflow.nn.made for how each layer picks its kernel.
+
+Sampling runs in one pass (fastflow.ops.made_sample): MADE.forward(z), the seed's
+sequential direction, and MAF.sample(n, z), which also returns log p of the samples."""
 
 from __future__ import annotations
 
 import torch
 
 from .. import reference
+from ..ops.made_sample import gaussian_made_sample
 from .made import FusedMaskedForward, check_zero_one
 
 
@@ -26,12 +30,33 @@ class MaskedLinear(FusedMaskedForward, reference.maf.MaskedLinear):
 
 
 class MADE(reference.maf.MADE):
-    """Seed 003's Gaussian MADE (forward: sequential sampling; inverse: one pass)."""
+    """Seed 003's Gaussian MADE. forward(z) -> (x, log_det), the sequential direction
+    x_d = μ_d + z_d·exp(α_d), runs in one pass instead of input_size (no gradient: the
+    seed's in-place loop has none either); inverse(x) is the seed's one pass."""
 
     masked_linear = MaskedLinear
 
+    def forward(self, z):
+        return gaussian_made_sample(self, z)
+
 
 class MAF(reference.maf.MAF):
-    """Seed 003's MAF built from fused Gaussian MADE blocks."""
+    """Seed 003's MAF built from fused Gaussian MADE blocks.
+
+    sample(n, z=None) -> (x [n, input_size], log_prob [n]): every block's forward in reverse
+    order with its permutation, as the seed, each MADE in one pass; log p(x) of the samples
+    comes along (log N(z; 0, I) plus the blocks' log-dets), with no extra pass. The
+    difference from the seed's sample: it returns log p(x) too.
+    """
 
     made = MADE
+
+    @torch.no_grad()
+    def sample(self, n, z=None):
+        device = next(self.parameters()).device
+        x = torch.randn(n, self.input_size).to(device) if z is None else z.to(device)
+        log_prob = self.base_dist.log_prob(x).sum(-1)
+        for flow in self.nf[::-1]:
+            x, log_det = flow.forward(x)
+            log_prob = log_prob + log_det.reshape(-1)
+        return x, log_prob

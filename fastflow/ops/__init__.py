@@ -4,6 +4,7 @@ the public functions that run them on the chosen backend."""
 from . import affine_coupling as _affine_coupling
 from . import dequantize_logit as _dequantize_logit
 from . import image_coupling as _image_coupling
+from . import made_sample as _made_sample
 from . import masked_linear as _masked_linear
 from . import squeeze_2x2 as _squeeze_2x2
 
@@ -14,6 +15,9 @@ image_coupling = _image_coupling.image_coupling
 masked_linear = _masked_linear.masked_linear
 degree_masked_linear = _masked_linear.degree_masked_linear
 squeeze_2x2 = _squeeze_2x2.squeeze_2x2
+made_sample = _made_sample.made_sample
+gaussian_made_sample = _made_sample.gaussian_made_sample
+iaf_inverse = _made_sample.iaf_inverse
 
 # Each op's 'auto' choices per device type (see fastflow.backend.resolve).
 AUTO_ORDERS = {
@@ -22,7 +26,9 @@ AUTO_ORDERS = {
     "image_coupling": _image_coupling.AUTO_ORDER,
     "dequantize_logit": _dequantize_logit.AUTO_ORDER,
     "masked_linear": _masked_linear.AUTO_ORDER,
+    "made_sample": _made_sample.AUTO_ORDER,
 }
 
 __all__ = ["affine_coupling", "affine_coupling_packed", "degree_masked_linear", "dequantize_logit",
-           "image_coupling", "masked_linear", "squeeze_2x2", "AUTO_ORDERS"]
+           "gaussian_made_sample", "iaf_inverse", "image_coupling", "made_sample", "masked_linear",
+           "squeeze_2x2", "AUTO_ORDERS"]

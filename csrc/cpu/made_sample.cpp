@@ -1,0 +1,252 @@
+// One-pass MADE / MAF sampling on the CPU (plan and rules: ../made_sample.h), push form:
+// every layer keeps running pre-activations in sorted positions; when a unit becomes final
+// (a hidden unit at its ready step, an input when it is sampled) its value times its packed
+// weight row is added once into the next layer's accumulators, over just the range of
+// positions its mask connects it to. Each weight is used once per sample: the arithmetic of
+// about one forward pass instead of D. ReLU zeros and Bernoulli zeros push nothing.
+//
+// Threads take blocks of samples; each runs the whole D-step loop for its block, so the steps
+// need no synchronisation.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "../made_sample.h"
+
+namespace fastflow {
+namespace {
+
+// A layer in sorted positions: row i (an input position) holds W⊙M's column for that input,
+// over the output positions [begin[i], end[i]) (entries outside are never read).
+template <typename acc_t>
+struct PackedLayer {
+  std::vector<acc_t> rows;  // [inputs, outputs]
+  std::vector<acc_t> bias;  // [outputs], sorted
+  std::vector<int64_t> begin, end;
+  int64_t inputs = 0, outputs = 0;
+};
+
+template <typename scalar_t, typename acc_t>
+PackedLayer<acc_t> pack_layer(const at::Tensor& weight_in, const at::Tensor& mask_in,
+                              const std::optional<at::Tensor>& bias_in, const at::Tensor& in_order_in,
+                              const at::Tensor& out_order_in, const at::Tensor& ranges_in) {
+  const at::Tensor weight = weight_in.contiguous(), mask = mask_in.contiguous();
+  const at::Tensor in_order = in_order_in.contiguous(), out_order = out_order_in.contiguous();
+  const at::Tensor ranges = ranges_in.contiguous();
+  PackedLayer<acc_t> layer;
+  layer.inputs = weight.size(1);
+  layer.outputs = weight.size(0);
+  layer.rows.resize(layer.inputs * layer.outputs);
+  layer.bias.assign(layer.outputs, acc_t(0));
+  layer.begin.resize(layer.inputs);
+  layer.end.resize(layer.inputs);
+  const scalar_t* w = weight.const_data_ptr<scalar_t>();
+  const scalar_t* m = mask.const_data_ptr<scalar_t>();
+  const int64_t* in_o = in_order.const_data_ptr<int64_t>();
+  const int64_t* out_o = out_order.const_data_ptr<int64_t>();
+  const int64_t* r = ranges.const_data_ptr<int64_t>();
+  if (bias_in.has_value()) {
+    const at::Tensor bias = bias_in->contiguous();
+    const scalar_t* b = bias.const_data_ptr<scalar_t>();
+    for (int64_t p = 0; p < layer.outputs; ++p) layer.bias[p] = static_cast<acc_t>(b[out_o[p]]);
+  }
+  for (int64_t i = 0; i < layer.inputs; ++i) {
+    layer.begin[i] = r[2 * i];
+    layer.end[i] = r[2 * i + 1];
+  }
+  // A transpose with gathers on both sides: tiles of kTile output positions keep their weight
+  // and mask rows in cache while every input position's slice of them is written.
+  constexpr int64_t kTile = 64;
+  at::parallel_for(0, (layer.outputs + kTile - 1) / kTile, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t p0 = t0 * kTile; p0 < std::min(layer.outputs, t1 * kTile); p0 += kTile) {
+      const int64_t p1 = std::min(layer.outputs, p0 + kTile);
+      for (int64_t i = 0; i < layer.inputs; ++i) {
+        const int64_t k = in_o[i];
+        acc_t* row = layer.rows.data() + i * layer.outputs;
+        for (int64_t p = std::max(p0, layer.begin[i]); p < std::min(p1, layer.end[i]); ++p) {
+          const int64_t j = out_o[p] * layer.inputs + k;
+          row[p] = static_cast<acc_t>(w[j]) * static_cast<acc_t>(m[j]);
+        }
+      }
+    }
+  });
+  return layer;
+}
+
+// acc[b, begin:end) += value[b] · row[begin:end) for the samples whose value is not zero.
+template <typename acc_t>
+inline void push(const PackedLayer<acc_t>& layer, int64_t i, const acc_t* value, int64_t samples,
+                 acc_t* acc) {
+  const int64_t begin = layer.begin[i], end = layer.end[i];
+  if (begin == end) return;
+  const acc_t* row = layer.rows.data() + i * layer.outputs;
+  for (int64_t b = 0; b < samples; ++b) {
+    const acc_t v = value[b];
+    if (v == acc_t(0)) continue;
+    acc_t* a = acc + b * layer.outputs;
+#pragma omp simd
+    for (int64_t p = begin; p < end; ++p) a[p] += v * row[p];
+  }
+}
+
+template <typename acc_t>
+inline acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + std::exp(-x)); }
+
+struct Schedule {
+  std::vector<std::vector<int64_t>> finalize;  // per hidden layer, [T + 2]
+  std::vector<int64_t> steps;                  // [T + 1]
+  std::vector<int64_t> dim_order;              // [D]
+  std::vector<int64_t> out_order;              // [outputs of the last layer]
+};
+
+std::vector<int64_t> to_vector(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  return {c.const_data_ptr<int64_t>(), c.const_data_ptr<int64_t>() + c.numel()};
+}
+
+// Samples [s0, s1): the whole D-step loop for one block.
+template <typename scalar_t, typename acc_t>
+void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule& schedule,
+                  SampleRule rule, const scalar_t* noise, int64_t s0, int64_t s1, scalar_t* values,
+                  acc_t* log_terms, scalar_t* outputs) {
+  const int64_t n = s1 - s0, L = static_cast<int64_t>(layers.size());
+  const int64_t dims = static_cast<int64_t>(schedule.dim_order.size());
+  std::vector<std::vector<acc_t>> acc(L);
+  for (int64_t l = 0; l < L; ++l) {
+    acc[l].resize(n * layers[l].outputs);
+    for (int64_t b = 0; b < n; ++b) {
+      std::copy(layers[l].bias.begin(), layers[l].bias.end(), acc[l].begin() + b * layers[l].outputs);
+    }
+  }
+  std::vector<acc_t> value(n);
+  std::vector<double> log_term(n, 0.0);
+  const int64_t steps = static_cast<int64_t>(schedule.steps.size()) - 1;
+  const int64_t per_dim = outputs_per_dim(rule);
+  for (int64_t t = 1; t <= steps; ++t) {
+    // Hidden units ready at t − 1 are final: push them, lower layers first (a unit of layer
+    // l + 1 ready at t − 1 may need units of layer l that became ready at t − 1).
+    for (int64_t l = 0; l + 1 < L; ++l) {
+      const int64_t width = layers[l].outputs;
+      for (int64_t p = schedule.finalize[l][t - 1]; p < schedule.finalize[l][t]; ++p) {
+        for (int64_t b = 0; b < n; ++b) {
+          // Rounded to the model's dtype, as the reference's activations are.
+          const acc_t h = std::max(acc[l][b * width + p], acc_t(0));
+          value[b] = static_cast<acc_t>(static_cast<scalar_t>(h));
+        }
+        push(layers[l + 1], p, value.data(), n, acc[l + 1].data());
+      }
+    }
+    // The dimensions of step t: their outputs are final now.
+    const std::vector<acc_t>& out = acc[L - 1];
+    const int64_t out_width = layers[L - 1].outputs;
+    for (int64_t i = schedule.steps[t - 1]; i < schedule.steps[t]; ++i) {
+      const int64_t d = schedule.dim_order[i];
+      for (int64_t b = 0; b < n; ++b) {
+        const acc_t e = static_cast<acc_t>(noise[(s0 + b) * dims + d]);
+        const acc_t* o = out.data() + b * out_width + per_dim * i;
+        acc_t v;
+        if (rule == SampleRule::kBernoulli) {
+          const acc_t logit = static_cast<acc_t>(static_cast<scalar_t>(o[0]));
+          const acc_t p = static_cast<acc_t>(static_cast<scalar_t>(sigmoid(logit)));
+          v = e < p ? acc_t(1) : acc_t(0);
+          // log p(v | logit) = −BCE-with-logits, in its stable form.
+          const double l = logit;
+          log_term[b] -= std::max(l, 0.0) - l * v + std::log1p(std::exp(-std::abs(l)));
+        } else {
+          const acc_t mu = static_cast<acc_t>(static_cast<scalar_t>(o[0]));
+          const acc_t alpha = static_cast<acc_t>(static_cast<scalar_t>(o[1]));
+          const acc_t scaled = rule == SampleRule::kGaussian
+                                   ? static_cast<acc_t>(static_cast<scalar_t>(e * std::exp(alpha)))
+                                   : static_cast<acc_t>(static_cast<scalar_t>(e - mu));
+          v = rule == SampleRule::kGaussian ? mu + scaled : scaled * std::exp(-alpha);
+          log_term[b] -= alpha;
+        }
+        const scalar_t stored = static_cast<scalar_t>(v);
+        values[(s0 + b) * dims + d] = stored;
+        value[b] = static_cast<acc_t>(stored);
+      }
+      push(layers[0], i, value.data(), n, acc[0].data());
+    }
+  }
+  const int64_t out_width = layers[L - 1].outputs;
+  for (int64_t b = 0; b < n; ++b) {
+    log_terms[s0 + b] = static_cast<acc_t>(log_term[b]);
+    for (int64_t p = 0; p < out_width; ++p) {
+      outputs[(s0 + b) * out_width + schedule.out_order[p]] =
+          static_cast<scalar_t>(acc[L - 1][b * out_width + p]);
+    }
+  }
+}
+
+// Samples per thread block: enough to reuse each weight row from cache, few enough that
+// every thread gets a block.
+int64_t block_samples(int64_t samples) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  return std::clamp<int64_t>((samples + threads - 1) / threads, 1, 32);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
+    const at::Tensor& noise_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases_in,
+    at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges,
+    at::TensorList finalize_offsets, const at::Tensor& step_offsets, int64_t rule_in) {
+  const SampleRule rule = check_sample_rule(rule_in);
+  std::vector<std::optional<at::Tensor>> biases(biases_in.begin(), biases_in.end());
+  const std::vector<at::Tensor> weight_list(weights.begin(), weights.end());
+  const std::vector<at::Tensor> mask_list(masks.begin(), masks.end());
+  const std::vector<at::Tensor> order_list(unit_orders.begin(), unit_orders.end());
+  const std::vector<at::Tensor> range_list(push_ranges.begin(), push_ranges.end());
+  const std::vector<at::Tensor> offset_list(finalize_offsets.begin(), finalize_offsets.end());
+  check_made_sample(noise_in, weight_list, biases, mask_list, order_list, range_list, offset_list,
+                    step_offsets, rule);
+  const at::Tensor noise = noise_in.contiguous();
+  const int64_t samples = noise.size(0), dims = noise.size(1), L = weights.size();
+  const int64_t out_width = weights[L - 1].size(0);
+  const auto opts = noise.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor values = at::empty({samples, dims}, opts);
+  at::Tensor outputs = at::empty({samples, out_width}, opts);
+  at::Tensor log_terms = at::empty(
+      {samples}, opts.dtype(noise.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+  if (samples == 0) return {values, log_terms, outputs};
+
+  Schedule schedule;
+  for (const auto& offsets : offset_list) schedule.finalize.push_back(to_vector(offsets));
+  schedule.steps = to_vector(step_offsets);
+  schedule.dim_order = to_vector(order_list[0]);
+  schedule.out_order = to_vector(order_list[L]);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, noise.scalar_type(), "made_sample", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    std::vector<PackedLayer<acc_t>> layers;
+    for (int64_t l = 0; l < L; ++l) {
+      layers.push_back(pack_layer<scalar_t, acc_t>(weight_list[l], mask_list[l], biases[l],
+                                                    order_list[l], order_list[l + 1], range_list[l]));
+    }
+    const scalar_t* noise_data = noise.const_data_ptr<scalar_t>();
+    scalar_t* values_data = values.mutable_data_ptr<scalar_t>();
+    scalar_t* outputs_data = outputs.mutable_data_ptr<scalar_t>();
+    acc_t* log_data = log_terms.mutable_data_ptr<acc_t>();
+    const int64_t block = block_samples(samples);
+    at::parallel_for(0, (samples + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t blk = begin; blk < end; ++blk) {
+        sample_block<scalar_t, acc_t>(layers, schedule, rule, noise_data, blk * block,
+                                      std::min(samples, (blk + 1) * block), values_data,
+                                      log_data, outputs_data);
+      }
+    });
+  });
+  return {values, log_terms, outputs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastflow, CPU, m) { m.impl("made_sample", &made_sample_cpu); }
+
+}  // namespace fastflow

@@ -1,0 +1,152 @@
+// One-pass MADE / MAF sampling (DESIGN.md, "Degree-ordered MADE / MAF sampling"): the
+// argument checks, shared by the CPU and CUDA bindings.
+//
+// The network is a stack of masked linear layers l = 0..L with ReLU between them. Every unit
+// has a sorted *position* in its layer: the units of layer l's output are sorted by the step
+// at which they become final (their ready step), the inputs by the step at which they are
+// sampled. The plan, built once per model from the masks (fastflow/ops/made_sample.py):
+//
+//   unit_orders[0]        [D]        position -> input dimension (the sampling order)
+//   unit_orders[l + 1]    [n_l]      position -> output unit of layer l (for the output
+//                                    layer: dimension order[0][i]'s units, one per dimension
+//                                    for Bernoulli logits, two (μ, α) for the Gaussian rules)
+//   push_ranges[l]        [m_l, 2]   for each input position of layer l, the half-open range
+//                                    of its output positions that its mask connects it to
+//   finalize_offsets[l]   [T + 2]    hidden layer l's positions whose ready step is s are
+//                                    [offsets[s], offsets[s + 1]), s = 0..T
+//   step_offsets          [T + 1]    the dimensions sampled at step t = 1..T are the input
+//                                    positions [offsets[t − 1], offsets[t])
+//
+// Rules (the `rule` argument): what a step does with the outputs of one dimension and its
+// noise e, and the value v it feeds back into the network:
+//   kBernoulli:     logit l, v = [e < sigmoid(l)], log term += log p(v | l)  (seed 000)
+//   kGaussian:      μ, α, v = μ + e·exp(α), log term −= α     (seed 003's MADE.forward, MAF)
+//   kGaussianInverse: μ, α, v = (e − μ)·exp(−α), log term −= α  (an IAF's slow direction)
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace fastflow {
+
+enum class SampleRule : int64_t { kBernoulli = 0, kGaussian = 1, kGaussianInverse = 2 };
+
+inline int64_t outputs_per_dim(SampleRule rule) { return rule == SampleRule::kBernoulli ? 1 : 2; }
+
+inline SampleRule check_sample_rule(int64_t rule) {
+  TORCH_CHECK_VALUE(rule >= 0 && rule <= 2, "made_sample: rule must be 0 (Bernoulli), "
+                    "1 (Gaussian) or 2 (Gaussian inverse), got ", rule);
+  return static_cast<SampleRule>(rule);
+}
+
+namespace detail {
+
+inline void check_index_tensor(const char* name, const at::Tensor& t, int64_t size,
+                               const at::Device& device) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, "made_sample: ", name, " must be int64, got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == size, "made_sample: ", name,
+                    " must have shape [", size, "], got ", t.sizes());
+  TORCH_CHECK_VALUE(t.device() == device, "made_sample: ", name, " must be on the noise's device ",
+                    device, ", got ", t.device());
+}
+
+// Values of a CPU int64 tensor lie in [lo, hi], and non-decreasing when `sorted`.
+inline void check_values(const char* name, const at::Tensor& cpu, int64_t lo, int64_t hi,
+                         bool sorted) {
+  const int64_t* v = cpu.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < cpu.numel(); ++i) {
+    TORCH_CHECK_VALUE(v[i] >= lo && v[i] <= hi, "made_sample: ", name, " holds ", v[i],
+                      ", outside [", lo, ", ", hi, "]");
+    TORCH_CHECK_VALUE(!sorted || i == 0 || v[i] >= v[i - 1], "made_sample: ", name,
+                      " must be non-decreasing");
+  }
+}
+
+}  // namespace detail
+
+// Checks every argument of fastflow::made_sample, so that no kernel reads out of bounds.
+// The plan's index values are checked on the CPU (a copy for device tensors: a few thousand
+// integers).
+inline void check_made_sample(const at::Tensor& noise, const std::vector<at::Tensor>& weights,
+                              const std::vector<std::optional<at::Tensor>>& biases,
+                              const std::vector<at::Tensor>& masks,
+                              const std::vector<at::Tensor>& unit_orders,
+                              const std::vector<at::Tensor>& push_ranges,
+                              const std::vector<at::Tensor>& finalize_offsets,
+                              const at::Tensor& step_offsets, SampleRule rule) {
+  TORCH_CHECK_VALUE(noise.dim() == 2, "made_sample: noise must be [N, D], got ", noise.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(noise.scalar_type()), "made_sample: noise must be a float "
+                   "tensor, got ", noise.scalar_type());
+  const int64_t layers = static_cast<int64_t>(weights.size());
+  TORCH_CHECK_VALUE(layers >= 1, "made_sample: weights must hold at least one layer");
+  TORCH_CHECK_VALUE(static_cast<int64_t>(biases.size()) == layers &&
+                        static_cast<int64_t>(masks.size()) == layers &&
+                        static_cast<int64_t>(push_ranges.size()) == layers &&
+                        static_cast<int64_t>(unit_orders.size()) == layers + 1 &&
+                        static_cast<int64_t>(finalize_offsets.size()) == layers - 1,
+                    "made_sample: expected ", layers, " biases, masks and push_ranges, ",
+                    layers + 1, " unit_orders and ", layers - 1, " finalize_offsets");
+  const int64_t dims = noise.size(1);
+  const at::Device device = noise.device();
+  TORCH_CHECK_TYPE(step_offsets.scalar_type() == at::kLong && step_offsets.dim() == 1 &&
+                       step_offsets.size(0) >= 1,
+                   "made_sample: step_offsets must be a non-empty int64 vector");
+  const int64_t steps = step_offsets.size(0) - 1;
+  detail::check_index_tensor("step_offsets", step_offsets, steps + 1, device);
+  const at::Tensor step_cpu = step_offsets.cpu();
+  detail::check_values("step_offsets", step_cpu, 0, dims, true);
+  TORCH_CHECK_VALUE(step_cpu.const_data_ptr<int64_t>()[0] == 0 &&
+                        step_cpu.const_data_ptr<int64_t>()[steps] == dims,
+                    "made_sample: step_offsets must run from 0 to D = ", dims);
+  int64_t width = dims;
+  for (int64_t l = 0; l < layers; ++l) {
+    const at::Tensor& w = weights[l];
+    TORCH_CHECK_VALUE(w.dim() == 2 && w.size(1) == width, "made_sample: weights[", l,
+                      "] must be [out, ", width, "], got ", w.sizes());
+    TORCH_CHECK_VALUE(w.scalar_type() == noise.scalar_type() && w.device() == device,
+                      "made_sample: weights[", l, "] must have the noise's dtype and device");
+    TORCH_CHECK_VALUE(masks[l].sizes() == w.sizes() && masks[l].scalar_type() == w.scalar_type() &&
+                          masks[l].device() == device,
+                      "made_sample: masks[", l, "] must have weights[", l, "]'s shape, dtype "
+                      "and device");
+    if (biases[l].has_value()) {
+      TORCH_CHECK_VALUE(biases[l]->dim() == 1 && biases[l]->size(0) == w.size(0) &&
+                            biases[l]->scalar_type() == w.scalar_type() &&
+                            biases[l]->device() == device,
+                        "made_sample: biases[", l, "] must be [", w.size(0), "] like weights");
+    }
+    detail::check_index_tensor("unit_orders", unit_orders[l], width, device);
+    detail::check_values("unit_orders", unit_orders[l].cpu(), 0, width - 1, false);
+    const int64_t out = w.size(0);
+    const at::Tensor& ranges = push_ranges[l];
+    TORCH_CHECK_VALUE(ranges.scalar_type() == at::kLong && ranges.dim() == 2 &&
+                          ranges.size(0) == width && ranges.size(1) == 2 && ranges.device() == device,
+                      "made_sample: push_ranges[", l, "] must be int64 [", width, ", 2]");
+    const at::Tensor ranges_cpu = ranges.cpu().contiguous();
+    detail::check_values("push_ranges", ranges_cpu, 0, out, false);
+    const int64_t* r = ranges_cpu.const_data_ptr<int64_t>();
+    for (int64_t i = 0; i < width; ++i) {
+      TORCH_CHECK_VALUE(r[2 * i] <= r[2 * i + 1], "made_sample: push_ranges[", l,
+                        "] holds an empty range the wrong way round");
+    }
+    if (l < layers - 1) {
+      detail::check_index_tensor("finalize_offsets", finalize_offsets[l], steps + 2, device);
+      const at::Tensor offsets = finalize_offsets[l].cpu();
+      detail::check_values("finalize_offsets", offsets, 0, out, true);
+      TORCH_CHECK_VALUE(offsets.const_data_ptr<int64_t>()[0] == 0,
+                        "made_sample: finalize_offsets must start at 0");
+    }
+    width = out;
+  }
+  TORCH_CHECK_VALUE(width == outputs_per_dim(rule) * dims, "made_sample: the last layer must have ",
+                    outputs_per_dim(rule) * dims, " outputs for this rule, got ", width);
+  detail::check_index_tensor("unit_orders", unit_orders[layers], width, device);
+  detail::check_values("unit_orders", unit_orders[layers].cpu(), 0, width - 1, false);
+}
+
+}  // namespace fastflow
