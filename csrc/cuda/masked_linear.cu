@@ -304,7 +304,7 @@ cudaError_t launch_masked_linear_forward(const MaskedLinearArgs& a, const void* 
   if (a.batch == 0 || a.out_features == 0) return cudaSuccess;  // y is empty
   dispatch_dtype(a.dtype, [&](auto* type_tag) {
     using T = std::remove_pointer_t<decltype(type_tag)>;
-    dispatch_flag(a.mask == nullptr, [&](auto degree) {
+    dispatch_flag(a.degree, [&](auto degree) {
       forward_kernel<T, decltype(degree)::value>
           <<<grid_for<T>(a.batch, a.out_features), kThreads, 0, stream>>>(
               a, static_cast<const T*>(bias), static_cast<T*>(y));
@@ -318,7 +318,7 @@ cudaError_t launch_masked_linear_backward(const MaskedLinearArgs& a, const void*
                                           cudaStream_t stream) {
   dispatch_dtype(a.dtype, [&](auto* type_tag) {
     using T = std::remove_pointer_t<decltype(type_tag)>;
-    dispatch_flag(a.mask == nullptr, [&](auto degree) {
+    dispatch_flag(a.degree, [&](auto degree) {
       constexpr bool kDegree = decltype(degree)::value;
       // With no outputs the reduction is empty: grad_x is still written (zeros).
       if (grad_x != nullptr && a.batch > 0 && a.in_features > 0) {

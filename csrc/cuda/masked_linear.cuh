@@ -10,17 +10,19 @@
 
 namespace fastflow::cuda {
 
-// The mask is given one of two ways:
-//   mask != nullptr: a [out_features, in_features] contiguous matrix of the inputs' dtype;
-//   mask == nullptr: the degree plan (int64, contiguous, on the device): in_order
-//     [in_features] and out_order [out_features] sort the units by degree, and sorted output
-//     r sees exactly the sorted inputs 0 .. row_prefix[r] − 1 (row_prefix non-decreasing), so
+// The mask is given one of two ways (a flag says which: an empty tensor's pointer may be
+// null, so the pointers can't):
+//   dense:  mask, a [out_features, in_features] contiguous matrix of the inputs' dtype;
+//   degree: the degree plan (int64, contiguous, on the device): in_order [in_features] and
+//     out_order [out_features] sort the units by degree, and sorted output r sees exactly
+//     the sorted inputs 0 .. row_prefix[r] − 1 (row_prefix non-decreasing), so
 //     M[out_order[r], in_order[c]] = [c < row_prefix[r]].
 struct MaskedLinearArgs {
   const void* x;          // [batch, in_features], rows contiguous, row stride x_row
   int64_t x_row;
   const void* weight;     // [out_features, in_features] contiguous
-  const void* mask;       // see above
+  bool degree;            // which form; the other's pointers are unused
+  const void* mask;
   const int64_t* in_order;
   const int64_t* out_order;
   const int64_t* row_prefix;
