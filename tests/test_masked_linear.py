@@ -9,10 +9,7 @@ import fastflow
 from fastflow.ops.masked_linear import (degree_mask, degree_masked_linear_reference, degree_plan,
                                         degrees_from_mask, masked_linear_reference)
 
-from backends import ALL_BACKENDS as _ALL_BACKENDS
-
-# masked_linear has no CUDA kernel yet: the 'cuda' backend refuses it (BackendUnavailableError).
-ALL_BACKENDS = [p for p in _ALL_BACKENDS if p.values[1] != "cuda"]
+from backends import ALL_BACKENDS
 
 # (dtype, tol): max |got − expected| / max |expected| against float64.
 DTYPES = [

@@ -15,8 +15,8 @@ degrees_from_mask recovers degrees from any mask that has them (a staircase up t
 permutation), which is how fastflow.nn.MaskedLinear picks the degree form for masks loaded
 from a reference model.
 
-Ops: torch.ops.fastflow.[degree_]masked_linear[_backward] (C++ CPU kernels; no CUDA kernel
-yet) and the same names with _triton (Triton). The mask and the degrees get no gradient.
+Ops: torch.ops.fastflow.[degree_]masked_linear[_backward] (C++ CPU and CUDA kernels) and
+the same names with _triton (Triton). The mask and the degrees get no gradient.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import torch.nn.functional as F
 
 from .. import triton as _triton
 from .._extension import EXTENSION
-from ..backend import BackendUnavailableError, resolve
+from ..backend import resolve
 from ._checks import require_float, require_like_x, require_tensors
 
 # Backends 'auto' may pick, fastest first, per device type. The C++ CPU kernels are correct
 # but not faster than the reference's BLAS call at the seeds' sizes on the CPU measured
-# (README, Benchmarks), so 'auto' keeps the reference there; the Triton kernels wait for a
-# GPU check. There is no CUDA kernel for this op yet.
+# (README, Benchmarks), so 'auto' keeps the reference there; the CUDA and Triton kernels
+# wait for a GPU check (compiled, not yet run on a GPU).
 AUTO_ORDER = {"cpu": ("torch",), "cuda": ("torch",)}
 
 
@@ -217,15 +217,6 @@ if _triton.VERSION is not None:
     _register("_triton")
 
 
-def _backend(x: torch.Tensor) -> str:
-    name = resolve("masked_linear", AUTO_ORDER, x.device)
-    if name == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
-            "fastflow::masked_linear", "CUDA"):
-        raise BackendUnavailableError("fastflow backend 'cuda' is unavailable for masked_linear: "
-                                      "it has no CUDA kernel yet (use 'triton' or 'torch')")
-    return name
-
-
 def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                   bias: torch.Tensor | None = None) -> torch.Tensor:
     """x·(weight⊙mask)ᵀ + bias on the current backend, the mask applied as weight tiles load.
@@ -239,7 +230,7 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
         mask = mask.to(x.dtype)
     check_masked_linear(x, weight, mask, bias)
-    name = _backend(x)
+    name = resolve("masked_linear", AUTO_ORDER, x.device)
     if name == "torch":
         return masked_linear_reference(x, weight, mask, bias)
     op = torch.ops.fastflow.masked_linear_triton if name == "triton" else torch.ops.fastflow.masked_linear
@@ -260,7 +251,7 @@ def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torc
     if strict and isinstance(out_degrees, torch.Tensor):
         out_degrees = out_degrees - 1
     check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias)
-    name = _backend(x)
+    name = resolve("masked_linear", AUTO_ORDER, x.device)
     if name == "torch":
         return degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias)
     op = (torch.ops.fastflow.degree_masked_linear_triton if name == "triton"
