@@ -57,8 +57,9 @@ __device__ __forceinline__ void push_chunk(const acc_t* __restrict__ rows,
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    made_sample_kernel(MadeSampleArgs a, T* __restrict__ values, opmath_t<T>* __restrict__ log_terms,
-                       T* __restrict__ outputs, opmath_t<T>* scratch) {
+    made_sample_kernel(MadeSampleArgs a, T* __restrict__ values,
+                       opmath_t<T>* __restrict__ log_terms, T* __restrict__ outputs,
+                       opmath_t<T>* scratch) {
   using acc_t = opmath_t<T>;
   extern __shared__ __align__(16) unsigned char dynamic_shared[];
   __shared__ acc_t chunk_values[kTile][kChunk];
@@ -125,8 +126,9 @@ __global__ void __launch_bounds__(kThreads)
           } else {
             const acc_t mu = round_to<T>(o[0]);
             const acc_t alpha = round_to<T>(o[1]);
-            const acc_t scaled = a.rule == MadeRule::Gaussian ? round_to<T>(e * exp_(alpha))
-                                                              : round_to<T>(e - mu);
+            const acc_t scaled = a.rule == MadeRule::Gaussian
+                                     ? round_to<T>(mul_rn(e, exp_(alpha)))
+                                     : round_to<T>(e - mu);
             v = a.rule == MadeRule::Gaussian ? mu + scaled : scaled * exp_(-alpha);
             term = alpha;
           }
@@ -150,7 +152,9 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t b = k / out_width, p = k % out_width;
       outputs[(s0 + b) * out_width + a.out_order[p]] = from_opmath<T>(acc[b * W + out_offset + p]);
     }
-    if (static_cast<int>(threadIdx.x) < n) log_terms[s0 + threadIdx.x] = static_cast<acc_t>(log_term[threadIdx.x]);
+    if (static_cast<int>(threadIdx.x) < n) {
+      log_terms[s0 + threadIdx.x] = static_cast<acc_t>(log_term[threadIdx.x]);
+    }
     __syncthreads();  // the next tile overwrites the accumulators and log terms
   }
 }
@@ -172,7 +176,9 @@ cudaError_t launch_shape(const MadeSampleArgs& a, LaunchShape* shape) {
   if (err == cudaSuccess) {
     err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   }
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  }
   if (err == cudaSuccess) err = cudaFuncGetAttributes(&attributes, kernel);
   if (err != cudaSuccess) return err;
   const size_t acc_bytes = static_cast<size_t>(kTile) * a.acc_width * sizeof(opmath_t<T>);

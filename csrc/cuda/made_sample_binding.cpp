@@ -22,10 +22,12 @@
 namespace fastflow {
 namespace {
 
-static_assert(static_cast<int>(SampleRule::kBernoulli) == static_cast<int>(cuda::MadeRule::Bernoulli) &&
-                  static_cast<int>(SampleRule::kGaussian) == static_cast<int>(cuda::MadeRule::Gaussian) &&
-                  static_cast<int>(SampleRule::kGaussianInverse) ==
-                      static_cast<int>(cuda::MadeRule::GaussianInverse),
+constexpr bool same_rule(SampleRule rule, cuda::MadeRule made_rule) {
+  return static_cast<int>(rule) == static_cast<int>(made_rule);
+}
+static_assert(same_rule(SampleRule::kBernoulli, cuda::MadeRule::Bernoulli) &&
+                  same_rule(SampleRule::kGaussian, cuda::MadeRule::Gaussian) &&
+                  same_rule(SampleRule::kGaussianInverse, cuda::MadeRule::GaussianInverse),
               "the launcher's rules must be fastflow::SampleRule's");
 
 // A flat 1-D concatenation; an empty list gives an empty tensor with `options`.
@@ -35,9 +37,10 @@ at::Tensor flat_cat(const std::vector<at::Tensor>& parts, const at::TensorOption
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
-    const at::Tensor& noise_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases_in,
-    at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges,
-    at::TensorList finalize_offsets, const at::Tensor& step_offsets, int64_t rule_in) {
+    const at::Tensor& noise_in, at::TensorList weights,
+    const c10::List<std::optional<at::Tensor>>& biases_in, at::TensorList masks,
+    at::TensorList unit_orders, at::TensorList push_ranges, at::TensorList finalize_offsets,
+    const at::Tensor& step_offsets, int64_t rule_in) {
   const SampleRule rule = check_sample_rule(rule_in);
   const std::vector<std::optional<at::Tensor>> biases(biases_in.begin(), biases_in.end());
   const std::vector<at::Tensor> weight_list(weights.begin(), weights.end());
