@@ -14,6 +14,7 @@ import torch
 import fastflow
 from fastflow import nn as ffnn
 from fastflow import reference
+from fastflow._extension import EXTENSION
 
 from backends import HAS_GPU
 
@@ -290,3 +291,156 @@ def test_gpu_reference_backend():
     with fastflow.backend("torch"):
         samples, _ = fastflow.made_sample(made, 4, uniforms=uniforms)
     assert torch.equal(samples, reference.made.generate_samples(made, 4, uniforms=uniforms))
+
+
+# The CUDA kernel: the same comparisons on the 'cuda' backend (skipped without a GPU).
+
+def test_cuda_kernel_registered_in_a_cuda_build():
+    if not EXTENSION.cuda:
+        pytest.skip("the extension was built without CUDA")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("fastflow::made_sample", "CUDA")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dims,hidden,batch", [
+    (10, [64], 1), (10, [64, 64], 7), (10, [16, 24, 16], 64), (10, [512, 512], 1024),
+    (784, [512], 1), (784, [512, 512], 7), (784, [96, 64, 96], 64), (784, [512, 512], 1024),
+    (100, [8], 64),  # steps of more than one chunk of dimensions
+    (64, [4096, 4096], 20),  # accumulators too large for shared memory: global scratch
+])
+def test_cuda_bernoulli_matches_reference_loop(dims, hidden, batch):
+    made = bernoulli_made(dims, hidden, seed=dims + batch).cuda()
+    uniforms = torch.rand(batch, dims, device="cuda")
+    expected = reference.made.generate_samples(made, batch, uniforms=uniforms)
+    with fastflow.backend("cuda"):
+        samples, log_likelihood, logits = fastflow.made_sample(made, batch, uniforms=uniforms,
+                                                               return_logits=True)
+    assert samples.device.type == "cuda"
+    assert_same_samples(samples, expected, uniforms, made(expected).detach())
+    assert relative_error(logits, made(samples).detach()) <= 1e-5
+    ref_ll = reference.made.log_likelihood(made, samples).detach()
+    assert relative_error(log_likelihood, ref_ll) <= 1e-5
+    assert set(samples.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dims,hidden,batch", [(10, [64, 64], 7), (784, [512, 512], 64)])
+def test_cuda_matches_cpu_kernel(dims, hidden, batch):
+    made = bernoulli_made(dims, hidden, seed=1)
+    uniforms = torch.rand(batch, dims)
+    with fastflow.backend("cpu"):
+        expected, _, expected_logits = fastflow.made_sample(made, batch, uniforms=uniforms,
+                                                            return_logits=True)
+    made = made.cuda()
+    with fastflow.backend("cuda"):
+        got, got_ll, got_logits = fastflow.made_sample(made, batch, uniforms=uniforms.cuda(),
+                                                       return_logits=True)
+    assert_same_samples(got.cpu(), expected, uniforms, expected_logits)
+    assert relative_error(got_logits, made(got).detach()) <= 1e-5
+    assert relative_error(got_ll, reference.made.log_likelihood(made, got).detach()) <= 1e-5
+
+
+@pytest.mark.cuda
+def test_cuda_any_input_order():
+    dims = 12
+    order = torch.randperm(dims, generator=torch.Generator().manual_seed(3)).tolist()
+    made = bernoulli_made(dims, [40, 40], seed=5, order=order).cuda()
+    uniforms = torch.rand(9, dims, device="cuda")
+    with fastflow.backend("cuda"):
+        samples, _ = fastflow.made_sample(made, 9, uniforms=uniforms)
+    assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms,
+                        made(samples).detach())
+
+
+@pytest.mark.cuda
+def test_cuda_float64_and_reduced_precision():
+    made = bernoulli_made(10, [32, 32], seed=4, dtype=torch.float64).cuda()
+    uniforms = torch.rand(16, 10, dtype=torch.float64, device="cuda")
+    with fastflow.backend("cuda"):
+        samples, ll, logits = fastflow.made_sample(made, 16, uniforms=uniforms,
+                                                   return_logits=True)
+    assert samples.dtype == torch.float64 and ll.dtype == torch.float64
+    assert torch.equal(samples, reference.made.generate_samples(made, 16, uniforms=uniforms))
+    assert relative_error(logits, made(samples).detach()) <= 1e-12
+    assert relative_error(ll, reference.made.log_likelihood(made, samples).detach()) <= 1e-12
+    for dtype in (torch.bfloat16, torch.float16):
+        low = bernoulli_made(10, [32], seed=4, dtype=dtype).cuda()
+        with fastflow.backend("cuda"):
+            samples, ll, logits = fastflow.made_sample(low, 16, uniforms=uniforms.float(),
+                                                       return_logits=True)
+        assert samples.dtype == dtype and ll.dtype == torch.float32
+        assert relative_error(logits, low(samples).detach()) <= 2e-2
+        with fastflow.backend("cpu"):
+            cpu_samples, _ = fastflow.made_sample(low.cpu(), 16, uniforms=uniforms.float().cpu())
+        assert_same_samples(samples.cpu(), cpu_samples, uniforms.float().cpu(),
+                            low.cpu()(cpu_samples).detach().float())
+
+
+@pytest.mark.cuda
+def test_cuda_batch_zero():
+    made = bernoulli_made(10, [16], seed=1).cuda()
+    with fastflow.backend("cuda"):
+        samples, ll = fastflow.made_sample(made, 0)
+    assert samples.shape == (0, 10) and ll.shape == (0,) and samples.device.type == "cuda"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("rule", [0, 1, 2])
+def test_cuda_opcheck(rule):
+    if rule:
+        made = reference.maf.MADE(5, 12, 1).cuda()
+        noise = torch.randn(4, 5, device="cuda")
+    else:
+        made = bernoulli_made(5, [12], seed=0).cuda()
+        noise = torch.rand(4, 5, device="cuda")
+    torch.library.opcheck(torch.ops.fastflow.made_sample.default, _op_args(made, noise, rule),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dims,hidden,n_hidden,batch", [(2, 8, 0, 1), (10, 32, 1, 7),
+                                                        (10, 24, 2, 64), (784, 128, 1, 3),
+                                                        (784, 512, 1, 1024)])
+def test_cuda_gaussian_made_matches_seed_forward(dims, hidden, n_hidden, batch):
+    torch.manual_seed(dims + batch)
+    made = reference.maf.MADE(dims, hidden, n_hidden).cuda()
+    z = torch.randn(batch, dims, device="cuda")
+    with torch.no_grad():
+        expected, expected_log_det = made(z.clone())
+    with fastflow.backend("cuda"):
+        x, log_det = fastflow.gaussian_made_sample(made, z)
+    assert relative_error(x, expected) <= 1e-5
+    assert relative_error(log_det, expected_log_det) <= 1e-5
+    z_back, _ = made.inverse(x)
+    assert relative_error(z_back.detach(), z) <= 1e-4
+
+
+@pytest.mark.cuda
+def test_cuda_iaf_inverse_matches_loop():
+    torch.manual_seed(0)
+    made = reference.maf.MADE(9, 32, 1).cuda()
+    x = torch.randn(6, 9, device="cuda")
+    z = torch.zeros_like(x)
+    with torch.no_grad():
+        for d in range(9):
+            mu, alpha = made.net(z).chunk(2, dim=1)
+            z[:, d] = (x[:, d] - mu[:, d]) * torch.exp(-alpha[:, d])
+        expected_log_det = -made.net(z).chunk(2, dim=1)[1].sum(1)
+    with fastflow.backend("cuda"):
+        got, log_det = fastflow.iaf_inverse(made, x)
+    assert relative_error(got, z) <= 1e-5
+    assert relative_error(log_det, expected_log_det) <= 1e-5
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n_flows,batch", [(1, 1), (3, 7), (5, 64), (5, 1024)])
+def test_cuda_maf_sample_log_prob(n_flows, batch):
+    torch.manual_seed(n_flows)
+    ref = reference.maf.MAF(10, 32, 1, n_flows).cuda()
+    fast = ffnn.maf.MAF(10, 32, 1, n_flows).cuda()
+    fast.load_state_dict(ref.state_dict())
+    z = torch.randn(batch, 10, device="cuda")
+    with fastflow.backend("cuda"):
+        x, log_prob = fast.sample(batch, z)
+    assert relative_error(x, ref.sample(batch, z.clone())) <= 1e-5
+    assert relative_error(log_prob, ref.log_prob(x).detach()) <= 1e-5

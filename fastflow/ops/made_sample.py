@@ -15,8 +15,9 @@ whose masks are not autoregressive is refused with a ValueError.
 
 Public functions: made_sample (Bernoulli MADE, seed 000), gaussian_made_sample (seed 003's
 MADE.forward: x = μ + z·exp(α)) and iaf_inverse (the same loop run the other way, an IAF's
-slow direction). The op: torch.ops.fastflow.made_sample (C++ CPU kernel); the 'torch'
-backend runs the reference algorithm (one full pass per sampling step).
+slow direction). The op: torch.ops.fastflow.made_sample (C++ CPU kernel; CUDA kernel, one
+persistent launch per call, chosen only by an explicit 'cuda' backend: it has not run on a
+GPU yet); the 'torch' backend runs the reference algorithm (one full pass per sampling step).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ BERNOULLI, GAUSSIAN, GAUSSIAN_INVERSE = 0, 1, 2
 _OUTPUTS_PER_DIM = {BERNOULLI: 1, GAUSSIAN: 2, GAUSSIAN_INVERSE: 2}
 
 # Backends 'auto' may pick, fastest first, per device type: the C++ CPU kernel is checked
-# against the reference loop here; no GPU kernel has run yet.
+# against the reference loop here; the CUDA kernel has not run on a GPU yet, so only an
+# explicit 'cuda' backend picks it.
 AUTO_ORDER = {"cpu": ("cpu",), "cuda": ()}
 
 
@@ -236,10 +238,13 @@ if EXTENSION.loaded:
 
 def _backend(device: torch.device) -> str:
     name = resolve("made_sample", AUTO_ORDER, device)
-    if name == "triton" or (name == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
-            "fastflow::made_sample", "CUDA")):
-        raise BackendUnavailableError(f"fastflow backend {name!r} is unavailable for made_sample: "
-                                      f"it has no {name} kernel yet (use 'cpu' or 'torch')")
+    if name == "triton":
+        raise BackendUnavailableError("fastflow backend 'triton' is unavailable for made_sample: "
+                                      "it has no triton kernel yet (use 'cuda', 'cpu' or 'torch')")
+    if name == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
+            "fastflow::made_sample", "CUDA"):
+        raise BackendUnavailableError("fastflow backend 'cuda' is unavailable for made_sample: "
+                                      "the extension was built without its CUDA kernel")
     return name
 
 

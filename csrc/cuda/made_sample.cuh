@@ -1,0 +1,56 @@
+// One-pass MADE / MAF sampling CUDA launcher (plan and rules: ../made_sample.h); no torch
+// headers. The binding packs the layers (as the CPU kernel does) into the flat device arrays
+// below; one persistent kernel launch then runs the whole step loop.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "dtype.h"
+
+namespace fastflow::cuda {
+
+// The values of fastflow::SampleRule (checked by the binding).
+enum class MadeRule : int { Bernoulli = 0, Gaussian = 1, GaussianInverse = 2 };
+
+// Fields of one row of MadeSampleArgs::layers.
+enum MadeLayerField : int {
+  kMadeWeightOffset,  // first element of the layer's packed rows in `weights`
+  kMadeRangeOffset,   // first input position of the layer in `ranges` (Σ inputs before it)
+  kMadeAccOffset,     // first output position of the layer in `biases` and in the
+                      // accumulators (Σ outputs before it)
+  kMadeInputs,
+  kMadeOutputs,
+  kMadeLayerFields
+};
+
+struct MadeSampleArgs {
+  const void* noise;              // [samples, dims] storage type, contiguous
+  const void* weights;            // per layer [inputs, outputs]: W⊙M in sorted positions
+                                  // (row = input position), opmath type, concatenated
+  const void* biases;             // per layer [outputs], sorted, opmath type: [acc_width]
+  const int64_t* layers;          // [num_layers, kMadeLayerFields]
+  const int64_t* ranges;          // per layer push_ranges [inputs, 2], concatenated
+  const int64_t* finalize;        // [num_layers − 1, steps + 2]: the finalize_offsets
+  const int64_t* step_offsets;    // [steps + 1]
+  const int64_t* dim_order;       // [dims]: unit_orders[0]
+  const int64_t* out_order;       // [last layer's outputs]: unit_orders[num_layers]
+  int64_t samples, dims, num_layers, steps;
+  int64_t acc_width;              // Σ outputs over the layers
+  MadeRule rule;
+  DType dtype;
+};
+
+// Bytes of global scratch the launch needs for the accumulators: 0 when they fit in shared
+// memory. Depends on the current device.
+cudaError_t made_sample_scratch_bytes(const MadeSampleArgs& args, size_t* bytes);
+
+// values: [samples, dims] and outputs: [samples, last layer's outputs], storage type,
+// contiguous; log_terms: [samples] of the opmath type (float, or double for double);
+// scratch: made_sample_scratch_bytes(args) bytes, or null when that is 0.
+cudaError_t launch_made_sample(const MadeSampleArgs& args, void* values, void* log_terms,
+                               void* outputs, void* scratch, cudaStream_t stream);
+
+}  // namespace fastflow::cuda

@@ -1,0 +1,133 @@
+// Registers the one-pass MADE / MAF sampling CUDA kernel under the CUDA dispatch key. The
+// layers are packed here with ATen ops, as the CPU kernel packs them: W⊙M in the opmath type,
+// rows = input positions, columns = output positions, biases in sorted positions.
+#include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "../made_sample.h"
+#include "binding_utils.h"
+#include "made_sample.cuh"
+
+namespace fastflow {
+namespace {
+
+constexpr bool same_rule(SampleRule rule, cuda::MadeRule made_rule) {
+  return static_cast<int>(rule) == static_cast<int>(made_rule);
+}
+static_assert(same_rule(SampleRule::kBernoulli, cuda::MadeRule::Bernoulli) &&
+                  same_rule(SampleRule::kGaussian, cuda::MadeRule::Gaussian) &&
+                  same_rule(SampleRule::kGaussianInverse, cuda::MadeRule::GaussianInverse),
+              "the launcher's rules must be fastflow::SampleRule's");
+
+// A flat 1-D concatenation; an empty list gives an empty tensor with `options`.
+at::Tensor flat_cat(const std::vector<at::Tensor>& parts, const at::TensorOptions& options) {
+  if (parts.empty()) return at::empty({0}, options);
+  return at::cat(parts);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
+    const at::Tensor& noise_in, at::TensorList weights,
+    const c10::List<std::optional<at::Tensor>>& biases_in, at::TensorList masks,
+    at::TensorList unit_orders, at::TensorList push_ranges, at::TensorList finalize_offsets,
+    const at::Tensor& step_offsets, int64_t rule_in) {
+  const SampleRule rule = check_sample_rule(rule_in);
+  const std::vector<std::optional<at::Tensor>> biases(biases_in.begin(), biases_in.end());
+  const std::vector<at::Tensor> weight_list(weights.begin(), weights.end());
+  const std::vector<at::Tensor> mask_list(masks.begin(), masks.end());
+  const std::vector<at::Tensor> order_list(unit_orders.begin(), unit_orders.end());
+  const std::vector<at::Tensor> range_list(push_ranges.begin(), push_ranges.end());
+  const std::vector<at::Tensor> offset_list(finalize_offsets.begin(), finalize_offsets.end());
+  check_made_sample(noise_in, weight_list, biases, mask_list, order_list, range_list, offset_list,
+                    step_offsets, rule);
+  const cuda::DType dtype = cuda_dtype(noise_in.scalar_type());
+  const c10::cuda::CUDAGuard guard(noise_in.device());
+  const at::Tensor noise = noise_in.contiguous();
+  const int64_t samples = noise.size(0), dims = noise.size(1);
+  const int64_t L = static_cast<int64_t>(weight_list.size());
+  const int64_t out_width = weight_list[L - 1].size(0);
+  const at::ScalarType acc_type = noise.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto opts = noise.options().memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor values = at::empty({samples, dims}, opts);
+  at::Tensor outputs = at::empty({samples, out_width}, opts);
+  at::Tensor log_terms = at::empty({samples}, opts.dtype(acc_type));
+  if (samples == 0) return {values, log_terms, outputs};
+
+  const auto acc_opts = noise.options().dtype(acc_type);
+  std::vector<at::Tensor> rows, sorted_biases, ranges, finalize;
+  std::vector<int64_t> info;
+  int64_t weight_offset = 0, range_offset = 0, acc_offset = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor& in_order = order_list[l];
+    const at::Tensor& out_order = order_list[l + 1];
+    const int64_t inputs = weight_list[l].size(1), outputs_l = weight_list[l].size(0);
+    // Both factors in the opmath type before the product, as the CPU kernel.
+    const at::Tensor masked = weight_list[l].to(acc_type).mul(mask_list[l].to(acc_type));
+    rows.push_back(masked.index_select(0, out_order).index_select(1, in_order).t().contiguous()
+                       .view({-1}));
+    sorted_biases.push_back(biases[l].has_value()
+                                ? biases[l]->to(acc_type).index_select(0, out_order)
+                                : at::zeros({outputs_l}, acc_opts));
+    ranges.push_back(range_list[l].contiguous().view({-1}));
+    if (l + 1 < L) finalize.push_back(offset_list[l].contiguous());
+    info.insert(info.end(), {weight_offset, range_offset, acc_offset, inputs, outputs_l});
+    static_assert(cuda::kMadeLayerFields == 5, "one value per field above");
+    weight_offset += inputs * outputs_l;
+    range_offset += inputs;
+    acc_offset += outputs_l;
+  }
+  const auto index_opts = noise.options().dtype(at::kLong);
+  const at::Tensor weights_flat = flat_cat(rows, acc_opts);
+  const at::Tensor biases_flat = flat_cat(sorted_biases, acc_opts);
+  const at::Tensor ranges_flat = flat_cat(ranges, index_opts);
+  const at::Tensor finalize_flat = flat_cat(finalize, index_opts);
+  const at::Tensor layers =
+      at::from_blob(info.data(), {L, cuda::kMadeLayerFields}, at::TensorOptions(at::kLong))
+          .to(noise.device());
+  const at::Tensor steps = step_offsets.contiguous();
+  const at::Tensor dim_order = order_list[0].contiguous();
+  const at::Tensor out_order = order_list[L].contiguous();
+
+  const cuda::MadeSampleArgs args{noise.const_data_ptr(),
+                                  weights_flat.const_data_ptr(),
+                                  biases_flat.const_data_ptr(),
+                                  layers.const_data_ptr<int64_t>(),
+                                  ranges_flat.const_data_ptr<int64_t>(),
+                                  finalize_flat.const_data_ptr<int64_t>(),
+                                  steps.const_data_ptr<int64_t>(),
+                                  dim_order.const_data_ptr<int64_t>(),
+                                  out_order.const_data_ptr<int64_t>(),
+                                  samples,
+                                  dims,
+                                  L,
+                                  steps.size(0) - 1,
+                                  acc_offset,
+                                  static_cast<cuda::MadeRule>(rule),
+                                  dtype};
+  size_t scratch_bytes = 0;
+  C10_CUDA_CHECK(cuda::made_sample_scratch_bytes(args, &scratch_bytes));
+  at::Tensor scratch;
+  if (scratch_bytes != 0) {
+    scratch = at::empty({static_cast<int64_t>(scratch_bytes)}, noise.options().dtype(at::kByte));
+  }
+  C10_CUDA_CHECK(cuda::launch_made_sample(
+      args, values.mutable_data_ptr(), log_terms.mutable_data_ptr(), outputs.mutable_data_ptr(),
+      scratch_bytes != 0 ? scratch.mutable_data_ptr() : nullptr, at::cuda::getCurrentCUDAStream()));
+  return {values, log_terms, outputs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastflow, CUDA, m) { m.impl("made_sample", &made_sample_cuda); }
+
+}  // namespace fastflow
