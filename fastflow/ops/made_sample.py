@@ -360,7 +360,8 @@ def run_made_sample(model: nn.Module, noise: torch.Tensor, rule: int, caller: st
     name = _backend(weight.device)
     if name == "torch":
         return sample_reference(layers, plan, noise, rule)
-    op = torch.ops.fastflow.made_sample_triton if name == "triton" else torch.ops.fastflow.made_sample
+    op = (torch.ops.fastflow.made_sample_triton if name == "triton"
+          else torch.ops.fastflow.made_sample)
     return op(
         noise, [layer.weight for layer in layers], [layer.bias for layer in layers],
         [layer.mask.to(layer.weight.dtype) for layer in layers], *plan.to(weight.device), rule)

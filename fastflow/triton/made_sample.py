@@ -19,8 +19,22 @@ import torch
 import triton
 import triton.language as tl
 
+from . import INTERPRETED
+
 BLOCK_B = 16  # samples per program
 BLOCK_N = 64  # output positions per push chunk
+
+
+@triton.jit
+def _rounded(x, STORE: tl.constexpr, BF16_BY_BITS: tl.constexpr):
+    """float32 or float64 x rounded to the storage dtype (to nearest even), in that dtype."""
+    if BF16_BY_BITS:
+        # The interpreter truncates float32 to bfloat16 (a GPU rounds to nearest even):
+        # rounded in the bits first, the truncation is exact.
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(STORE)
 
 
 @triton.jit
@@ -55,7 +69,8 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                         steps_ptr, dim_order_ptr, out_order_ptr, values_ptr, log_ptr,
                         outputs_ptr, samples_total, dims, steps, layers, acc_stride,
                         RULE: tl.constexpr, STORE: tl.constexpr, ACC: tl.constexpr,
-                        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+                        BF16_BY_BITS: tl.constexpr, BLOCK_B: tl.constexpr,
+                        BLOCK_N: tl.constexpr):
     samples = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     live = samples < samples_total
     last = layers - 1
@@ -72,7 +87,7 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                 h = tl.load(acc_ptr + samples * acc_stride + hidden_col + p, mask=live,
                             other=0.0)
                 # Rounded to the model's dtype, as the reference's activations are.
-                h = tl.maximum(h, 0.0).to(STORE).to(ACC)
+                h = _rounded(tl.maximum(h, 0.0), STORE, BF16_BY_BITS).to(ACC)
                 _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, l + 1, p, h, samples, live,
                       acc_stride, BLOCK_N)
         # The dimensions of step t: their outputs are final now.
@@ -83,8 +98,8 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
             e = tl.load(noise_ptr + samples * dims + d, mask=live, other=0.0).to(ACC)
             if RULE == 0:
                 out = acc_ptr + samples * acc_stride + last_col + i
-                logit = tl.load(out, mask=live, other=0.0).to(STORE).to(ACC)
-                prob = (1.0 / (1.0 + tl.exp(-logit))).to(STORE).to(ACC)
+                logit = _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
+                prob = _rounded(1.0 / (1.0 + tl.exp(-logit)), STORE, BF16_BY_BITS).to(ACC)
                 v = tl.where(e < prob, 1.0, 0.0).to(ACC)
                 # log p(v | logit) = −BCE-with-logits in its stable form, in float64 as the
                 # CPU kernel sums it.
@@ -93,14 +108,15 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                              + tl.log(1.0 + tl.exp(-tl.abs(l64))))
             else:
                 out = acc_ptr + samples * acc_stride + last_col + 2 * i
-                mu = tl.load(out, mask=live, other=0.0).to(STORE).to(ACC)
-                alpha = tl.load(out + 1, mask=live, other=0.0).to(STORE).to(ACC)
+                mu = _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
+                alpha = _rounded(tl.load(out + 1, mask=live, other=0.0), STORE,
+                                 BF16_BY_BITS).to(ACC)
                 if RULE == 1:
-                    v = mu + (e * tl.exp(alpha)).to(STORE).to(ACC)
+                    v = mu + _rounded(e * tl.exp(alpha), STORE, BF16_BY_BITS).to(ACC)
                 else:
-                    v = (e - mu).to(STORE).to(ACC) * tl.exp(-alpha)
+                    v = _rounded(e - mu, STORE, BF16_BY_BITS).to(ACC) * tl.exp(-alpha)
                 log_term -= alpha.to(tl.float64)
-            stored = v.to(STORE)
+            stored = _rounded(v, STORE, BF16_BY_BITS)
             tl.store(values_ptr + samples * dims + d, stored, mask=live)
             # Past the end v may be nonzero (Gaussian): zeroed so those samples push nothing.
             _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, 0, i,
@@ -115,8 +131,8 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
         ok = live[:, None] & q_ok[None, :]
         a = tl.load(acc_ptr + samples[:, None] * acc_stride + last_col + q[None, :], mask=ok,
                     other=0.0)
-        tl.store(outputs_ptr + samples[:, None] * out_width + unit[None, :], a.to(STORE),
-                 mask=ok)
+        tl.store(outputs_ptr + samples[:, None] * out_width + unit[None, :],
+                 _rounded(a, STORE, BF16_BY_BITS), mask=ok)
 
 
 _TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
@@ -131,8 +147,9 @@ def _pack(weights, biases, masks, unit_orders, acc_dtype):
         packed = (weight.to(acc_dtype) * mask.to(acc_dtype)).index_select(0, unit_orders[l + 1])
         rows.append(packed.index_select(1, unit_orders[l]).t().contiguous().reshape(-1))
         width = weight.shape[0]
-        sorted_biases.append(torch.zeros(width, dtype=acc_dtype, device=weight.device)
-                             if bias is None else bias.to(acc_dtype).index_select(0, unit_orders[l + 1]))
+        sorted_biases.append(
+            torch.zeros(width, dtype=acc_dtype, device=weight.device) if bias is None
+            else bias.to(acc_dtype).index_select(0, unit_orders[l + 1]))
         table.append((row_start, acc_start, width))
         row_start += rows[-1].numel()
         acc_start += width
@@ -170,5 +187,7 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
                               unit_orders[-1].contiguous(), values, log_terms, outputs,
                               samples, dims, step_offsets.shape[0] - 1, len(weights),
                               acc.shape[1], RULE=rule, STORE=_TL_DTYPE[noise.dtype],
-                              ACC=_TL_DTYPE[acc_dtype], BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N)
+                              ACC=_TL_DTYPE[acc_dtype],
+                              BF16_BY_BITS=INTERPRETED and noise.dtype == torch.bfloat16,
+                              BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N)
     return values, log_terms, outputs
