@@ -3,7 +3,8 @@ identical given the same uniforms (a mismatch only where |u − p| < 1e-6), logi
 finished samples equal to one full pass, log-likelihoods equal to the reference's, MAF
 samples mapping back to their z, schedules from any autoregressive mask stack (random
 degrees, cyclic degrees, any input order), refused non-autoregressive masks, the plan cache
-following mask changes, opcheck and bad arguments."""
+following mask changes, opcheck and bad arguments. The Triton kernel runs the same tests
+at small sizes (its interpreter is too slow for D = 784)."""
 
 import importlib
 
@@ -14,13 +15,27 @@ import torch
 import fastflow
 from fastflow import nn as ffnn
 from fastflow import reference
+from fastflow import triton as fastflow_triton
 from fastflow._extension import EXTENSION
+from fastflow.backend import unavailable_reason
 
 from backends import HAS_GPU
 
 sampling = importlib.import_module("fastflow.ops.made_sample")
 
-SAMPLE_BACKENDS = [pytest.param("cpu", id="cpu"), pytest.param("torch", id="torch")]
+_TRITON_SKIP = [pytest.mark.skip(reason=f"backend triton: {unavailable_reason('triton')}")] \
+    if unavailable_reason("triton") else []
+SAMPLE_BACKENDS = [pytest.param("cpu", id="cpu"), pytest.param("torch", id="torch"),
+                   pytest.param("triton", id="triton", marks=_TRITON_SKIP)]
+# The ops (same arguments) for opcheck and the argument checks.
+SAMPLE_OPS = [pytest.param("made_sample", id="cpu-op"),
+              pytest.param("made_sample_triton", id="triton-op", marks=_TRITON_SKIP)]
+
+
+def skip_slow(backend, dims):
+    """Triton's interpreter runs every push as Python: minutes at D = 784."""
+    if backend == "triton" and fastflow_triton.INTERPRETED and dims > 12:
+        pytest.skip("D > 12 is too slow under Triton's interpreter")
 
 
 def relative_error(got, expected):
@@ -64,10 +79,11 @@ def assert_same_samples(got, expected, uniforms, logits):
 
 @pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
 @pytest.mark.parametrize("dims,hidden,batch", [
-    (2, [8], 1), (10, [64, 64], 7), (10, [16, 24, 16], 64), (10, [32], 1),
+    (2, [8], 1), (10, [64, 64], 7), (10, [16, 24, 16], 64), (10, [32], 1), (9, [80, 72], 20),
     (784, [512, 512], 7), (784, [64], 1), (784, [96, 64, 96], 3),
 ])
 def test_bernoulli_matches_reference_loop(backend, dims, hidden, batch):
+    skip_slow(backend, dims)
     made = bernoulli_made(dims, hidden, seed=dims + batch)
     uniforms = torch.rand(batch, dims)
     expected = reference.made.generate_samples(made, batch, uniforms=uniforms)
@@ -109,6 +125,43 @@ def test_fastflow_made_matches_reference_made():
     assert torch.allclose(got_ll, expected_ll)
 
 
+@pytest.mark.parametrize("backend", SAMPLE_BACKENDS[::2])
+def test_float64(backend):
+    made = bernoulli_made(10, [32, 32], seed=4, dtype=torch.float64)
+    uniforms = torch.rand(16, 10, dtype=torch.float64)
+    with fastflow.backend(backend):
+        samples, ll, logits = fastflow.made_sample(made, 16, uniforms=uniforms,
+                                                   return_logits=True)
+    assert samples.dtype == torch.float64 and ll.dtype == torch.float64
+    assert torch.equal(samples, reference.made.generate_samples(made, 16, uniforms=uniforms))
+    assert relative_error(logits, made(samples).detach()) <= 1e-12
+    assert relative_error(ll, reference.made.log_likelihood(made, samples).detach()) <= 1e-12
+    torch.manual_seed(2)
+    maf = reference.maf.MADE(8, 16, 1).double()
+    z = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        expected, expected_log_det = maf(z)
+    with fastflow.backend(backend):
+        x, log_det = fastflow.gaussian_made_sample(maf, z)
+    assert x.dtype == torch.float64 and log_det.dtype == torch.float64
+    assert relative_error(x, expected) <= 1e-12
+    assert relative_error(log_det, expected_log_det) <= 1e-12
+
+
+@pytest.mark.parametrize("backend", SAMPLE_BACKENDS[::2])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision(backend, dtype):
+    made = bernoulli_made(10, [32], seed=4, dtype=dtype)
+    uniforms = torch.rand(16, 10)
+    with fastflow.backend(backend):
+        samples, ll, logits = fastflow.made_sample(made, 16, uniforms=uniforms,
+                                                   return_logits=True)
+    assert samples.dtype == dtype and ll.dtype == torch.float32 and logits.dtype == dtype
+    assert relative_error(logits, made(samples).detach()) <= 2e-2
+    expected_ll = reference.made.log_likelihood(made, samples).float().detach()
+    assert relative_error(ll, expected_ll) <= 2e-2
+
+
 def test_float64_and_reduced_precision():
     made = bernoulli_made(10, [32, 32], seed=4, dtype=torch.float64)
     uniforms = torch.rand(16, 10, dtype=torch.float64)
@@ -121,6 +174,21 @@ def test_float64_and_reduced_precision():
                                                return_logits=True)
     assert samples.dtype == torch.bfloat16 and ll.dtype == torch.float32
     assert relative_error(logits, bf16(samples).detach()) <= 2e-2
+
+
+@pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
+def test_batch_zero_and_one(backend):
+    made = bernoulli_made(10, [16], seed=1)
+    with fastflow.backend(backend):
+        samples, ll = fastflow.made_sample(made, 0)
+        uniforms = torch.rand(1, 10)
+        one, one_ll = fastflow.made_sample(made, 1, uniforms=uniforms)
+        x, log_det = fastflow.gaussian_made_sample(reference.maf.MADE(10, 16, 1),
+                                                   torch.randn(0, 10))
+    assert samples.shape == (0, 10) and ll.shape == (0,)
+    assert x.shape == (0, 10) and log_det.shape == (0,)
+    assert torch.equal(one, reference.made.generate_samples(made, 1, uniforms=uniforms))
+    assert relative_error(one_ll, reference.made.log_likelihood(made, one).detach()) <= 1e-5
 
 
 def test_batch_zero_generator_and_strided_uniforms():
@@ -190,26 +258,32 @@ def _op_args(made, noise, rule):
             [l.mask for l in layers], *plan.to(noise.device), rule)
 
 
-def test_op_checks_its_plan():
+@pytest.mark.parametrize("op_name", SAMPLE_OPS)
+def test_op_checks_its_plan(op_name):
+    op = getattr(torch.ops.fastflow, op_name)
     made = bernoulli_made(6, [16], seed=0)
     args = list(_op_args(made, torch.rand(3, 6), 0))
     bad = [r.clone() for r in args[5]]
     bad[0][0, 1] = 99  # a push range past the layer's width
     with pytest.raises(ValueError, match="push_ranges"):
-        torch.ops.fastflow.made_sample(*args[:5], bad, *args[6:])
+        op(*args[:5], bad, *args[6:])
     with pytest.raises(ValueError, match="rule"):
-        torch.ops.fastflow.made_sample(*args[:-1], 5)
+        op(*args[:-1], 5)
+    with pytest.raises(ValueError, match="finalize_offsets"):
+        op(*args[:6], [], *args[7:])
 
 
+@pytest.mark.parametrize("op_name", SAMPLE_OPS)
 @pytest.mark.parametrize("rule", [0, 1, 2])
-def test_opcheck(rule):
+def test_opcheck(op_name, rule):
     if rule:
         made = reference.maf.MADE(5, 12, 1)
         noise = torch.randn(4, 5)
     else:
         made = bernoulli_made(5, [12], seed=0)
         noise = torch.rand(4, 5)
-    torch.library.opcheck(torch.ops.fastflow.made_sample.default, _op_args(made, noise, rule),
+    torch.library.opcheck(getattr(torch.ops.fastflow, op_name).default,
+                          _op_args(made, noise, rule),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -219,6 +293,7 @@ def test_opcheck(rule):
 @pytest.mark.parametrize("dims,hidden,n_hidden,batch", [(2, 8, 0, 1), (10, 32, 1, 7),
                                                         (10, 24, 2, 64), (784, 128, 1, 3)])
 def test_gaussian_made_matches_seed_forward(backend, dims, hidden, n_hidden, batch):
+    skip_slow(backend, dims)
     torch.manual_seed(dims + batch)
     made = reference.maf.MADE(dims, hidden, n_hidden)
     z = torch.randn(batch, dims)
@@ -232,7 +307,8 @@ def test_gaussian_made_matches_seed_forward(backend, dims, hidden, n_hidden, bat
     assert relative_error(z_back.detach(), z) <= 1e-4
 
 
-def test_iaf_inverse_matches_loop():
+@pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
+def test_iaf_inverse_matches_loop(backend):
     torch.manual_seed(0)
     made = reference.maf.MADE(9, 32, 1)
     x = torch.randn(6, 9)
@@ -242,7 +318,8 @@ def test_iaf_inverse_matches_loop():
             mu, alpha = made.net(z).chunk(2, dim=1)
             z[:, d] = (x[:, d] - mu[:, d]) * torch.exp(-alpha[:, d])
         expected_log_det = -made.net(z).chunk(2, dim=1)[1].sum(1)
-    got, log_det = fastflow.iaf_inverse(made, x)
+    with fastflow.backend(backend):
+        got, log_det = fastflow.iaf_inverse(made, x)
     assert relative_error(got, z) <= 1e-5
     assert relative_error(log_det, expected_log_det) <= 1e-5
 

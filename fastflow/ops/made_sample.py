@@ -15,9 +15,11 @@ whose masks are not autoregressive is refused with a ValueError.
 
 Public functions: made_sample (Bernoulli MADE, seed 000), gaussian_made_sample (seed 003's
 MADE.forward: x = μ + z·exp(α)) and iaf_inverse (the same loop run the other way, an IAF's
-slow direction). The op: torch.ops.fastflow.made_sample (C++ CPU kernel; CUDA kernel, one
-persistent launch per call, chosen only by an explicit 'cuda' backend: it has not run on a
-GPU yet); the 'torch' backend runs the reference algorithm (one full pass per sampling step).
+slow direction). The ops: torch.ops.fastflow.made_sample (C++ CPU kernel; CUDA kernel,
+one persistent launch per call) and torch.ops.fastflow.made_sample_triton (Triton, the same
+arguments); the 'torch' backend runs the reference algorithm (one full pass per sampling
+step). The CUDA and Triton kernels have not run on a GPU yet: only an explicit backend
+picks them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import BackendUnavailableError, resolve
 from ._checks import FLOAT_DTYPES
@@ -39,8 +42,9 @@ BERNOULLI, GAUSSIAN, GAUSSIAN_INVERSE = 0, 1, 2
 _OUTPUTS_PER_DIM = {BERNOULLI: 1, GAUSSIAN: 2, GAUSSIAN_INVERSE: 2}
 
 # Backends 'auto' may pick, fastest first, per device type: the C++ CPU kernel is checked
-# against the reference loop here; the CUDA kernel has not run on a GPU yet, so only an
-# explicit 'cuda' backend picks it.
+# against the reference loop here; no GPU kernel has run yet (the CUDA kernel is compiled
+# only, the Triton kernel tested under the interpreter only), so only an explicit 'cuda' or
+# 'triton' backend picks them.
 AUTO_ORDER = {"cpu": ("cpu",), "cuda": ()}
 
 
@@ -227,20 +231,113 @@ def sample_reference(layers: list[MaskedLayer], plan: SamplePlan, noise: torch.T
     return values, _log_terms(rule, outputs, values), outputs
 
 
+def _made_sample_fake(noise, weights, biases, masks, unit_orders, push_ranges,
+                      finalize_offsets, step_offsets, rule):
+    acc = torch.float64 if noise.dtype == torch.float64 else torch.float32
+    return (noise.new_empty(noise.shape), noise.new_empty(noise.shape[0], dtype=acc),
+            noise.new_empty(noise.shape[0], weights[-1].shape[0]))
+
+
 if EXTENSION.loaded:
-    @torch.library.register_fake("fastflow::made_sample")
-    def _made_sample_fake(noise, weights, biases, masks, unit_orders, push_ranges,
-                          finalize_offsets, step_offsets, rule):
-        acc = torch.float64 if noise.dtype == torch.float64 else torch.float32
-        return (noise.new_empty(noise.shape), noise.new_empty(noise.shape[0], dtype=acc),
-                noise.new_empty(noise.shape[0], weights[-1].shape[0]))
+    torch.library.register_fake("fastflow::made_sample", _made_sample_fake)
+
+
+def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
+                      finalize_offsets, step_offsets, rule, plan_values: bool = True) -> None:
+    """ValueError/TypeError for arguments the kernels would read out of bounds with (the
+    twin of csrc/made_sample.h). plan_values: also check the plan's values (one copy to
+    the CPU; not possible on fake tensors)."""
+    op = "made_sample"
+    if rule not in _OUTPUTS_PER_DIM:
+        raise ValueError(f"{op}: rule must be 0 (Bernoulli), 1 (Gaussian) or 2 (Gaussian "
+                         f"inverse), got {rule}")
+    if noise.dim() != 2 or noise.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{op}: noise must be a float [N, D] tensor, got {noise.dtype} "
+                         f"{tuple(noise.shape)}")
+    layers = len(weights)
+    if layers < 1 or (len(biases), len(masks), len(push_ranges), len(unit_orders),
+                      len(finalize_offsets)) != (layers,) * 3 + (layers + 1, layers - 1):
+        raise ValueError(f"{op}: expected {layers} (at least 1) biases, masks and push_ranges, "
+                         f"{layers + 1} unit_orders and {layers - 1} finalize_offsets")
+    steps = step_offsets.shape[0] - 1 if step_offsets.dim() == 1 else -1
+    index = [("step_offsets", step_offsets, (steps + 1,))]
+    width = noise.shape[1]
+    for l, (weight, bias, mask) in enumerate(zip(weights, biases, masks)):
+        if weight.shape[1:] != (width,) or mask.shape != weight.shape:
+            raise ValueError(f"{op}: weights[{l}] and masks[{l}] must be [out, {width}], got "
+                             f"{tuple(weight.shape)} and {tuple(mask.shape)}")
+        if bias is not None and bias.shape != weight.shape[:1]:
+            raise ValueError(f"{op}: biases[{l}] must be [{weight.shape[0]}], got "
+                             f"{tuple(bias.shape)}")
+        for name, t in (("weights", weight), ("masks", mask), ("biases", bias)):
+            if t is not None and (t.dtype != noise.dtype or t.device != noise.device):
+                raise ValueError(f"{op}: {name}[{l}] must have the noise's dtype {noise.dtype} "
+                                 f"and device {noise.device}, got {t.dtype} on {t.device}")
+        index += [("unit_orders", unit_orders[l], (width,)),
+                  ("push_ranges", push_ranges[l], (width, 2))]
+        if l < layers - 1:
+            index.append(("finalize_offsets", finalize_offsets[l], (steps + 2,)))
+        width = weight.shape[0]
+    if width != _OUTPUTS_PER_DIM[rule] * noise.shape[1]:
+        raise ValueError(f"{op}: the last layer must have {_OUTPUTS_PER_DIM[rule]} outputs per "
+                         f"dimension for rule {rule}, got {width}")
+    index.append(("unit_orders", unit_orders[layers], (width,)))
+    for name, t, shape in index:
+        if t.dtype != torch.int64 or t.shape != shape or t.device != noise.device:
+            raise ValueError(f"{op}: {name} must be int64 {list(shape)} on {noise.device}, got "
+                             f"{t.dtype} {list(t.shape)} on {t.device}")
+    if plan_values:
+        _check_plan_values(noise.shape[1], weights, unit_orders, push_ranges, finalize_offsets,
+                           step_offsets)
+
+
+def _check_plan_values(dims, weights, unit_orders, push_ranges, finalize_offsets, step_offsets):
+    def require(ok, what):
+        if not ok:
+            raise ValueError(f"made_sample: {what}")
+
+    steps = step_offsets.cpu()
+    require(steps.numel() and steps[0] == 0 and steps[-1] == dims and
+            (steps.diff() >= 0).all(), f"step_offsets must run non-decreasing from 0 to D = {dims}")
+    widths = [dims] + [w.shape[0] for w in weights]
+    for l, order in enumerate(unit_orders):
+        require(((order >= 0) & (order < widths[l])).all(), f"unit_orders[{l}] outside "
+                f"[0, {widths[l]})")
+    for l, ranges in enumerate(push_ranges):
+        r = ranges.cpu()
+        require(((r >= 0) & (r <= widths[l + 1])).all() and (r[:, 0] <= r[:, 1]).all(),
+                f"push_ranges[{l}] must hold ranges in [0, {widths[l + 1]}]")
+    for l, offsets in enumerate(finalize_offsets):
+        o = offsets.cpu()
+        require(o[0] == 0 and o[-1] <= widths[l + 1] and (o.diff() >= 0).all(),
+                f"finalize_offsets[{l}] must run non-decreasing from 0 within the layer")
+
+
+if _triton.VERSION is not None:
+    from ..triton import made_sample as _kernels
+
+    @torch.library.custom_op("fastflow::made_sample_triton", mutates_args=())
+    def _made_sample_triton(noise: torch.Tensor, weights: list[torch.Tensor],
+                            biases: list[torch.Tensor | None], masks: list[torch.Tensor],
+                            unit_orders: list[torch.Tensor], push_ranges: list[torch.Tensor],
+                            finalize_offsets: list[torch.Tensor], step_offsets: torch.Tensor,
+                            rule: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
+                          finalize_offsets, step_offsets, rule)
+        return _kernels.made_sample(noise.contiguous(), weights, biases, masks, unit_orders,
+                                    push_ranges, finalize_offsets, step_offsets, rule)
+
+    @torch.library.register_fake("fastflow::made_sample_triton")
+    def _made_sample_triton_fake(noise, weights, biases, masks, unit_orders, push_ranges,
+                                 finalize_offsets, step_offsets, rule):
+        args = (noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
+                step_offsets, rule)
+        check_made_sample(*args, plan_values=False)
+        return _made_sample_fake(*args)
 
 
 def _backend(device: torch.device) -> str:
     name = resolve("made_sample", AUTO_ORDER, device)
-    if name == "triton":
-        raise BackendUnavailableError("fastflow backend 'triton' is unavailable for made_sample: "
-                                      "it has no triton kernel yet (use 'cuda', 'cpu' or 'torch')")
     if name == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
             "fastflow::made_sample", "CUDA"):
         raise BackendUnavailableError("fastflow backend 'cuda' is unavailable for made_sample: "
@@ -263,9 +360,12 @@ def run_made_sample(model: nn.Module, noise: torch.Tensor, rule: int, caller: st
         raise TypeError(f"{caller}: noise must be a float tensor, got {noise.dtype}")
     noise = noise.to(device=weight.device, dtype=weight.dtype).contiguous()
     plan = plan_for(model, layers, _OUTPUTS_PER_DIM[rule], caller)
-    if _backend(weight.device) == "torch":
+    name = _backend(weight.device)
+    if name == "torch":
         return sample_reference(layers, plan, noise, rule)
-    return torch.ops.fastflow.made_sample(
+    op = (torch.ops.fastflow.made_sample_triton if name == "triton"
+          else torch.ops.fastflow.made_sample)
+    return op(
         noise, [layer.weight for layer in layers], [layer.bias for layer in layers],
         [layer.mask.to(layer.weight.dtype) for layer in layers], *plan.to(weight.device), rule)
 
