@@ -294,11 +294,13 @@ struct ForwardGemm {
 };
 
 // grad_x_sorted = dY_sorted·(W⊙M)_sorted: batch × in × out; sorted input c gets
-// contributions from the sorted outputs that see it, a suffix of them.
+// contributions from the sorted outputs that see it, a suffix of them. B is packed a
+// weight row at a time: a panel's 16 sorted columns are scattered over each weight row.
 struct GradInputGemm {
+  static constexpr bool kPacksBByRows = true;
   int64_t M, N, K;
   SortedWeight w;
-  const float* grad_y;
+  const float* grad_y;  // columns in sorted order
   int64_t ldg;
 
   FASTFLOW_ALWAYS_INLINE void k_range(int64_t n0, int64_t* begin, int64_t* end) const {
@@ -308,16 +310,20 @@ struct GradInputGemm {
   FASTFLOW_ALWAYS_INLINE int64_t n_end(int64_t, int64_t) const { return N; }
   FASTFLOW_ALWAYS_INLINE void pack_a(int64_t m0, int64_t rows, int64_t k0, int64_t kc,
                                      float* dst) const {
-    pack_rows_gathered(grad_y, ldg, w.out_order, m0, rows, k0, kc, dst);
+    pack_rows_gathered(grad_y, ldg, nullptr, m0, rows, k0, kc, dst);
   }
-  FASTFLOW_ALWAYS_INLINE void pack_b(int64_t n0, int64_t cols, int64_t k0, int64_t k1,
-                                     float* dst) const {
+  FASTFLOW_ALWAYS_INLINE void pack_b_rows(const cpu::gemm::Plan& plan, int64_t r0, int64_t r1,
+                                          float* b) const {
     using cpu::gemm::NR;
-    for (int64_t r = k0; r < k1; ++r) {
-      const int64_t seen = std::min(cols, w.seen(r) - n0);
-      float* out = dst + (r - k0) * NR;
-      for (int64_t t = 0; t < seen; ++t) out[t] = w.at(r, n0 + t);
-      for (int64_t t = std::max<int64_t>(seen, 0); t < NR; ++t) out[t] = 0.0f;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t seen = std::min(N, w.seen(r));
+      // Sorted row r lies in the K range of exactly the panels below seen(r).
+      for (int64_t n0 = 0; n0 < seen; n0 += NR) {
+        const int64_t j = n0 / NR, cols = std::min<int64_t>(NR, seen - n0);
+        float* out = b + plan.b_offset[j] + (r - plan.k_begin[j]) * NR;
+        for (int64_t t = 0; t < cols; ++t) out[t] = w.at(r, n0 + t);
+        for (int64_t t = cols; t < NR; ++t) out[t] = 0.0f;
+      }
     }
   }
 };
@@ -327,9 +333,9 @@ struct GradInputGemm {
 struct GradWeightGemm {
   int64_t M, N, K;
   SortedWeight w;
-  const float* grad_y;
+  const float* grad_y;  // columns in sorted order
   int64_t ldg;
-  const float* x;
+  const float* x;  // columns in sorted order
   int64_t ldx;
 
   FASTFLOW_ALWAYS_INLINE void k_range(int64_t, int64_t* begin, int64_t* end) const {
@@ -341,17 +347,17 @@ struct GradWeightGemm {
                                      float* dst) const {
     using cpu::gemm::MR;
     for (int64_t k = 0; k < kc; ++k) {
-      const float* row = grad_y + (k0 + k) * ldg;
-      for (int i = 0; i < MR; ++i) dst[k * MR + i] = i < rows ? row[w.row(m0 + i)] : 0.0f;
+      const float* row = grad_y + (k0 + k) * ldg + m0;
+      for (int i = 0; i < MR; ++i) dst[k * MR + i] = i < rows ? row[i] : 0.0f;
     }
   }
   FASTFLOW_ALWAYS_INLINE void pack_b(int64_t n0, int64_t cols, int64_t k0, int64_t k1,
                                      float* dst) const {
     using cpu::gemm::NR;
     for (int64_t b = k0; b < k1; ++b) {
-      const float* row = x + b * ldx;
+      const float* row = x + b * ldx + n0;
       float* out = dst + (b - k0) * NR;
-      for (int64_t t = 0; t < cols; ++t) out[t] = row[w.column(n0 + t)];
+      for (int64_t t = 0; t < cols; ++t) out[t] = row[t];
       for (int64_t t = cols; t < NR; ++t) out[t] = 0.0f;
     }
   }
@@ -390,9 +396,13 @@ at::Tensor packed_forward(const at::Tensor& x_in, const at::Tensor& weight, cons
 std::tuple<at::Tensor, at::Tensor, at::Tensor> packed_backward(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& weight,
     const at::Tensor* mask, const DegreePlan* plan, bool input_grad) {
-  const at::Tensor x = rows_unit_stride(x_in);
-  const at::Tensor grad_y = rows_unit_stride(grad_y_in);
   const SortedWeight w = sorted_weight(weight, mask, plan);
+  // Both products read dY and x by sorted column: sorted once here, row by row, rather than
+  // gathered down columns while packing.
+  const at::Tensor x = w.in_order ? gather_columns(x_in, plan->in_order, at::Tensor())
+                                  : rows_unit_stride(x_in);
+  const at::Tensor grad_y = w.out_order ? gather_columns(grad_y_in, plan->out_order, at::Tensor())
+                                        : rows_unit_stride(grad_y_in);
   const int64_t batch = x.size(0), out_features = weight.size(0), in_features = weight.size(1);
   at::Tensor grad_x = at::empty({input_grad ? batch : 0, in_features}, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (input_grad) {

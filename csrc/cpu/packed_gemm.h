@@ -14,7 +14,11 @@
 //   void pack_a(int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst) const
 //       dst[k·MR + i] = A[m0 + i, k0 + k], zero for i ≥ rows;
 //   void pack_b(int64_t n0, int64_t cols, int64_t k0, int64_t k1, float* dst) const
-//       dst[(k − k0)·NR + j] = B[k, n0 + j], zero for j ≥ cols.
+//       dst[(k − k0)·NR + j] = B[k, n0 + j], zero for j ≥ cols;
+//   or, with `static constexpr bool kPacksBByRows = true`, when B's rows are the cheap way
+//   to read it (a gather along the row),
+//   void pack_b_rows(const Plan& plan, int64_t k0, int64_t k1, float* b) const
+//       rows [k0, k1) of B into every panel whose K range holds them.
 // All of them FASTFLOW_ALWAYS_INLINE: they are compiled into the AVX2 code that calls them.
 #pragma once
 
@@ -24,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "vector_math.h"
@@ -87,6 +92,16 @@ struct Plan {
   std::vector<int64_t> k_begin, k_end, b_offset;  // per B panel; b_offset has one more
   std::vector<int64_t> group_begin;               // first panel of each group, then the end
 };
+
+template <typename P, typename = void>
+struct PacksBByRows : std::false_type {};
+template <typename P>
+struct PacksBByRows<P, std::enable_if_t<P::kPacksBByRows>> : std::true_type {};
+
+template <typename P>
+FASTFLOW_AVX2 void pack_b_rows(const P& p, const Plan& plan, int64_t k0, int64_t k1, float* b) {
+  p.pack_b_rows(plan, k0, k1, b);
+}
 
 template <typename P>
 FASTFLOW_AVX2 void pack_b_panels(const P& p, const Plan& plan, int64_t j0, int64_t j1, float* b) {
@@ -199,14 +214,19 @@ void run(const P& p, float* c, int64_t ldc) {
                     plan.group_begin[g], plan.group_begin[g + 1], c, ldc, a_buffer.get());
     }
   };
+  if constexpr (PacksBByRows<P>::value) {
+    at::parallel_for(0, p.K, threads == 1 ? p.K : 1, [&](int64_t k0, int64_t k1) {
+      pack_b_rows(p, plan, k0, k1, b.get());
+    });
+  } else {
+    at::parallel_for(0, panels, threads == 1 ? panels : 1, [&](int64_t j0, int64_t j1) {
+      pack_b_panels(p, plan, j0, j1, b.get());
+    });
+  }
   if (threads == 1) {
-    pack_b_panels(p, plan, 0, panels, b.get());
     work(0);
     return;
   }
-  at::parallel_for(0, panels, 1, [&](int64_t j0, int64_t j1) {
-    pack_b_panels(p, plan, j0, j1, b.get());
-  });
   at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) work(t);
   });
