@@ -1,5 +1,7 @@
-// Masked linear on the CPU (math: ../masked_linear.h). The matrix products run in the CPU
-// BLAS (at::mm on views, as F.linear does); what this file adds is the tiling around them:
+// Masked linear on the CPU (math: ../masked_linear.h). float32 on AVX2+FMA runs the packed
+// GEMM of packed_gemm.h (the problems below: the staircase skipped per panel and per tile).
+// Other dtypes and CPUs run the products in the CPU BLAS (at::mm on views, as F.linear
+// does), with this tiling around them:
 //
 //   * the output units are cut into row blocks; each block's weight rows are packed into a
 //     block-sized scratch with the mask applied as they are copied, so W⊙M is never written
