@@ -99,6 +99,34 @@ def test_made_layer_sizes_strided_no_bias(device, backend, form):
     check_forward_backward(backend, form, x, weight, None, in_degrees, out_degrees, 1e-5)
 
 
+# (batch, in_features, out_features) around the float32 CPU kernel's blocking: 6-row and
+# 16-column register tiles, 256-deep K blocks, 120-row blocks, several threads once a
+# product has about a million multiply-adds.
+PACKED_SHAPES = [(1, 600, 70), (13, 600, 70), (130, 300, 700), (257, 517, 35), (6, 16, 16),
+                 (0, 300, 700), (40, 2, 5)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("in_sorted", [False, True], ids=["inputs-permuted", "inputs-in-order"])
+@pytest.mark.parametrize("form", ["matrix", "degrees"])
+@pytest.mark.parametrize("shape", PACKED_SHAPES, ids=str)
+def test_cpu_float32_tiling(shape, form, in_sorted, threads):
+    """The CPU float32 kernel's tile, block and thread edges: sizes not multiples of any of
+    them, batch 0 and 1, x strided, units in degree order (no gather) or not, one and two
+    threads."""
+    torch.manual_seed(0)
+    x, weight, bias = make_inputs(shape, torch.float32, "cpu", strided=True)
+    in_degrees, out_degrees = made_degrees(shape[1], shape[2], "cpu")
+    if in_sorted:
+        in_degrees = torch.arange(1, shape[1] + 1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_forward_backward("cpu", form, x, weight, bias, in_degrees, out_degrees, 2e-5)
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("device,backend", ALL_BACKENDS)
 def test_transposed_input_and_strict_degrees(device, backend):
     """x with column stride != 1 (a transpose) is read correctly; strict=True is MADE's

@@ -1,5 +1,7 @@
-// Masked linear on the CPU (math: ../masked_linear.h). The matrix products run in the CPU
-// BLAS (at::mm on views, as F.linear does); what this file adds is the tiling around them:
+// Masked linear on the CPU (math: ../masked_linear.h). float32 on AVX2+FMA runs the packed
+// GEMM of packed_gemm.h (the problems below: the staircase skipped per panel and per tile).
+// Other dtypes and CPUs run the products in the CPU BLAS (at::mm on views, as F.linear
+// does), with this tiling around them:
 //
 //   * the output units are cut into row blocks; each block's weight rows are packed into a
 //     block-sized scratch with the mask applied as they are copied, so W⊙M is never written
@@ -26,6 +28,7 @@
 #include <tuple>
 
 #include "../masked_linear.h"
+#include "packed_gemm.h"
 #include "vector_math.h"
 
 namespace fastflow {
@@ -217,11 +220,224 @@ at::Tensor unsorted_columns(const at::Tensor& v, const at::Tensor& order,
                         bias.has_value() ? *bias : at::Tensor());
 }
 
+// ---- float32 on AVX2+FMA: the packed GEMM of packed_gemm.h, which gathers, permutes and
+// masks while it packs and skips the staircase's zero area tile by tile. ----
+
+bool packed_gemm_available(const at::Tensor& x) {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2 && x.scalar_type() == at::kFloat;
+}
+
+// W⊙M in sorted coordinates for the packers. An order is nullptr when it is the identity
+// (the matrix form, and MADE's input and output units), prefix nullptr in the matrix form.
+struct SortedWeight {
+  const float* weight;  // [out_features, in_features] contiguous
+  const float* mask;    // matrix form, else nullptr
+  const int64_t* in_order;
+  const int64_t* out_order;
+  const int64_t* prefix;
+  int64_t in_features, out_features;
+
+  FASTFLOW_ALWAYS_INLINE int64_t column(int64_t c) const { return in_order ? in_order[c] : c; }
+  FASTFLOW_ALWAYS_INLINE int64_t row(int64_t r) const { return out_order ? out_order[r] : r; }
+  FASTFLOW_ALWAYS_INLINE int64_t seen(int64_t r) const { return prefix ? prefix[r] : in_features; }
+  // (W⊙M)[sorted r, sorted c] for c < seen(r).
+  FASTFLOW_ALWAYS_INLINE float at(int64_t r, int64_t c) const {
+    const int64_t i = row(r) * in_features + column(c);
+    return mask ? weight[i] * mask[i] : weight[i];
+  }
+};
+
+// dst[k·MR + i] = src[(m0 + i)·ld + index(k0 + k)] for i < rows, zero below.
+FASTFLOW_ALWAYS_INLINE void pack_rows_gathered(const float* src, int64_t ld, const int64_t* index,
+                                               int64_t m0, int64_t rows, int64_t k0, int64_t kc,
+                                               float* dst) {
+  using cpu::gemm::MR;
+  for (int i = 0; i < MR; ++i) {
+    if (i >= rows) {
+      for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0.0f;
+      continue;
+    }
+    const float* row = src + (m0 + i) * ld;
+    if (index) {
+      for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = row[index[k0 + k]];
+    } else {
+      for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = row[k0 + k];
+    }
+  }
+}
+
+// y_sorted = x_sorted·(W⊙M)_sortedᵀ: batch × out × in; sorted output r needs the first
+// seen(r) sorted inputs.
+struct ForwardGemm {
+  int64_t M, N, K;
+  SortedWeight w;
+  const float* x;
+  int64_t ldx;
+
+  FASTFLOW_ALWAYS_INLINE void k_range(int64_t n0, int64_t* begin, int64_t* end) const {
+    *begin = 0;
+    *end = w.seen(std::min(n0 + cpu::gemm::NR, N) - 1);  // the panel's last row sees most
+  }
+  FASTFLOW_ALWAYS_INLINE int64_t n_end(int64_t, int64_t) const { return N; }
+  FASTFLOW_ALWAYS_INLINE void pack_a(int64_t m0, int64_t rows, int64_t k0, int64_t kc,
+                                     float* dst) const {
+    pack_rows_gathered(x, ldx, w.in_order, m0, rows, k0, kc, dst);
+  }
+  FASTFLOW_ALWAYS_INLINE void pack_b(int64_t n0, int64_t cols, int64_t k0, int64_t k1,
+                                     float* dst) const {
+    using cpu::gemm::NR;
+    for (int t = 0; t < NR; ++t) {
+      const int64_t seen = t < cols ? std::min(k1, w.seen(n0 + t)) : k0;
+      for (int64_t k = k0; k < seen; ++k) dst[(k - k0) * NR + t] = w.at(n0 + t, k);
+      for (int64_t k = std::max(k0, seen); k < k1; ++k) dst[(k - k0) * NR + t] = 0.0f;
+    }
+  }
+};
+
+// grad_x_sorted = dY_sorted·(W⊙M)_sorted: batch × in × out; sorted input c gets
+// contributions from the sorted outputs that see it, a suffix of them. B is packed a
+// weight row at a time: a panel's 16 sorted columns are scattered over each weight row.
+struct GradInputGemm {
+  static constexpr bool kPacksBByRows = true;
+  int64_t M, N, K;
+  SortedWeight w;
+  const float* grad_y;  // columns in sorted order
+  int64_t ldg;
+
+  FASTFLOW_ALWAYS_INLINE void k_range(int64_t n0, int64_t* begin, int64_t* end) const {
+    *begin = w.prefix ? std::upper_bound(w.prefix, w.prefix + K, n0) - w.prefix : 0;
+    *end = K;
+  }
+  FASTFLOW_ALWAYS_INLINE int64_t n_end(int64_t, int64_t) const { return N; }
+  FASTFLOW_ALWAYS_INLINE void pack_a(int64_t m0, int64_t rows, int64_t k0, int64_t kc,
+                                     float* dst) const {
+    pack_rows_gathered(grad_y, ldg, nullptr, m0, rows, k0, kc, dst);
+  }
+  FASTFLOW_ALWAYS_INLINE void pack_b_rows(const cpu::gemm::Plan& plan, int64_t r0, int64_t r1,
+                                          float* b) const {
+    using cpu::gemm::NR;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t seen = std::min(N, w.seen(r));
+      // Sorted row r lies in the K range of exactly the panels below seen(r).
+      for (int64_t n0 = 0; n0 < seen; n0 += NR) {
+        const int64_t j = n0 / NR, cols = std::min<int64_t>(NR, seen - n0);
+        float* out = b + plan.b_offset[j] + (r - plan.k_begin[j]) * NR;
+        for (int64_t t = 0; t < cols; ++t) out[t] = w.at(r, n0 + t);
+        for (int64_t t = cols; t < NR; ++t) out[t] = 0.0f;
+      }
+    }
+  }
+};
+
+// grad_weight_sorted = dY_sortedᵀ·x_sorted: out × in × batch; sorted row r is read only
+// below seen(r) (the unpacking masks the rest).
+struct GradWeightGemm {
+  int64_t M, N, K;
+  SortedWeight w;
+  const float* grad_y;  // columns in sorted order
+  int64_t ldg;
+  const float* x;  // columns in sorted order
+  int64_t ldx;
+
+  FASTFLOW_ALWAYS_INLINE void k_range(int64_t, int64_t* begin, int64_t* end) const {
+    *begin = 0;
+    *end = K;
+  }
+  FASTFLOW_ALWAYS_INLINE int64_t n_end(int64_t, int64_t m1) const { return w.seen(m1 - 1); }
+  FASTFLOW_ALWAYS_INLINE void pack_a(int64_t m0, int64_t rows, int64_t k0, int64_t kc,
+                                     float* dst) const {
+    using cpu::gemm::MR;
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* row = grad_y + (k0 + k) * ldg + m0;
+      for (int i = 0; i < MR; ++i) dst[k * MR + i] = i < rows ? row[i] : 0.0f;
+    }
+  }
+  FASTFLOW_ALWAYS_INLINE void pack_b(int64_t n0, int64_t cols, int64_t k0, int64_t k1,
+                                     float* dst) const {
+    using cpu::gemm::NR;
+    for (int64_t b = k0; b < k1; ++b) {
+      const float* row = x + b * ldx + n0;
+      float* out = dst + (b - k0) * NR;
+      for (int64_t t = 0; t < cols; ++t) out[t] = row[t];
+      for (int64_t t = cols; t < NR; ++t) out[t] = 0.0f;
+    }
+  }
+};
+
+const int64_t* order_or_null(const at::Tensor& order) {
+  return is_identity(order) ? nullptr : order.const_data_ptr<int64_t>();
+}
+
+SortedWeight sorted_weight(const at::Tensor& weight, const at::Tensor* mask,
+                           const DegreePlan* plan) {
+  return {weight.const_data_ptr<float>(),
+          mask ? mask->const_data_ptr<float>() : nullptr,
+          plan ? order_or_null(plan->in_order) : nullptr,
+          plan ? order_or_null(plan->out_order) : nullptr,
+          plan ? plan->row_prefix.const_data_ptr<int64_t>() : nullptr,
+          weight.size(1), weight.size(0)};
+}
+
+at::Tensor packed_forward(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor* mask,
+                          const DegreePlan* plan, const std::optional<at::Tensor>& bias) {
+  const at::Tensor x = rows_unit_stride(x_in);
+  const SortedWeight w = sorted_weight(weight, mask, plan);
+  const int64_t batch = x.size(0), out_features = weight.size(0);
+  at::Tensor y = at::empty({batch, out_features}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  // Sorted outputs go straight to y when the order is the identity.
+  at::Tensor y_sorted = w.out_order ? at::empty_like(y) : y;
+  const ForwardGemm problem{batch, out_features, weight.size(1), w, x.const_data_ptr<float>(),
+                            x.stride(0)};
+  cpu::gemm::run(problem, y_sorted.mutable_data_ptr<float>(), out_features);
+  if (w.out_order) return gather_columns(y_sorted, inverse_permutation(plan->out_order),
+                                         bias.has_value() ? *bias : at::Tensor());
+  return bias.has_value() ? y.add_(*bias) : y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> packed_backward(
+    const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& weight,
+    const at::Tensor* mask, const DegreePlan* plan, bool input_grad) {
+  const SortedWeight w = sorted_weight(weight, mask, plan);
+  // Both products read dY and x by sorted column: sorted once here, row by row, rather than
+  // gathered down columns while packing.
+  const at::Tensor x = w.in_order ? gather_columns(x_in, plan->in_order, at::Tensor())
+                                  : rows_unit_stride(x_in);
+  const at::Tensor grad_y = w.out_order ? gather_columns(grad_y_in, plan->out_order, at::Tensor())
+                                        : rows_unit_stride(grad_y_in);
+  const int64_t batch = x.size(0), out_features = weight.size(0), in_features = weight.size(1);
+  at::Tensor grad_x = at::empty({input_grad ? batch : 0, in_features}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  if (input_grad) {
+    at::Tensor grad_x_sorted = w.in_order ? at::empty_like(grad_x) : grad_x;
+    const GradInputGemm problem{batch, in_features, out_features, w,
+                                grad_y.const_data_ptr<float>(), grad_y.stride(0)};
+    cpu::gemm::run(problem, grad_x_sorted.mutable_data_ptr<float>(), in_features);
+    if (w.in_order) grad_x = gather_columns(grad_x_sorted, inverse_permutation(plan->in_order), at::Tensor());
+  }
+  // Sorted rows and columns, unpacked (unsorted and masked) into grad_weight row block by
+  // row block.
+  at::Tensor grad_sorted = at::empty(weight.sizes(), weight.options());
+  const GradWeightGemm problem{out_features, in_features, batch, w,
+                               grad_y.const_data_ptr<float>(), grad_y.stride(0),
+                               x.const_data_ptr<float>(), x.stride(0)};
+  cpu::gemm::run(problem, grad_sorted.mutable_data_ptr<float>(), in_features);
+  at::Tensor grad_weight = at::empty(weight.sizes(), weight.options());
+  const at::Tensor in_position = plan ? inverse_permutation(plan->in_order) : at::Tensor();
+  const auto unpack = masked_weight<float>(weight, mask, plan, in_position);
+  const float* g = grad_sorted.const_data_ptr<float>();
+  float* grad_weight_data = grad_weight.mutable_data_ptr<float>();
+  at::parallel_for(0, out_features, rows_per_task(in_features), [&](int64_t begin, int64_t end) {
+    unpack_grad_rows(unpack, 0, begin, end, in_features, g, grad_weight_data);
+  });
+  return {input_grad ? grad_x : at::empty({0}, x.options()), grad_weight, grad_y_in.sum(0)};
+}
+
 // One of `mask` and `plan` is given.
 at::Tensor masked_linear_forward(const at::Tensor& x_in, const at::Tensor& weight_in,
                                  const at::Tensor* mask, const DegreePlan* plan,
                                  const std::optional<at::Tensor>& bias) {
   const at::Tensor weight = weight_in.contiguous();
+  if (packed_gemm_available(x_in)) return packed_forward(x_in, weight, mask, plan, bias);
   const at::Tensor x = plan ? sorted_columns(x_in, plan->in_order) : rows_unit_stride(x_in);
   const int64_t out_features = weight.size(0);
   const at::Tensor in_position = plan ? inverse_permutation(plan->in_order) : at::Tensor();
@@ -250,6 +466,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_impl(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& weight_in,
     const at::Tensor* mask, const DegreePlan* plan, bool input_grad) {
   const at::Tensor weight = weight_in.contiguous();
+  if (packed_gemm_available(x_in)) {
+    return packed_backward(grad_y_in, x_in, weight, mask, plan, input_grad);
+  }
   const at::Tensor x = plan ? sorted_columns(x_in, plan->in_order) : rows_unit_stride(x_in);
   const at::Tensor grad_y =
       plan ? sorted_columns(grad_y_in, plan->out_order) : rows_unit_stride(grad_y_in);
