@@ -32,6 +32,9 @@ TOLERANCES = {
     torch.bfloat16: (2e-2, 2e-2),
 }
 EXACT = {dtype: (0.0, 0.0) for dtype in TOLERANCES}
+# Whole models: torch.compile's fused batch norms sum over the batch in another order, which
+# moves float32 parameter gradients by up to about 1e-3 of their largest value.
+MODEL_TOLERANCES = {**TOLERANCES, torch.float32: (5e-4, 1e-3)}
 
 
 @dataclasses.dataclass
@@ -309,8 +312,13 @@ def maf_sample_cases(full):
 
 
 def _seed000(model, x):
-    torch.manual_seed(0)  # log_prob's dequantization noise
-    return model.log_prob(x)
+    """Seed 000's log_prob on x already dequantized: its torch.rand_like noise would differ
+    under torch.compile (which has its own random stream), the rest is the same."""
+    log_det_sum = 0
+    for layer in model.layers:
+        x, log_det = layer(x)
+        log_det_sum = log_det_sum + log_det
+    return torch.distributions.Normal(0, 1).log_prob(x).sum(dim=1) + log_det_sum
 
 
 def _seed004(model, x):
@@ -330,7 +338,7 @@ def _realnvp(name, ref_cls, fast_cls, args, run, shape, rand):
         x = (torch.rand if rand else torch.randn)(shape, device=device, dtype=dtype)
         return _model_setup(ref, fast, run, x, mode)
     return Case("realnvp", f"{name} b{shape[0]}", shape, int(np.prod(shape)), make,
-                dtypes=(torch.float32, torch.float64))
+                dtypes=(torch.float32, torch.float64), tolerances=MODEL_TOLERANCES)
 
 
 def realnvp_cases(full):
