@@ -54,6 +54,11 @@ def test_outputs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "squeeze_2x2" in out and "% ceiling" in out
     assert (tmp_path / "quick.md").read_text() in out
+    try:
+        import matplotlib  # noqa: F401
+        assert (tmp_path / "quick-squeeze_2x2.png").is_file()
+    except ImportError:
+        assert "plots skipped: matplotlib is not installed" in out
 
 
 def test_wrong_provider_is_failed_and_not_timed(tmp_path, monkeypatch, capsys):

@@ -59,6 +59,7 @@ class Case:
     shape: tuple      # the main input's shape
     size: int         # x axis of the plots: elements of the main input
     make: Callable    # (device, dtype, mode) -> Setup
+    series: str = ""  # cases with the same series form one line of the op's plot
     modes: tuple = (FWD, FWD_BWD)
     dtypes: tuple = tuple(TOLERANCES)
     compiles: bool = True   # whether torch.compile of the reference is a provider
@@ -117,7 +118,7 @@ def _squeeze(shape, variant, modes):
     # The reference's alt_order is a convolution with a permutation weight: exact on the
     # CPU, rounded to TF32 by cuDNN on a GPU (see README), hence the tolerance there.
     exact = not alt_order
-    return Case("squeeze_2x2", label, shape, int(np.prod(shape)), make, modes=modes,
+    return Case("squeeze_2x2", label, shape, int(np.prod(shape)), make, variant, modes=modes,
                 tolerances=EXACT if exact else TOLERANCES)
 
 
@@ -167,8 +168,8 @@ def _image_coupling(b, c, h, w, channel_wise):
             return fastflow.ops.image_coupling(x, st, rescale, channel_wise=channel_wise)
         inputs = (x, st, rescale)
         return _op_setup(inputs, ref, fused, mode, nbytes=traffic(inputs, mode, ref))
-    label = f"{b}x{c}x{h}x{w} " + ("channel" if channel_wise else "checkerboard")
-    return Case("image_coupling", label, (b, c, h, w), b * c * h * w, make)
+    series = "channel" if channel_wise else "checkerboard"
+    return Case("image_coupling", f"{b}x{c}x{h}x{w} {series}", (b, c, h, w), b * c * h * w, make, series)
 
 
 def image_coupling_cases(full):
@@ -214,7 +215,7 @@ def _masked_linear(op, batch, in_features, out_features, dim):
         flops = 2 * batch * in_features * out_features * (3 if mode == FWD_BWD else 1)
         return _op_setup(inputs, ref, fused, mode, flops=flops)
     return Case(op, f"b{batch} {in_features}->{out_features}", (batch, in_features),
-                batch * in_features, make)
+                batch * in_features, make, f"{in_features}->{out_features}")
 
 
 def masked_linear_cases(op, full):
@@ -252,8 +253,8 @@ def _made(batch, hidden, dim):
         x = (torch.rand(batch, dim, device=device) < 0.5).to(dtype)
         return _model_setup(ref, fast, lambda model, x: model(x), x, mode,
                             flops=dense * (3 if mode == FWD_BWD else 1))
-    label = f"b{batch} " + "-".join(map(str, sizes))
-    return Case("made", label, (batch, dim), batch * dim, make)
+    layers = "-".join(map(str, sizes))
+    return Case("made", f"b{batch} {layers}", (batch, dim), batch * dim, make, layers)
 
 
 def made_cases(full):
@@ -282,8 +283,8 @@ def _made_sample(batch, hidden, dim):
                      lambda u: reference.made.generate_samples(made, batch, uniforms=u),
                      lambda u: fastflow.made_sample(made, batch, uniforms=u)[0],
                      check=_sample_check(uniforms, made))
-    label = f"b{batch} " + "-".join(map(str, [dim, *hidden, dim]))
-    return Case("made_sample", label, (batch, dim), batch * dim, make, modes=(SAMPLE,),
+    layers = "-".join(map(str, [dim, *hidden, dim]))
+    return Case("made_sample", f"b{batch} {layers}", (batch, dim), batch * dim, make, layers, modes=(SAMPLE,),
                 dtypes=(torch.float32, torch.float64), compiles=False)
 
 
@@ -302,7 +303,7 @@ def _maf_sample(batch, dim, hidden, blocks):
         z = torch.randn(batch, dim, device=device, dtype=dtype)
         return Setup((z,), lambda z: ref.sample(batch, z), lambda z: fast.sample(batch, z)[0])
     return Case("maf_sample", f"b{batch} {blocks}x{dim}-{hidden}", (batch, dim), batch * dim, make,
-                modes=(SAMPLE,), dtypes=(torch.float32, torch.float64), compiles=False)
+                f"{blocks}x{dim}-{hidden}", modes=(SAMPLE,), dtypes=(torch.float32, torch.float64), compiles=False)
 
 
 def maf_sample_cases(full):
@@ -337,7 +338,7 @@ def _realnvp(name, ref_cls, fast_cls, args, run, shape, rand):
         torch.manual_seed(1)
         x = (torch.rand if rand else torch.randn)(shape, device=device, dtype=dtype)
         return _model_setup(ref, fast, run, x, mode)
-    return Case("realnvp", f"{name} b{shape[0]}", shape, int(np.prod(shape)), make,
+    return Case("realnvp", f"{name} b{shape[0]}", shape, int(np.prod(shape)), make, name,
                 dtypes=(torch.float32, torch.float64), tolerances=MODEL_TOLERANCES)
 
 

@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-CSV_FIELDS = ["op", "case", "shape", "mode", "dtype", "provider", "status", "reason",
+CSV_FIELDS = ["op", "case", "series", "shape", "mode", "dtype", "provider", "status", "reason",
               "median_s", "p20_s", "p80_s", "reps", "speedup_vs_eager", "speedup_vs_compile",
               "throughput", "throughput_unit", "ceiling_pct", "vs_stored", "regressed",
               "device", "torch", "triton", "cuda", "git_commit", "time"]
@@ -107,7 +107,7 @@ def write_json(rows, meta, ceilings, config, path: Path) -> None:
 
 def plot(rows, out_dir: Path, prefix: str) -> list[Path]:
     """One PNG per op: speedup against the reference eager over input size, one line per
-    provider (and mode and dtype where the op has several)."""
+    provider (and series, mode and dtype where the op has several)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -117,15 +117,16 @@ def plot(rows, out_dir: Path, prefix: str) -> list[Path]:
         lines = {}
         for r in rows:
             if r["op"] == op and r["provider"] != "reference" and r["speedup_vs_eager"]:
-                lines.setdefault((r["provider"], r["mode"], r["dtype"]), []).append(
+                lines.setdefault((r["provider"], r["series"], r["mode"], r["dtype"]), []).append(
                     (r["size"], r["speedup_vs_eager"]))
         if not lines:
             continue
-        many_modes = len({k[1:] for k in lines}) > 1
+        # A label names the provider and whichever of series, mode and dtype vary in this plot.
+        varying = [i for i in range(1, 4) if len({key[i] for key in lines}) > 1]
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (provider, mode, dtype), points in lines.items():
+        for key, points in lines.items():
             points.sort()
-            ax.plot(*zip(*points), marker="o", label=f"{provider} {mode} {dtype}" if many_modes else provider)
+            ax.plot(*zip(*points), marker="o", label=" ".join([key[0]] + [key[i] for i in varying]))
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("input elements")

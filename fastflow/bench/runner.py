@@ -247,7 +247,8 @@ class Task:
 
 def run_task(task, provider, device, budget, meta, ceilings) -> dict:
     case, setup = task.case, task.setup
-    row = {"op": case.op, "case": case.label, "shape": list(case.shape), "size": case.size,
+    row = {"op": case.op, "case": case.label, "series": case.series, "shape": list(case.shape),
+           "size": case.size,
            "mode": task.mode, "dtype": str(task.dtype).removeprefix("torch."), "provider": provider,
            "status": "ok", "reason": "", "median_s": None, "p20_s": None, "p80_s": None, "reps": 0,
            "times_s": [], "throughput": None, "throughput_unit": "", "ceiling_pct": None,
@@ -333,8 +334,10 @@ def main(argv=None) -> int:
         print("plots skipped: matplotlib is not installed (pip install matplotlib)")
     print(f"wrote {out / prefix}.{{md,csv,json}}" + (f" and {len(plots)} plots" if plots else ""))
     failed = sum(r["status"] == "FAILED" for r in rows)
+    # torch.compile disagreeing with eager is shown, but only fastflow's own providers fail the run.
+    failed_fastflow = sum(r["status"] == "FAILED" and not r["provider"].startswith("reference") for r in rows)
     if regressed:
         print(f"{regressed} rows REGRESSED against {args.compare} (slower by more than {args.threshold:.0%})")
     if failed:
         print(f"{failed} rows FAILED their check against the reference (not timed)")
-    return 1 if failed else 0
+    return 1 if failed_fastflow else 0
