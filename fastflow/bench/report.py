@@ -11,7 +11,6 @@ CSV_FIELDS = ["op", "case", "series", "shape", "mode", "dtype", "provider", "sta
               "median_s", "p20_s", "p80_s", "reps", "speedup_vs_eager", "speedup_vs_compile",
               "throughput", "throughput_unit", "ceiling_pct", "vs_stored", "regressed",
               "device", "torch", "triton", "cuda", "git_commit", "time"]
-META_FIELDS = ["device", "torch", "triton", "cuda", "git_commit", "time"]
 
 
 def row_key(row) -> tuple:
