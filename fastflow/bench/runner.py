@@ -120,7 +120,7 @@ def git_commit() -> str | None:
                              cwd=Path(fastflow.__file__).parent, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 class Progress:
