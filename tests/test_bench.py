@@ -1,0 +1,131 @@
+"""The benchmark runner (`python -m fastflow.bench`) on a tiny configuration: its outputs,
+the check before timing, --compare, the filters and its argument errors."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+import fastflow
+from fastflow.backend import unavailable_reason
+from fastflow.bench import cases, main
+
+pytestmark = pytest.mark.skipif(unavailable_reason("cpu") is not None,
+                                reason="needs the C++ CPU kernels")
+
+TINY = ["--device", "cpu", "--ops", "squeeze_2x2", "--providers", "reference,cpu",
+        "--budget", "0.01", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def tiny_squeeze(monkeypatch):
+    """One small squeeze case, so that a run takes well under a second."""
+    monkeypatch.setitem(cases.OPS, "squeeze_2x2",
+                        lambda full: [cases._squeeze((2, 3, 8, 8), "", (cases.FWD,))])
+
+
+def run(tmp_path, *extra):
+    code = main(TINY + ["--out", str(tmp_path), *extra])
+    rows = json.loads((tmp_path / "quick.json").read_text())
+    return code, rows
+
+
+def test_outputs(tmp_path, capsys):
+    code, data = run(tmp_path)
+    assert code == 0
+    rows = data["rows"]
+    assert [(r["op"], r["provider"], r["status"]) for r in rows] == [
+        ("squeeze_2x2", "reference", "ok"), ("squeeze_2x2", "cpu", "ok")]
+    for row in rows:
+        assert row["p20_s"] <= row["median_s"] <= row["p80_s"]
+        assert row["reps"] == len(row["times_s"]) >= 3
+        assert row["throughput_unit"] == "GB/s" and row["throughput"] > 0
+        assert row["shape"] == [2, 3, 8, 8] and row["dtype"] == "float32" and row["mode"] == "fwd"
+    assert rows[0]["speedup_vs_eager"] == 1.0 and rows[1]["speedup_vs_compile"] is None
+    meta = data["meta"]
+    assert set(meta) == {"device", "torch", "triton", "cuda", "git_commit", "time"}
+    assert data["ceilings"]["float32"]["copy_gbs"] > 0 and data["ceilings"]["float32"]["matmul_tflops"] > 0
+    with open(tmp_path / "quick.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["provider"] for r in table] == ["reference", "cpu"]
+    assert table[1]["shape"] == "2x3x8x8" and float(table[1]["median_s"]) == rows[1]["median_s"]
+    assert table[1]["torch"] == meta["torch"]
+    out = capsys.readouterr().out
+    assert "squeeze_2x2" in out and "% ceiling" in out
+    assert (tmp_path / "quick.md").read_text() in out
+    try:
+        import matplotlib  # noqa: F401
+        assert (tmp_path / "quick-squeeze_2x2.png").is_file()
+    except ImportError:
+        assert "plots skipped: matplotlib is not installed" in out
+
+
+def test_wrong_provider_is_failed_and_not_timed(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def wrong(x, reverse=False, alt_order=False):
+        calls.append(1)
+        return fastflow.ops.squeeze_2x2(x, reverse=reverse, alt_order=alt_order) + 1
+
+    monkeypatch.setattr(fastflow, "squeeze_2x2", wrong)
+    code, data = run(tmp_path)
+    assert code == 1
+    cpu = data["rows"][1]
+    assert cpu["provider"] == "cpu" and cpu["status"] == "FAILED" and "output 0" in cpu["reason"]
+    assert cpu["median_s"] is None and cpu["times_s"] == []
+    assert len(calls) == 1  # the check only
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_compare_marks_regressions(tmp_path, capsys):
+    run(tmp_path / "before")
+    stored = tmp_path / "before" / "quick.json"
+    data = json.loads(stored.read_text())
+    data["rows"][0]["median_s"] *= 100  # the stored reference was much slower: no regression
+    data["rows"][1]["median_s"] /= 100  # the stored cpu run was much faster
+    stored.write_text(json.dumps(data))
+    _, after = run(tmp_path / "after", "--compare", str(stored))
+    ref, cpu = after["rows"]
+    assert cpu["regressed"] and cpu["vs_stored"] > 1.1
+    assert not ref["regressed"]
+    assert "REGRESSED" in capsys.readouterr().out
+
+
+def test_filters(tmp_path):
+    _, data = run(tmp_path, "--providers", "cpu")
+    assert [r["provider"] for r in data["rows"]] == ["cpu"]
+    assert data["config"]["ops"] == ["squeeze_2x2"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ops", "nope"], "unknown op 'nope'"),
+    (["--providers", "reference,gpu"], "unknown provider 'gpu'"),
+    (["--dtypes", "int8"], "unknown dtype 'int8'"),
+    (["--compare", "missing.json"], "no such file"),
+    (["--budget", "0"], "--budget must be positive"),
+])
+def test_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "cpu"] + argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unavailable_provider_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["--device", "cpu", "--providers", "cuda"])
+    assert "provider 'cuda' is unavailable" in capsys.readouterr().err
+
+
+def test_every_case_builds():
+    """Each op's quick and full cases define a size and make inputs on the CPU (the full
+    sizes are built without running them)."""
+    for full in (False, True):
+        selected = cases.cases(cases.OPS, full)
+        assert {case.op for case in selected} == set(cases.OPS)
+        assert len({(c.op, c.label) for c in selected}) == len(selected)
+    small = [c for c in cases.cases(cases.OPS, False) if c.op in ("affine_coupling", "made_sample")]
+    for case in small:
+        setup = case.make(torch.device("cpu"), torch.float32, case.modes[0])
+        assert setup.inputs and (setup.nbytes or setup.flops or case.op == "made_sample")
