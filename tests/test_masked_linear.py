@@ -2,10 +2,13 @@
 forms (a matrix, MADE degrees), forward and all gradients, odd sizes, batch 0 and 1, strided
 inputs, empty and full mask rows, degrees recovered from masks, opcheck, bad arguments."""
 
+import importlib
+
 import pytest
 import torch
 
 import fastflow
+from fastflow._extension import EXTENSION
 from fastflow.ops.masked_linear import (degree_mask, degree_masked_linear_reference, degree_plan,
                                         degrees_from_mask, masked_linear_reference)
 
@@ -211,3 +214,17 @@ def test_reference_forms_agree():
     torch.testing.assert_close(
         degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias),
         masked_linear_reference(x, weight, degree_mask(in_degrees, out_degrees).double(), bias))
+
+
+def test_auto_keeps_small_cpu_batches_on_the_reference():
+    """'auto' runs the C++ kernels from AUTO_MIN_BATCH_CPU rows on (where they were measured
+    faster than the reference), the reference below; an explicit backend is obeyed."""
+    module = importlib.import_module("fastflow.ops.masked_linear")
+    small = torch.empty(module.AUTO_MIN_BATCH_CPU - 1, 3)
+    large = torch.empty(module.AUTO_MIN_BATCH_CPU, 3)
+    with fastflow.backend("auto"):
+        assert module._backend(small) == "torch"
+        assert module._backend(large) == ("cpu" if EXTENSION.loaded else "torch")
+    if EXTENSION.loaded:
+        with fastflow.backend("cpu"):
+            assert module._backend(small) == "cpu"
