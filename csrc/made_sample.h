@@ -67,6 +67,19 @@ inline void check_values(const char* name, const at::Tensor& cpu, int64_t lo, in
   }
 }
 
+// A CPU int64 tensor holds each of 0..n−1 exactly once (else the kernels would leave
+// outputs unwritten).
+inline void check_permutation(const char* name, const at::Tensor& cpu, int64_t n) {
+  check_values(name, cpu, 0, n - 1, false);
+  std::vector<bool> seen(n, false);
+  const int64_t* v = cpu.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < cpu.numel(); ++i) {
+    TORCH_CHECK_VALUE(!seen[v[i]], "made_sample: ", name, " must be a permutation of 0..", n - 1,
+                      " (", v[i], " appears twice)");
+    seen[v[i]] = true;
+  }
+}
+
 }  // namespace detail
 
 // Checks every argument of fastflow::made_sample, so that no kernel reads out of bounds.
@@ -121,7 +134,7 @@ inline void check_made_sample(const at::Tensor& noise, const std::vector<at::Ten
                         "made_sample: biases[", l, "] must be [", w.size(0), "] like weights");
     }
     detail::check_index_tensor("unit_orders", unit_orders[l], width, device);
-    detail::check_values("unit_orders", unit_orders[l].cpu(), 0, width - 1, false);
+    detail::check_permutation("unit_orders", unit_orders[l].cpu().contiguous(), width);
     const int64_t out = w.size(0);
     const at::Tensor& ranges = push_ranges[l];
     TORCH_CHECK_VALUE(ranges.scalar_type() == at::kLong && ranges.dim() == 2 &&
@@ -146,7 +159,7 @@ inline void check_made_sample(const at::Tensor& noise, const std::vector<at::Ten
   TORCH_CHECK_VALUE(width == outputs_per_dim(rule) * dims, "made_sample: the last layer must have ",
                     outputs_per_dim(rule) * dims, " outputs for this rule, got ", width);
   detail::check_index_tensor("unit_orders", unit_orders[layers], width, device);
-  detail::check_values("unit_orders", unit_orders[layers].cpu(), 0, width - 1, false);
+  detail::check_permutation("unit_orders", unit_orders[layers].cpu().contiguous(), width);
 }
 
 }  // namespace fastflow

@@ -271,6 +271,10 @@ def test_op_checks_its_plan(op_name):
         op(*args[:-1], 5)
     with pytest.raises(ValueError, match="finalize_offsets"):
         op(*args[:6], [], *args[7:])
+    orders = [o.clone() for o in args[4]]
+    orders[1][0] = orders[1][1]  # a repeated unit: some output would never be written
+    with pytest.raises(ValueError, match="permutation"):
+        op(*args[:4], orders, *args[5:])
 
 
 @pytest.mark.parametrize("op_name", SAMPLE_OPS)

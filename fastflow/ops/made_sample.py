@@ -301,8 +301,8 @@ def _check_plan_values(dims, weights, unit_orders, push_ranges, finalize_offsets
             (steps.diff() >= 0).all(), f"step_offsets must run non-decreasing from 0 to D = {dims}")
     widths = [dims] + [w.shape[0] for w in weights]
     for l, order in enumerate(unit_orders):
-        require(((order >= 0) & (order < widths[l])).all(), f"unit_orders[{l}] outside "
-                f"[0, {widths[l]})")
+        require(torch.equal(order.cpu().sort().values, torch.arange(widths[l])),
+                f"unit_orders[{l}] must be a permutation of 0..{widths[l] - 1}")
     for l, ranges in enumerate(push_ranges):
         r = ranges.cpu()
         require(((r >= 0) & (r <= widths[l + 1])).all() and (r[:, 0] <= r[:, 1]).all(),
