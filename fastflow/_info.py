@@ -53,10 +53,15 @@ class Info:
 def info() -> Info:
     """What was built and what is available: the extension (and its CUDA arch list), Triton,
     the GPU, each backend, and what 'auto' picks for each op. `print(fastflow.info())`."""
-    from .ops import AUTO_ORDERS
+    from .ops import AUTO_CONDITIONS, AUTO_ORDERS
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    auto = {op: {dev: resolve(op, order, torch.device(dev), name="auto") for dev in ("cpu", "cuda")}
+    def pick(op, order, dev):
+        name = resolve(op, order, torch.device(dev), name="auto")
+        condition = AUTO_CONDITIONS.get((op, dev)) if name != "torch" else None
+        return f"{name} ({condition})" if condition else name
+
+    auto = {op: {dev: pick(op, order, dev) for dev in ("cpu", "cuda")}
             for op, order in AUTO_ORDERS.items()}
     return Info(
         torch_version=torch.__version__,

@@ -217,14 +217,17 @@ def test_reference_forms_agree():
 
 
 def test_auto_keeps_small_cpu_batches_on_the_reference():
-    """'auto' runs the C++ kernels from AUTO_MIN_BATCH_CPU rows on (where they were measured
-    faster than the reference), the reference below; an explicit backend is obeyed."""
+    """'auto' runs the degree form's C++ kernels from AUTO_MIN_BATCH_CPU rows on (where they
+    were measured faster than the reference), the reference below and for the matrix form;
+    an explicit backend is obeyed."""
     module = importlib.import_module("fastflow.ops.masked_linear")
     small = torch.empty(module.AUTO_MIN_BATCH_CPU - 1, 3)
     large = torch.empty(module.AUTO_MIN_BATCH_CPU, 3)
     with fastflow.backend("auto"):
-        assert module._backend(small) == "torch"
-        assert module._backend(large) == ("cpu" if EXTENSION.loaded else "torch")
+        assert module._backend(small, degree_form=True) == "torch"
+        assert module._backend(large, degree_form=True) == ("cpu" if EXTENSION.loaded else "torch")
+        assert module._backend(large, degree_form=False) == "torch"
     if EXTENSION.loaded:
         with fastflow.backend("cpu"):
-            assert module._backend(small) == "cpu"
+            assert module._backend(small, degree_form=True) == "cpu"
+            assert module._backend(small, degree_form=False) == "cpu"

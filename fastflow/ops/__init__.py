@@ -28,7 +28,12 @@ AUTO_ORDERS = {
     "masked_linear": _masked_linear.AUTO_ORDER,
     "made_sample": _made_sample.AUTO_ORDER,
 }
+# Where 'auto' also looks at the call (fastflow.info() shows it beside the pick).
+AUTO_CONDITIONS = {
+    ("masked_linear", "cpu"): f"degree form at batch >= {_masked_linear.AUTO_MIN_BATCH_CPU}, "
+                              "else torch",
+}
 
 __all__ = ["affine_coupling", "affine_coupling_packed", "degree_masked_linear", "dequantize_logit",
            "gaussian_made_sample", "iaf_inverse", "image_coupling", "made_sample", "masked_linear",
-           "squeeze_2x2", "AUTO_ORDERS"]
+           "squeeze_2x2", "AUTO_CONDITIONS", "AUTO_ORDERS"]

@@ -29,18 +29,21 @@ from .._extension import EXTENSION
 from ..backend import get_backend, resolve
 from ._checks import require_float, require_like_x, require_tensors
 
-# Backends 'auto' may pick, fastest first, per device type. On the CPU the C++ kernels beat
-# the reference from batch 64 on (README, Benchmarks: the whole seed-000 MADE, fwd+bwd,
-# 1.0x at 64, 1.35x at 256); below that, packing the weights costs more than the product
-# saves, so 'auto' keeps small batches on the reference. The CUDA and Triton kernels wait
-# for a GPU check (compiled, not yet run on a GPU).
+# Backends 'auto' may pick, fastest first, per device type. On the CPU the C++ kernels of
+# the degree form beat the reference from batch 64 on (README, Benchmarks: the whole
+# seed-000 MADE, fwd+bwd, 1.0x at 64, 1.2-1.37x at 256); below that, packing the weights
+# costs more than the product saves, and the matrix-mask form (no tiles to skip) is slower
+# than the reference's BLAS call at every size measured, so 'auto' keeps those on the
+# reference. The CUDA and Triton kernels wait for a GPU check (compiled, not yet run on a
+# GPU).
 AUTO_ORDER = {"cpu": ("cpu",), "cuda": ("torch",)}
 AUTO_MIN_BATCH_CPU = 64
 
 
-def _backend(x: torch.Tensor) -> str:
+def _backend(x: torch.Tensor, degree_form: bool) -> str:
     name = resolve("masked_linear", AUTO_ORDER, x.device)
-    if get_backend() == "auto" and name == "cpu" and x.shape[0] < AUTO_MIN_BATCH_CPU:
+    if get_backend() == "auto" and name == "cpu" and (
+            not degree_form or x.shape[0] < AUTO_MIN_BATCH_CPU):
         return "torch"
     return name
 
@@ -239,7 +242,7 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
         mask = mask.to(x.dtype)
     check_masked_linear(x, weight, mask, bias)
-    name = _backend(x)
+    name = _backend(x, degree_form=False)
     if name == "torch":
         return masked_linear_reference(x, weight, mask, bias)
     op = torch.ops.fastflow.masked_linear_triton if name == "triton" else torch.ops.fastflow.masked_linear
@@ -260,7 +263,7 @@ def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torc
     if strict and isinstance(out_degrees, torch.Tensor):
         out_degrees = out_degrees - 1
     check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias)
-    name = _backend(x)
+    name = _backend(x, degree_form=True)
     if name == "torch":
         return degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias)
     op = (torch.ops.fastflow.degree_masked_linear_triton if name == "triton"
