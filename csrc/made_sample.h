@@ -24,6 +24,7 @@
 //   kGaussianInverse: μ, α, v = (e − μ)·exp(−α), log term −= α  (an IAF's slow direction)
 #pragma once
 
+#include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -85,13 +86,13 @@ inline void check_permutation(const char* name, const at::Tensor& cpu, int64_t n
 // Checks every argument of fastflow::made_sample, so that no kernel reads out of bounds.
 // The plan's index values are checked on the CPU (a copy for device tensors: a few thousand
 // integers).
-inline void check_made_sample(const at::Tensor& noise, const std::vector<at::Tensor>& weights,
-                              const std::vector<std::optional<at::Tensor>>& biases,
-                              const std::vector<at::Tensor>& masks,
-                              const std::vector<at::Tensor>& unit_orders,
-                              const std::vector<at::Tensor>& push_ranges,
-                              const std::vector<at::Tensor>& finalize_offsets,
-                              const at::Tensor& step_offsets, SampleRule rule) {
+// Returns the rule. The arguments are fastflow::made_sample's, as the dispatcher passes them.
+inline SampleRule check_made_sample(const at::Tensor& noise, at::TensorList weights,
+                                    const c10::List<std::optional<at::Tensor>>& biases,
+                                    at::TensorList masks, at::TensorList unit_orders,
+                                    at::TensorList push_ranges, at::TensorList finalize_offsets,
+                                    const at::Tensor& step_offsets, int64_t rule_in) {
+  const SampleRule rule = check_sample_rule(rule_in);
   TORCH_CHECK_VALUE(noise.dim() == 2, "made_sample: noise must be [N, D], got ", noise.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(noise.scalar_type()), "made_sample: noise must be a float "
                    "tensor, got ", noise.scalar_type());
@@ -127,10 +128,9 @@ inline void check_made_sample(const at::Tensor& noise, const std::vector<at::Ten
                           masks[l].device() == device,
                       "made_sample: masks[", l, "] must have weights[", l, "]'s shape, dtype "
                       "and device");
-    if (biases[l].has_value()) {
-      TORCH_CHECK_VALUE(biases[l]->dim() == 1 && biases[l]->size(0) == w.size(0) &&
-                            biases[l]->scalar_type() == w.scalar_type() &&
-                            biases[l]->device() == device,
+    if (const std::optional<at::Tensor> bias = biases.get(l); bias.has_value()) {
+      TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == w.size(0) &&
+                            bias->scalar_type() == w.scalar_type() && bias->device() == device,
                         "made_sample: biases[", l, "] must be [", w.size(0), "] like weights");
     }
     detail::check_index_tensor("unit_orders", unit_orders[l], width, device);
@@ -160,6 +160,7 @@ inline void check_made_sample(const at::Tensor& noise, const std::vector<at::Ten
                     outputs_per_dim(rule) * dims, " outputs for this rule, got ", width);
   detail::check_index_tensor("unit_orders", unit_orders[layers], width, device);
   detail::check_permutation("unit_orders", unit_orders[layers].cpu().contiguous(), width);
+  return rule;
 }
 
 }  // namespace fastflow

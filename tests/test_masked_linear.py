@@ -216,18 +216,19 @@ def test_reference_forms_agree():
         masked_linear_reference(x, weight, degree_mask(in_degrees, out_degrees).double(), bias))
 
 
-def test_auto_keeps_small_cpu_batches_on_the_reference():
-    """'auto' runs the degree form's C++ kernels from AUTO_MIN_BATCH_CPU rows on (where they
-    were measured faster than the reference), the reference below and for the matrix form;
-    an explicit backend is obeyed."""
+def test_auto_keeps_small_cpu_calls_on_the_reference():
+    """'auto' runs the degree form's C++ kernels from AUTO_MIN_MACS_CPU multiply-adds on
+    (where they were measured faster than the reference), the reference below and for the
+    matrix form; an explicit backend is obeyed."""
     module = importlib.import_module("fastflow.ops.masked_linear")
-    small = torch.empty(module.AUTO_MIN_BATCH_CPU - 1, 3)
-    large = torch.empty(module.AUTO_MIN_BATCH_CPU, 3)
+    weight = torch.empty(512, 512)
+    small, large = torch.empty(63, 512), torch.empty(64, 512)
     with fastflow.backend("auto"):
-        assert module._backend(small, degree_form=True) == "torch"
-        assert module._backend(large, degree_form=True) == ("cpu" if EXTENSION.loaded else "torch")
-        assert module._backend(large, degree_form=False) == "torch"
+        assert module._backend(small, weight, degree_form=True) == "torch"
+        assert module._backend(large, weight, degree_form=True) == (
+            "cpu" if EXTENSION.loaded else "torch")
+        assert module._backend(large, weight, degree_form=False) == "torch"
     if EXTENSION.loaded:
         with fastflow.backend("cpu"):
-            assert module._backend(small, degree_form=True) == "cpu"
-            assert module._backend(small, degree_form=False) == "cpu"
+            assert module._backend(small, weight, degree_form=True) == "cpu"
+            assert module._backend(small, weight, degree_form=False) == "cpu"

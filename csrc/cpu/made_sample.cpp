@@ -195,18 +195,11 @@ int64_t block_samples(int64_t samples) {
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
-    const at::Tensor& noise_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases_in,
+    const at::Tensor& noise_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
     at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges,
     at::TensorList finalize_offsets, const at::Tensor& step_offsets, int64_t rule_in) {
-  const SampleRule rule = check_sample_rule(rule_in);
-  std::vector<std::optional<at::Tensor>> biases(biases_in.begin(), biases_in.end());
-  const std::vector<at::Tensor> weight_list(weights.begin(), weights.end());
-  const std::vector<at::Tensor> mask_list(masks.begin(), masks.end());
-  const std::vector<at::Tensor> order_list(unit_orders.begin(), unit_orders.end());
-  const std::vector<at::Tensor> range_list(push_ranges.begin(), push_ranges.end());
-  const std::vector<at::Tensor> offset_list(finalize_offsets.begin(), finalize_offsets.end());
-  check_made_sample(noise_in, weight_list, biases, mask_list, order_list, range_list, offset_list,
-                    step_offsets, rule);
+  const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
+                                            push_ranges, finalize_offsets, step_offsets, rule_in);
   const at::Tensor noise = noise_in.contiguous();
   const int64_t samples = noise.size(0), dims = noise.size(1), L = weights.size();
   const int64_t out_width = weights[L - 1].size(0);
@@ -218,16 +211,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
   if (samples == 0) return {values, log_terms, outputs};
 
   Schedule schedule;
-  for (const auto& offsets : offset_list) schedule.finalize.push_back(to_vector(offsets));
+  for (const auto& offsets : finalize_offsets) schedule.finalize.push_back(to_vector(offsets));
   schedule.steps = to_vector(step_offsets);
-  schedule.dim_order = to_vector(order_list[0]);
-  schedule.out_order = to_vector(order_list[L]);
+  schedule.dim_order = to_vector(unit_orders[0]);
+  schedule.out_order = to_vector(unit_orders[L]);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, noise.scalar_type(), "made_sample", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<PackedLayer<acc_t>> layers;
     for (int64_t l = 0; l < L; ++l) {
-      layers.push_back(pack_layer<scalar_t, acc_t>(weight_list[l], mask_list[l], biases[l],
-                                                    order_list[l], order_list[l + 1], range_list[l]));
+      layers.push_back(pack_layer<scalar_t, acc_t>(weights[l], masks[l], biases.get(l), unit_orders[l],
+                                                    unit_orders[l + 1], push_ranges[l]));
     }
     const scalar_t* noise_data = noise.const_data_ptr<scalar_t>();
     scalar_t* values_data = values.mutable_data_ptr<scalar_t>();

@@ -38,24 +38,17 @@ at::Tensor flat_cat(const std::vector<at::Tensor>& parts, const at::TensorOption
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
     const at::Tensor& noise_in, at::TensorList weights,
-    const c10::List<std::optional<at::Tensor>>& biases_in, at::TensorList masks,
+    const c10::List<std::optional<at::Tensor>>& biases, at::TensorList masks,
     at::TensorList unit_orders, at::TensorList push_ranges, at::TensorList finalize_offsets,
     const at::Tensor& step_offsets, int64_t rule_in) {
-  const SampleRule rule = check_sample_rule(rule_in);
-  const std::vector<std::optional<at::Tensor>> biases(biases_in.begin(), biases_in.end());
-  const std::vector<at::Tensor> weight_list(weights.begin(), weights.end());
-  const std::vector<at::Tensor> mask_list(masks.begin(), masks.end());
-  const std::vector<at::Tensor> order_list(unit_orders.begin(), unit_orders.end());
-  const std::vector<at::Tensor> range_list(push_ranges.begin(), push_ranges.end());
-  const std::vector<at::Tensor> offset_list(finalize_offsets.begin(), finalize_offsets.end());
-  check_made_sample(noise_in, weight_list, biases, mask_list, order_list, range_list, offset_list,
-                    step_offsets, rule);
+  const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
+                                            push_ranges, finalize_offsets, step_offsets, rule_in);
   const cuda::DType dtype = cuda_dtype(noise_in.scalar_type());
   const c10::cuda::CUDAGuard guard(noise_in.device());
   const at::Tensor noise = noise_in.contiguous();
   const int64_t samples = noise.size(0), dims = noise.size(1);
-  const int64_t L = static_cast<int64_t>(weight_list.size());
-  const int64_t out_width = weight_list[L - 1].size(0);
+  const int64_t L = static_cast<int64_t>(weights.size());
+  const int64_t out_width = weights[L - 1].size(0);
   const at::ScalarType acc_type = noise.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto opts = noise.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor values = at::empty({samples, dims}, opts);
@@ -68,18 +61,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   std::vector<int64_t> info;
   int64_t weight_offset = 0, range_offset = 0, acc_offset = 0;
   for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor& in_order = order_list[l];
-    const at::Tensor& out_order = order_list[l + 1];
-    const int64_t inputs = weight_list[l].size(1), outputs_l = weight_list[l].size(0);
+    const at::Tensor& in_order = unit_orders[l];
+    const at::Tensor& out_order = unit_orders[l + 1];
+    const int64_t inputs = weights[l].size(1), outputs_l = weights[l].size(0);
     // Both factors in the opmath type before the product, as the CPU kernel.
-    const at::Tensor masked = weight_list[l].to(acc_type).mul(mask_list[l].to(acc_type));
+    const at::Tensor masked = weights[l].to(acc_type).mul(masks[l].to(acc_type));
     rows.push_back(masked.index_select(0, out_order).index_select(1, in_order).t().contiguous()
                        .view({-1}));
-    sorted_biases.push_back(biases[l].has_value()
-                                ? biases[l]->to(acc_type).index_select(0, out_order)
+    const std::optional<at::Tensor> bias = biases.get(l);
+    sorted_biases.push_back(bias.has_value()
+                                ? bias->to(acc_type).index_select(0, out_order)
                                 : at::zeros({outputs_l}, acc_opts));
-    ranges.push_back(range_list[l].contiguous().view({-1}));
-    if (l + 1 < L) finalize.push_back(offset_list[l].contiguous());
+    ranges.push_back(push_ranges[l].contiguous().view({-1}));
+    if (l + 1 < L) finalize.push_back(finalize_offsets[l].contiguous());
     info.insert(info.end(), {weight_offset, range_offset, acc_offset, inputs, outputs_l});
     static_assert(cuda::kMadeLayerFields == 5, "one value per field above");
     weight_offset += inputs * outputs_l;
@@ -95,8 +89,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
       at::from_blob(info.data(), {L, cuda::kMadeLayerFields}, at::TensorOptions(at::kLong))
           .to(noise.device());
   const at::Tensor steps = step_offsets.contiguous();
-  const at::Tensor dim_order = order_list[0].contiguous();
-  const at::Tensor out_order = order_list[L].contiguous();
+  const at::Tensor dim_order = unit_orders[0].contiguous();
+  const at::Tensor out_order = unit_orders[L].contiguous();
 
   const cuda::MadeSampleArgs args{noise.const_data_ptr(),
                                   weights_flat.const_data_ptr(),

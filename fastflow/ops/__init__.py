@@ -30,8 +30,7 @@ AUTO_ORDERS = {
 }
 # Where 'auto' also looks at the call (fastflow.info() shows it beside the pick).
 AUTO_CONDITIONS = {
-    ("masked_linear", "cpu"): f"degree form at batch >= {_masked_linear.AUTO_MIN_BATCH_CPU}, "
-                              "else torch",
+    ("masked_linear", "cpu"): "degree form with batch·in·out >= 2^24, else torch",
 }
 
 __all__ = ["affine_coupling", "affine_coupling_packed", "degree_masked_linear", "dequantize_logit",

@@ -30,20 +30,21 @@ from ..backend import get_backend, resolve
 from ._checks import require_float, require_like_x, require_tensors
 
 # Backends 'auto' may pick, fastest first, per device type. On the CPU the C++ kernels of
-# the degree form beat the reference from batch 64 on (README, Benchmarks: the whole
-# seed-000 MADE, fwd+bwd, 1.0x at 64, 1.2-1.37x at 256); below that, packing the weights
-# costs more than the product saves, and the matrix-mask form (no tiles to skip) is slower
-# than the reference's BLAS call at every size measured, so 'auto' keeps those on the
-# reference. The CUDA and Triton kernels wait for a GPU check (compiled, not yet run on a
-# GPU).
+# the degree form beat the reference once a call has about 2^24 multiply-adds (batch 64 on
+# seed 000's 512-wide layers: README, Benchmarks; the whole MADE fwd+bwd 1.0x at batch 64,
+# 1.3x at 256); below that, packing the weights and the op's overhead cost more than the
+# skipped tiles save (seed 003's 64-wide MADE runs 2x slower at batch 256). The
+# matrix-mask form (no tiles to skip) is slower than the reference's BLAS call at every size
+# measured. 'auto' keeps those calls on the reference. The CUDA and Triton kernels wait
+# for a GPU check (compiled, not yet run on a GPU).
 AUTO_ORDER = {"cpu": ("cpu",), "cuda": ("torch",)}
-AUTO_MIN_BATCH_CPU = 64
+AUTO_MIN_MACS_CPU = 1 << 24
 
 
-def _backend(x: torch.Tensor, degree_form: bool) -> str:
+def _backend(x: torch.Tensor, weight: torch.Tensor, degree_form: bool) -> str:
     name = resolve("masked_linear", AUTO_ORDER, x.device)
     if get_backend() == "auto" and name == "cpu" and (
-            not degree_form or x.shape[0] < AUTO_MIN_BATCH_CPU):
+            not degree_form or x.shape[0] * weight.numel() < AUTO_MIN_MACS_CPU):
         return "torch"
     return name
 
@@ -242,7 +243,7 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
         mask = mask.to(x.dtype)
     check_masked_linear(x, weight, mask, bias)
-    name = _backend(x, degree_form=False)
+    name = _backend(x, weight, degree_form=False)
     if name == "torch":
         return masked_linear_reference(x, weight, mask, bias)
     op = torch.ops.fastflow.masked_linear_triton if name == "triton" else torch.ops.fastflow.masked_linear
@@ -263,7 +264,7 @@ def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torc
     if strict and isinstance(out_degrees, torch.Tensor):
         out_degrees = out_degrees - 1
     check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias)
-    name = _backend(x, degree_form=True)
+    name = _backend(x, weight, degree_form=True)
     if name == "torch":
         return degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias)
     op = (torch.ops.fastflow.degree_masked_linear_triton if name == "triton"
