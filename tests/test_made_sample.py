@@ -80,7 +80,7 @@ def assert_same_samples(got, expected, uniforms, logits):
 @pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
 @pytest.mark.parametrize("dims,hidden,batch", [
     (2, [8], 1), (10, [64, 64], 7), (10, [16, 24, 16], 64), (10, [32], 1), (9, [80, 72], 20),
-    (784, [512, 512], 7), (784, [64], 1), (784, [96, 64, 96], 3),
+    (784, [512, 512], 7), (784, [64], 1), (784, [96, 64, 96], 3), (784, [64], 64),
 ])
 def test_bernoulli_matches_reference_loop(backend, dims, hidden, batch):
     skip_slow(backend, dims)
