@@ -15,10 +15,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import fastflow
 from fastflow import reference
 from fastflow.ops.affine_coupling import affine_coupling_reference
+from fastflow.ops.dequantize_logit import dequantize_logit_reference
 from fastflow.ops.image_coupling import image_coupling_reference
 from fastflow.ops.masked_linear import degree_mask, masked_linear_reference
 
@@ -63,6 +65,9 @@ class Case:
     modes: tuple = (FWD, FWD_BWD)
     dtypes: tuple = tuple(TOLERANCES)
     compiles: bool = True   # whether torch.compile of the reference is a provider
+    # A different function of the same inputs and work (masked linear: F.linear without the
+    # mask), timed as the `dense` provider for scale and never checked; None: no such provider.
+    dense: Callable | None = None
     tolerances: dict = dataclasses.field(default_factory=lambda: TOLERANCES)
 
 
@@ -181,6 +186,23 @@ def image_coupling_cases(full):
     return [_image_coupling(*s) for s in sizes]
 
 
+def _dequantize_logit(shape):
+    def make(device, dtype, mode):
+        x = torch.rand(shape, device=device, dtype=dtype)
+        noise = torch.rand(shape, device=device, dtype=dtype)
+        constraint = torch.tensor([0.9], device=device, dtype=dtype)
+        inputs = (x, noise, constraint)
+        return _op_setup(inputs, dequantize_logit_reference, fastflow.ops.dequantize_logit, mode,
+                         nbytes=traffic(inputs, mode, dequantize_logit_reference))
+    return Case("dequantize_logit", "x".join(map(str, shape)), shape, int(np.prod(shape)), make,
+                modes=(FWD,), dtypes=(torch.float32, torch.float64))
+
+
+def dequantize_logit_cases(full):
+    # Seed 001's pre-process on its two image sizes; forward only, as its data has no gradient.
+    return [_dequantize_logit(s) for s in [(128, 1, 14, 14), (64, 3, 32, 32)]]
+
+
 # masked linear ------------------------------------------------------------------------
 
 def _degrees(n, dim, rng):
@@ -215,11 +237,11 @@ def _masked_linear(op, batch, in_features, out_features, dim):
         flops = 2 * batch * in_features * out_features * (3 if mode == FWD_BWD else 1)
         return _op_setup(inputs, ref, fused, mode, flops=flops)
     return Case(op, f"b{batch} {in_features}->{out_features}", (batch, in_features),
-                batch * in_features, make, f"{in_features}->{out_features}")
+                batch * in_features, make, f"{in_features}->{out_features}", dense=F.linear)
 
 
 def masked_linear_cases(op, full):
-    layers = [(784, 512), (512, 512), (512, 784)] if full else [(784, 512)]
+    layers = [(784, 512), (512, 512), (512, 784)]  # seed 000's MADE
     batches = [16, 256, 4096] if full else [16, 256]
     return [_masked_linear(op, b, i, o, 784) for i, o in layers for b in batches]
 
@@ -257,9 +279,25 @@ def _made(batch, hidden, dim):
     return Case("made", f"b{batch} {layers}", (batch, dim), batch * dim, make, layers)
 
 
+def _made003(batch):
+    """Seed 003's Gaussian MADE(10, 64, 1) (10 -> 64 -> 64 -> 20): log-density terms of
+    real-valued data (MADE.inverse)."""
+    sizes = [10, 64, 64, 20]
+    dense = sum(2 * batch * i * o for i, o in zip(sizes, sizes[1:]))
+
+    def make(device, dtype, mode):
+        ref, fast = _model_pair(reference.maf.MADE, fastflow.nn.maf.MADE, 10, 64, 1,
+                                device=device, dtype=dtype)
+        x = torch.randn(batch, 10, device=device, dtype=dtype)
+        return _model_setup(ref, fast, lambda model, x: model.inverse(x), x, mode,
+                            flops=dense * (3 if mode == FWD_BWD else 1))
+    layers = "-".join(map(str, sizes))
+    return Case("made", f"b{batch} 003 {layers}", (batch, 10), batch * 10, make, "003 " + layers)
+
+
 def made_cases(full):
     batches = [16, 256, 4096] if full else [16, 256]
-    return [_made(b, (512, 512), 784) for b in batches]
+    return [_made(b, (512, 512), 784) for b in batches] + [_made003(b) for b in batches]
 
 
 def _sample_check(uniforms, made):
@@ -365,6 +403,7 @@ OPS = {
     "squeeze_2x2": squeeze_cases,
     "affine_coupling": vector_coupling_cases,
     "image_coupling": image_coupling_cases,
+    "dequantize_logit": dequantize_logit_cases,
     "masked_linear": lambda full: masked_linear_cases("masked_linear", full),
     "degree_masked_linear": lambda full: masked_linear_cases("degree_masked_linear", full),
     "made": made_cases,

@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-CSV_FIELDS = ["op", "case", "series", "shape", "mode", "dtype", "provider", "status", "reason",
+CSV_FIELDS = ["op", "case", "series", "shape", "mode", "dtype", "provider", "status", "reason", "checked",
               "median_s", "p20_s", "p80_s", "reps", "speedup_vs_eager", "speedup_vs_compile",
               "throughput", "throughput_unit", "ceiling_pct", "vs_stored", "regressed",
               "device", "torch", "triton", "cuda", "git_commit", "time"]
@@ -79,15 +79,19 @@ def table(rows, meta, ceilings) -> str:
         if stored:
             mark = _ratio(r.get("vs_stored")) + (" REGRESSED" if r.get("regressed") else "")
             timing.append(mark)
-        body.append([r["op"], r["case"], r["mode"], r["dtype"], r["provider"]] + timing)
+        provider = r["provider"] if r["checked"] else r["provider"] + " (not checked)"
+        body.append([r["op"], r["case"], r["mode"], r["dtype"], provider] + timing)
     widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
 
     def fmt(cells):
         return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     lines += ["", fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += [fmt(cells) for cells in body]
-    notes = [f"- {r['op']} {r['case']} {r['mode']} {r['dtype']} {r['provider']}: {r['status']}: {r['reason']}"
-             for r in rows if r["reason"]]
+    # An unchecked provider's note is the same on every row: it is given once.
+    notes = list(dict.fromkeys(
+        f"- {r['provider']}: {r['reason']}" if not r["checked"] else
+        f"- {r['op']} {r['case']} {r['mode']} {r['dtype']} {r['provider']}: {r['status']}: {r['reason']}"
+        for r in rows if r["reason"]))
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 

@@ -21,7 +21,9 @@ from fastflow.backend import BackendUnavailableError, unavailable_reason
 from . import report, timing
 from .cases import FWD_BWD, OPS, cases
 
-PROVIDERS = ("reference", "reference-compile", "cpu", "cuda", "triton")
+PROVIDERS = ("reference", "reference-compile", "dense", "cpu", "cuda", "triton")
+# Providers timed without the check, and the note the table gives them.
+UNCHECKED = {"dense": "a different function: not checked"}
 DTYPES = {"float32": torch.float32, "float64": torch.float64,
           "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Seconds of repeated calls per measurement, per configuration.
@@ -33,6 +35,13 @@ def fastflow_providers(device: torch.device) -> list[str]:
     is for tests, not timing)."""
     names = ("cuda", "triton") if device.type == "cuda" else ("cpu",)
     return [name for name in names if unavailable_reason(name) is None]
+
+
+def case_providers(case, requested) -> list[str]:
+    """The requested providers that apply to `case`: torch.compile of the reference where
+    it compiles, `dense` where the case has a dense counterpart."""
+    return [p for p in requested
+            if (p != "reference-compile" or case.compiles) and (p != "dense" or case.dense)]
 
 
 def _csv_list(known, what):
@@ -79,7 +88,7 @@ def parse_args(argv):
     args.device = torch.device(args.device)
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to torch")
-    available = ["reference", "reference-compile"] + fastflow_providers(args.device)
+    available = ["reference", "reference-compile", "dense"] + fastflow_providers(args.device)
     if args.providers is None:
         args.providers = available
     for name in args.providers:
@@ -208,6 +217,8 @@ class Task:
             return s.reference, s.reference_leaves
         if provider == "reference-compile":
             return torch.compile(s.reference), s.reference_leaves
+        if provider == "dense":
+            return self.case.dense, s.reference_leaves
 
         def fused(*inputs):
             with fastflow.backend(provider):
@@ -245,30 +256,40 @@ class Task:
         return reason
 
 
+def checked_provider(task, provider) -> tuple:
+    """(fn, leaves, status, reason): the provider's function and the tensors it
+    differentiates, after its check against the reference. status is "ok" (reason: empty,
+    or the note of a provider timed unchecked), "n/a" (it cannot run here: why) or "FAILED"
+    (how it differs; it must not be timed)."""
+    fn, leaves = task.provider_fn(provider)
+    if provider == "reference":
+        return fn, leaves, "ok", ""
+    if provider in UNCHECKED:
+        return fn, leaves, "ok", UNCHECKED[provider]
+    try:
+        reason = task.check(fn, leaves)
+    except BackendUnavailableError as error:
+        return fn, leaves, "n/a", _first_line(error)
+    except Exception as error:  # noqa: BLE001 - any failure of a provider is reported, not raised
+        if provider == "reference-compile":
+            return fn, leaves, "n/a", "torch.compile failed: " + _first_line(error)
+        return fn, leaves, "FAILED", _first_line(error)
+    return fn, leaves, ("FAILED" if reason else "ok"), reason or ""
+
+
 def run_task(task, provider, device, budget, meta, ceilings) -> dict:
     case, setup = task.case, task.setup
     row = {"op": case.op, "case": case.label, "series": case.series, "shape": list(case.shape),
            "size": case.size,
            "mode": task.mode, "dtype": str(task.dtype).removeprefix("torch."), "provider": provider,
-           "status": "ok", "reason": "", "median_s": None, "p20_s": None, "p80_s": None, "reps": 0,
+           "status": "ok", "reason": "", "checked": provider not in UNCHECKED,
+           "median_s": None, "p20_s": None, "p80_s": None, "reps": 0,
            "times_s": [], "throughput": None, "throughput_unit": "", "ceiling_pct": None,
            "regressed": False, **meta}
-    fn, leaves = task.provider_fn(provider)
-    if provider != "reference":
-        try:
-            reason = task.check(fn, leaves)
-        except BackendUnavailableError as error:
-            row.update(status="n/a", reason=_first_line(error))
-            return row
-        except Exception as error:  # noqa: BLE001 - any failure of a provider is reported, not raised
-            if provider == "reference-compile":
-                row.update(status="n/a", reason="torch.compile failed: " + _first_line(error))
-            else:
-                row.update(status="FAILED", reason=_first_line(error))
-            return row
-        if reason:
-            row.update(status="FAILED", reason=reason)
-            return row
+    fn, leaves, status, reason = checked_provider(task, provider)
+    row.update(status=status, reason=reason)
+    if status != "ok":
+        return row
     times = timing.measure(task.step(fn, leaves), device, budget)
     stats = timing.summary(times)
     row.update(median_s=stats["median"], p20_s=stats["p20"], p80_s=stats["p80"], reps=stats["reps"],
@@ -293,9 +314,7 @@ def main(argv=None) -> int:
     selected = cases(args.ops, args.full)
     plan = [(case, dtype, mode) for case in selected for dtype in dtypes if dtype in case.dtypes
             for mode in case.modes]
-    providers = {case.op: [p for p in args.providers if p != "reference-compile" or case.compiles]
-                 for case in selected}
-    progress = Progress(len(dtypes) + sum(len(providers[case.op]) for case, _, _ in plan),
+    progress = Progress(len(dtypes) + sum(len(case_providers(case, args.providers)) for case, _, _ in plan),
                         not args.no_progress)
 
     ceilings = {}
@@ -308,7 +327,7 @@ def main(argv=None) -> int:
     for case, dtype, mode in plan:
         torch._dynamo.reset()  # a fresh compile per case, not dynamo's recompile limit
         task = Task(case, device, dtype, mode)
-        for provider in providers[case.op]:
+        for provider in case_providers(case, args.providers):
             progress.step(f"{case.op} {case.label} {mode} {provider}")
             rows.append(run_task(task, provider, device, args.budget, meta, ceilings))
     progress.close()
