@@ -1,5 +1,5 @@
-"""Benchmark setup. Run with `python -m pytest benchmarks --benchmark-only`; each benchmark
-checks its provider's output against the reference on the same input before timing it."""
+"""Benchmark setup. Run with `python -m pytest benchmarks --benchmark-only`: the cases of
+fastflow/bench/cases.py (see bench_cases.py), each provider checked before it is timed."""
 
 import pytest
 import torch
@@ -7,5 +7,5 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _reset_dynamo():
-    torch._dynamo.reset()
+    torch._dynamo.reset()  # a fresh compile per test, not dynamo's recompile limit
     yield

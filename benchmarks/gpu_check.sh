@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with a GPU, in one call: build fastflow (CUDA kernels for the GPU present),
 # run the whole test suite including the CUDA tests, and run the benchmarks (the runner
-# in its full configuration, then the pytest-benchmark suites).
+# in its full configuration, then the quick cases as pytest-benchmark tests;
+# FASTFLOW_BENCH_FULL=1 makes those the full ones, a much longer run).
 #   bash benchmarks/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
