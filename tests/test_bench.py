@@ -78,6 +78,24 @@ def test_wrong_provider_is_failed_and_not_timed(tmp_path, monkeypatch, capsys):
     assert "FAILED" in capsys.readouterr().out
 
 
+def test_dense_is_timed_unchecked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(cases.OPS, "masked_linear", lambda full: [
+        cases._masked_linear("masked_linear", 2, 784, 512, 784)])
+    code = main(["--device", "cpu", "--ops", "masked_linear,squeeze_2x2", "--providers", "reference,dense",
+                 "--budget", "0.01", "--no-progress", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "quick.json").read_text())["rows"]
+    assert code == 0
+    # dense only where the case has a dense counterpart
+    assert [(r["op"], r["mode"], r["provider"], r["checked"]) for r in rows] == [
+        ("squeeze_2x2", "fwd", "reference", True),
+        ("masked_linear", "fwd", "reference", True), ("masked_linear", "fwd", "dense", False),
+        ("masked_linear", "fwd+bwd", "reference", True), ("masked_linear", "fwd+bwd", "dense", False)]
+    assert all(r["status"] == "ok" and r["median_s"] for r in rows)
+    out = capsys.readouterr().out
+    assert "dense (not checked)" in out
+    assert out.count("- dense: a different function: not checked") == 1
+
+
 def test_compare_marks_regressions(tmp_path, capsys):
     run(tmp_path / "before")
     stored = tmp_path / "before" / "quick.json"
