@@ -4,6 +4,7 @@ already chosen Triton's interpreter where there is no GPU)."""
 import pytest
 import torch
 
+from fastflow import triton as fastflow_triton
 from fastflow.backend import unavailable_reason
 
 HAS_GPU = torch.cuda.is_available()
@@ -17,6 +18,8 @@ def backend_params(device):
     for name in names:
         marks = [pytest.mark.cuda] if device == "cuda" else []
         reason = unavailable_reason(name)
+        if reason is None and name == "triton" and device == "cpu" and not fastflow_triton.INTERPRETED:
+            reason = "Triton runs CPU tensors only under its interpreter (TRITON_INTERPRET=1)"
         if reason is not None:
             marks.append(pytest.mark.skip(reason=f"backend {name}: {reason}"))
         params.append(pytest.param(device, name, marks=marks, id=f"{device}-{name}"))
