@@ -15,6 +15,8 @@
 #include <tuple>
 #include <utility>
 
+#include "layout.h"
+
 namespace fastflow {
 
 inline void check_affine_coupling(const at::Tensor& x, const at::Tensor& s, const at::Tensor& t,
@@ -63,12 +65,6 @@ inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const
                     "affine_coupling_packed: st must have shape [", x.size(0), ", ",
                     2 * x.size(1), "], got ", st.sizes());
   return {st.narrow(1, 0, x.size(1)), st.narrow(1, x.size(1), x.size(1))};
-}
-
-// The layout the kernels read: each row contiguous, any row stride (so the two halves of
-// one conditioner output are read in place). Anything else is copied.
-inline at::Tensor rows_contiguous(const at::Tensor& v) {
-  return v.size(1) <= 1 || v.stride(1) == 1 ? v : v.contiguous();
 }
 
 // The backward ops around one device's kernel. `backward_into(grad_y, grad_logdet, x, s, t,

@@ -26,6 +26,8 @@
 #include <optional>
 #include <utility>
 
+#include "layout.h"
+
 namespace fastflow {
 
 inline void check_masked_linear_common(const char* op, const at::Tensor& x,

@@ -174,11 +174,6 @@ at::Tensor inverse_permutation(const at::Tensor& order) {
   return inverse;
 }
 
-// x with unit-stride rows, the layout the BLAS reads in place.
-at::Tensor rows_unit_stride(const at::Tensor& x) {
-  return x.size(1) <= 1 || x.stride(1) == 1 ? x : x.contiguous();
-}
-
 bool is_identity(const at::Tensor& order) {
   const int64_t* p = order.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < order.numel(); ++i) {
@@ -190,7 +185,7 @@ bool is_identity(const at::Tensor& order) {
 // out[:, c] = v[:, index[c]] (+ bias[c]), contiguous.
 at::Tensor gather_columns(const at::Tensor& v_in, const at::Tensor& index,
                           const at::Tensor& bias_in) {
-  const at::Tensor v = rows_unit_stride(v_in);
+  const at::Tensor v = rows_contiguous(v_in);
   const at::Tensor bias = bias_in.defined() ? bias_in.contiguous() : bias_in;
   at::Tensor out = at::empty({v.size(0), index.numel()},
                              v.options().memory_format(at::MemoryFormat::Contiguous));
@@ -209,7 +204,7 @@ at::Tensor gather_columns(const at::Tensor& v_in, const at::Tensor& index,
 // v[:, order] (v itself when the order is the identity: MADE's input and output units are
 // already in degree order).
 at::Tensor sorted_columns(const at::Tensor& v, const at::Tensor& order) {
-  return is_identity(order) ? rows_unit_stride(v) : gather_columns(v, order, at::Tensor());
+  return is_identity(order) ? rows_contiguous(v) : gather_columns(v, order, at::Tensor());
 }
 
 // The inverse of sorted_columns: out[:, order[c]] = v[:, c], plus the bias.
@@ -381,7 +376,7 @@ SortedWeight sorted_weight(const at::Tensor& weight, const at::Tensor* mask,
 
 at::Tensor packed_forward(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor* mask,
                           const DegreePlan* plan, const std::optional<at::Tensor>& bias) {
-  const at::Tensor x = rows_unit_stride(x_in);
+  const at::Tensor x = rows_contiguous(x_in);
   const SortedWeight w = sorted_weight(weight, mask, plan);
   const int64_t batch = x.size(0), out_features = weight.size(0);
   at::Tensor y = at::empty({batch, out_features}, x.options().memory_format(at::MemoryFormat::Contiguous));
@@ -402,9 +397,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> packed_backward(
   // Both products read dY and x by sorted column: sorted once here, row by row, rather than
   // gathered down columns while packing.
   const at::Tensor x = w.in_order ? gather_columns(x_in, plan->in_order, at::Tensor())
-                                  : rows_unit_stride(x_in);
+                                  : rows_contiguous(x_in);
   const at::Tensor grad_y = w.out_order ? gather_columns(grad_y_in, plan->out_order, at::Tensor())
-                                        : rows_unit_stride(grad_y_in);
+                                        : rows_contiguous(grad_y_in);
   const int64_t batch = x.size(0), out_features = weight.size(0), in_features = weight.size(1);
   at::Tensor grad_x = at::empty({input_grad ? batch : 0, in_features}, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (input_grad) {
@@ -438,7 +433,7 @@ at::Tensor masked_linear_forward(const at::Tensor& x_in, const at::Tensor& weigh
                                  const std::optional<at::Tensor>& bias) {
   const at::Tensor weight = weight_in.contiguous();
   if (packed_gemm_available(x_in)) return packed_forward(x_in, weight, mask, plan, bias);
-  const at::Tensor x = plan ? sorted_columns(x_in, plan->in_order) : rows_unit_stride(x_in);
+  const at::Tensor x = plan ? sorted_columns(x_in, plan->in_order) : rows_contiguous(x_in);
   const int64_t out_features = weight.size(0);
   const at::Tensor in_position = plan ? inverse_permutation(plan->in_order) : at::Tensor();
   at::Tensor y_sorted = at::empty({x.size(0), out_features}, x.options().memory_format(at::MemoryFormat::Contiguous));
@@ -469,9 +464,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_linear_backward_impl(
   if (packed_gemm_available(x_in)) {
     return packed_backward(grad_y_in, x_in, weight, mask, plan, input_grad);
   }
-  const at::Tensor x = plan ? sorted_columns(x_in, plan->in_order) : rows_unit_stride(x_in);
+  const at::Tensor x = plan ? sorted_columns(x_in, plan->in_order) : rows_contiguous(x_in);
   const at::Tensor grad_y =
-      plan ? sorted_columns(grad_y_in, plan->out_order) : rows_unit_stride(grad_y_in);
+      plan ? sorted_columns(grad_y_in, plan->out_order) : rows_contiguous(grad_y_in);
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const at::Tensor in_position = plan ? inverse_permutation(plan->in_order) : at::Tensor();
   at::Tensor grad_x_sorted = at::zeros({input_grad ? x.size(0) : 0, in_features}, x.options());

@@ -140,6 +140,25 @@ __device__ __forceinline__ void accumulate(acc_t (&acc)[kM / kSide][kN / kSide],
   }
 }
 
+// store(m, n, value) for each element of this thread's micro-tile (the tile at (m0, n0), as
+// accumulate lays it out) that lies inside [0, m_end) x [0, n_end).
+template <typename acc_t, int kM, int kN, typename Store>
+__device__ __forceinline__ void store_tile(const acc_t (&acc)[kM / kSide][kN / kSide],
+                                           int64_t m0, int64_t m_end, int64_t n0, int64_t n_end,
+                                           Store store) {
+  const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
+#pragma unroll
+  for (int i = 0; i < kM / kSide; ++i) {
+    const int64_t m = m0 + ty + kSide * i;
+    if (m >= m_end) continue;
+#pragma unroll
+    for (int j = 0; j < kN / kSide; ++j) {
+      const int64_t n = n0 + tx + kSide * j;
+      if (n < n_end) store(m, n, acc[i][j]);
+    }
+  }
+}
+
 // The first r in [0, n) with sorted[r] > value, n if none (sorted non-decreasing).
 __device__ int64_t first_above(const int64_t* sorted, int64_t n, int64_t value) {
   int64_t lo = 0, hi = n;
@@ -187,20 +206,10 @@ __global__ void __launch_bounds__(kThreads)
   } else {
     accumulate<true, true>(acc, stage, 0, a.in_features, load_x, load_w);
   }
-  const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
-#pragma unroll
-  for (int i = 0; i < kM / kSide; ++i) {
-    const int64_t b = b0 + ty + kSide * i;
-    if (b >= a.batch) continue;
-#pragma unroll
-    for (int j = 0; j < kN / kSide; ++j) {
-      const int64_t r = r0 + tx + kSide * j;
-      if (r >= rows) continue;
-      const int64_t n = w.out(r);
-      const acc_t v = bias != nullptr ? acc[i][j] + to_opmath(bias[n]) : acc[i][j];
-      y[b * rows + n] = from_opmath<T>(v);
-    }
-  }
+  store_tile<acc_t, kM, kN>(acc, b0, a.batch, r0, rows, [&](int64_t b, int64_t r, acc_t v) {
+    const int64_t n = w.out(r);
+    y[b * rows + n] = from_opmath<T>(bias != nullptr ? v + to_opmath(bias[n]) : v);
+  });
 }
 
 // Block (bx, by): batch rows [bx·kM, ...) x sorted inputs [by·kN, ...) of dX = dY·(W⊙M).
@@ -238,17 +247,9 @@ __global__ void __launch_bounds__(kThreads)
   } else {
     accumulate<true, false>(acc, stage, 0, rows, load_grad_y, load_w);
   }
-  const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
-#pragma unroll
-  for (int i = 0; i < kM / kSide; ++i) {
-    const int64_t b = b0 + ty + kSide * i;
-    if (b >= a.batch) continue;
-#pragma unroll
-    for (int j = 0; j < kN / kSide; ++j) {
-      const int64_t c = c0 + tx + kSide * j;
-      if (c < cols) grad_x[b * cols + w.in(c)] = from_opmath<T>(acc[i][j]);
-    }
-  }
+  store_tile<acc_t, kM, kN>(acc, b0, a.batch, c0, cols, [&](int64_t b, int64_t c, acc_t v) {
+    grad_x[b * cols + w.in(c)] = from_opmath<T>(v);
+  });
 }
 
 // Block (bx, by): sorted outputs [bx·kM, ...) x sorted inputs [by·kN, ...) of
@@ -276,18 +277,9 @@ __global__ void __launch_bounds__(kThreads)
       [&](int64_t b, int j) {
         return c0 + j < cols ? to_opmath(x[b * a.x_row + w.in(c0 + j)]) : acc_t(0);
       });
-  const int ty = threadIdx.x / kSide, tx = threadIdx.x % kSide;
-#pragma unroll
-  for (int i = 0; i < kM / kSide; ++i) {
-    const int64_t r = r0 + ty + kSide * i;
-    if (r >= rows) continue;
-    const int64_t n = w.out(r);
-#pragma unroll
-    for (int j = 0; j < kN / kSide; ++j) {
-      const int64_t c = c0 + tx + kSide * j;
-      if (c < cols) grad_weight[n * cols + w.in(c)] = from_opmath<T>(w.masked(r, c, acc[i][j]));
-    }
-  }
+  store_tile<acc_t, kM, kN>(acc, r0, rows, c0, cols, [&](int64_t r, int64_t c, acc_t v) {
+    grad_weight[w.out(r) * cols + w.in(c)] = from_opmath<T>(w.masked(r, c, v));
+  });
 }
 
 template <typename T>

@@ -17,11 +17,6 @@
 namespace fastflow {
 namespace {
 
-// The layout the kernels read: rows of unit stride, any row stride. Anything else is copied.
-at::Tensor rows_unit_stride(const at::Tensor& v) {
-  return v.size(1) <= 1 || v.stride(1) == 1 ? v : v.contiguous();
-}
-
 // One of `mask` (contiguous) and `plan` is given; x has unit-stride rows, weight is contiguous.
 cuda::MaskedLinearArgs launch_args(const at::Tensor& x, const at::Tensor& weight,
                                    const at::Tensor* mask, const DegreePlan* plan) {
@@ -41,7 +36,7 @@ cuda::MaskedLinearArgs launch_args(const at::Tensor& x, const at::Tensor& weight
 
 at::Tensor forward(const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor* mask,
                    const DegreePlan* plan, const std::optional<at::Tensor>& bias_in) {
-  const at::Tensor x = rows_unit_stride(x_in), weight = weight_in.contiguous();
+  const at::Tensor x = rows_contiguous(x_in), weight = weight_in.contiguous();
   const at::Tensor bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
   at::Tensor y = at::empty({x.size(0), weight.size(0)},
                            x.options().memory_format(at::MemoryFormat::Contiguous));
@@ -56,8 +51,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad_y
                                                         const at::Tensor& weight_in,
                                                         const at::Tensor* mask,
                                                         const DegreePlan* plan, bool input_grad) {
-  const at::Tensor x = rows_unit_stride(x_in), weight = weight_in.contiguous();
-  const at::Tensor grad_y = rows_unit_stride(grad_y_in);
+  const at::Tensor x = rows_contiguous(x_in), weight = weight_in.contiguous();
+  const at::Tensor grad_y = rows_contiguous(grad_y_in);
   const auto options = x.options().memory_format(at::MemoryFormat::Contiguous);
   at::Tensor grad_x = input_grad ? at::empty({x.size(0), x.size(1)}, options)
                                  : at::empty({0}, options);

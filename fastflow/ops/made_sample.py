@@ -345,9 +345,10 @@ def _backend(device: torch.device) -> str:
     return name
 
 
-def run_made_sample(model: nn.Module, noise: torch.Tensor, rule: int, caller: str):
-    """(values, log terms, outputs) of `model` on `noise` [N, D] under `rule`."""
-    layers = masked_stack(model, caller)
+def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Tensor, rule: int,
+                    caller: str):
+    """(values, log terms, outputs) of `model` (whose masked_stack is `layers`) on `noise`
+    [N, D] under `rule`."""
     weight = layers[0].weight
     if not isinstance(noise, torch.Tensor):
         raise TypeError(f"{caller}: noise must be a torch.Tensor, got {type(noise).__name__}")
@@ -399,19 +400,22 @@ def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | N
     elif isinstance(uniforms, torch.Tensor) and uniforms.shape[:1] != (num_samples,):
         raise ValueError(f"{caller}: expected uniforms of shape [{num_samples}, "
                          f"{weight.shape[1]}], got {tuple(uniforms.shape)}")
-    samples, log_likelihood, logits = run_made_sample(made, uniforms, BERNOULLI, caller)
+    samples, log_likelihood, logits = run_made_sample(made, layers, uniforms, BERNOULLI, caller)
     return (samples, log_likelihood, logits) if return_logits else (samples, log_likelihood)
 
 
 def gaussian_made_sample(made: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Seed 003's MADE.forward in one pass: x_d = μ_d + z_d·exp(α_d), where the network's
     2D outputs are [μ | α]. Returns (x [N, D], log_det [N] = −Σ_d α_d), as the seed."""
-    x, log_det, _ = run_made_sample(made, z, GAUSSIAN, "gaussian_made_sample")
+    caller = "gaussian_made_sample"
+    x, log_det, _ = run_made_sample(made, masked_stack(made, caller), z, GAUSSIAN, caller)
     return x, log_det
 
 
 def iaf_inverse(made: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The slow direction of an IAF (x_d = z_d·exp(α_d) + μ_d, μ and α functions of z_<d):
     z_d = (x_d − μ_d)·exp(−α_d), with the network fed z. Returns (z, log_det = −Σ_d α_d)."""
-    z, log_det, _ = run_made_sample(made, x, GAUSSIAN_INVERSE, "iaf_inverse")
+    caller = "iaf_inverse"
+    z, log_det, _ = run_made_sample(made, masked_stack(made, caller), x, GAUSSIAN_INVERSE,
+                                    caller)
     return z, log_det
