@@ -1,64 +1,17 @@
-// Every fastflow op schema, in one TORCH_LIBRARY block. Kernels register per dispatch key
-// in csrc/cpu/ and csrc/cuda/; fake implementations and autograd are registered from
+// The fastflow library: every op schema (ops_schema.h). Kernels register per dispatch key in
+// csrc/cpu/ and csrc/cuda/; fake implementations and autograd are registered from
 // Python (fastflow/ops/).
 #include <torch/library.h>
 
 #include <string>
 
+#include "ops_schema.h"
+
 #ifdef FASTFLOW_WITH_CUDA
 #include "cuda/build_info.h"
 #endif
 
-TORCH_LIBRARY(fastflow, m) {
-  // Seed 001's squeeze_2x2 (NCHW): [B, C, H, W] -> [B, 4C, H/2, W/2], or back when reverse.
-  m.def("squeeze_2x2(Tensor x, bool reverse=False, bool alt_order=False) -> Tensor");
-
-  // Vector affine coupling (seeds 000, 004), see csrc/affine_coupling.h:
-  // (x, raw s, raw t, mask) -> (y, logdet [B]).
-  m.def("affine_coupling(Tensor x, Tensor s, Tensor t, Tensor mask, bool tanh_scale, "
-        "bool reverse) -> (Tensor, Tensor)");
-  m.def("affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor s, "
-        "Tensor t, Tensor mask, bool tanh_scale, bool reverse) -> (Tensor, Tensor, Tensor)");
-  // The same with s and t packed as st = [s | t] of shape [B, 2D] (seed 004's st_net
-  // output): the backward writes one gradient for st, no concatenation.
-  m.def("affine_coupling_packed(Tensor x, Tensor st, Tensor mask, bool tanh_scale, "
-        "bool reverse) -> (Tensor, Tensor)");
-  m.def("affine_coupling_packed_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, "
-        "Tensor st, Tensor mask, bool tanh_scale, bool reverse) -> (Tensor, Tensor)");
-
-  // Image affine coupling (seed 001's CouplingLayer), see csrc/image_coupling_index.h:
-  // (x, st, rescale weight) -> (y, logdet [B]); backward -> (grad_x, grad_st, grad_rescale).
-  m.def("image_coupling(Tensor x, Tensor st, Tensor rescale, bool channel_wise, "
-        "bool reverse_mask, bool reverse) -> (Tensor, Tensor)");
-  m.def("image_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor st, "
-        "Tensor rescale, bool channel_wise, bool reverse_mask, bool reverse) -> "
-        "(Tensor, Tensor, Tensor)");
-
-  // Dequantize-and-logit (seed 001's _pre_process), see csrc/dequantize_logit.h:
-  // (x in [0, 1], uniform noise, data constraint [1]) -> (logits, sldj [B]).
-  m.def("dequantize_logit(Tensor x, Tensor noise, Tensor constraint) -> (Tensor, Tensor)");
-
-  // Masked linear (MADE's MaskedLinear), see csrc/masked_linear.h: y = x·(W⊙M)ᵀ + b with
-  // the mask as a matrix, or given by degrees (M[j, k] = in_degrees[k] <= out_degrees[j]),
-  // whose all-zero weight tiles are skipped. The backward returns (grad_x, grad_weight,
-  // grad_bias); grad_bias = Σ grad_y is returned whether or not there is a bias, and
-  // grad_x is an empty [0] tensor unless input_grad (MADE's first layer needs none).
-  m.def("masked_linear(Tensor x, Tensor weight, Tensor mask, Tensor? bias) -> Tensor");
-  m.def("masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor mask, "
-        "bool input_grad) -> (Tensor, Tensor, Tensor)");
-  m.def("degree_masked_linear(Tensor x, Tensor weight, Tensor in_degrees, Tensor out_degrees, "
-        "Tensor? bias) -> Tensor");
-  m.def("degree_masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, "
-        "Tensor in_degrees, Tensor out_degrees, bool input_grad) -> (Tensor, Tensor, Tensor)");
-
-  // One-pass MADE / MAF sampling, see csrc/made_sample.h: the masked linear stack (ReLU
-  // between layers), its plan from fastflow/ops/made_sample.py and the noise [N, D]
-  // (uniforms, or normals z, or data x for rule 2) -> (values [N, D], log terms [N],
-  // the last layer's outputs [N, out] of the finished samples). No gradient.
-  m.def("made_sample(Tensor noise, Tensor[] weights, Tensor?[] biases, Tensor[] masks, "
-        "Tensor[] unit_orders, Tensor[] push_ranges, Tensor[] finalize_offsets, "
-        "Tensor step_offsets, int rule) -> (Tensor, Tensor, Tensor)");
-}
+TORCH_LIBRARY(fastflow, m) { fastflow::define_ops(m); }
 
 // What this library was built with, read by fastflow/_extension.py through ctypes:
 // "cuda=0" or "cuda=1;cuda_version=13.0;cuda_arch=900".

@@ -82,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_packed_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastflow, CUDA, m) {
+TORCH_LIBRARY_IMPL(FASTFLOW_CUDA_LIBRARY, FASTFLOW_CUDA_KEY, m) {
   m.impl("affine_coupling", &affine_coupling_cuda);
   m.impl("affine_coupling_backward", &affine_coupling_backward_cuda);
   m.impl("affine_coupling_packed", &affine_coupling_packed_cuda);

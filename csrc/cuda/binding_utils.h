@@ -1,10 +1,19 @@
-// Helpers for the CUDA bindings (torch headers): dtype mapping for the raw-pointer launchers.
+// Helpers for the CUDA bindings (torch headers): where they register, and the dtype mapping
+// for the raw-pointer launchers.
 #pragma once
 
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
 #include "dtype.h"
+
+// The library and dispatch key the bindings register under: fastflow's CUDA key. The tests'
+// CPU emulation of the CUDA kernels (tests/cuda_cpu) builds these same bindings into a
+// library of its own, on the CPU key.
+#ifndef FASTFLOW_CUDA_LIBRARY
+#define FASTFLOW_CUDA_LIBRARY fastflow
+#define FASTFLOW_CUDA_KEY CUDA
+#endif
 
 namespace fastflow {
 

@@ -34,6 +34,6 @@ std::tuple<at::Tensor, at::Tensor> dequantize_logit_cuda(const at::Tensor& x_in,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastflow, CUDA, m) { m.impl("dequantize_logit", &dequantize_logit_cuda); }
+TORCH_LIBRARY_IMPL(FASTFLOW_CUDA_LIBRARY, FASTFLOW_CUDA_KEY, m) { m.impl("dequantize_logit", &dequantize_logit_cuda); }
 
 }  // namespace fastflow

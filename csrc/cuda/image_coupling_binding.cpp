@@ -59,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> image_coupling_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastflow, CUDA, m) {
+TORCH_LIBRARY_IMPL(FASTFLOW_CUDA_LIBRARY, FASTFLOW_CUDA_KEY, m) {
   m.impl("image_coupling", &image_coupling_cuda);
   m.impl("image_coupling_backward", &image_coupling_backward_cuda);
 }

@@ -122,6 +122,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastflow, CUDA, m) { m.impl("made_sample", &made_sample_cuda); }
+TORCH_LIBRARY_IMPL(FASTFLOW_CUDA_LIBRARY, FASTFLOW_CUDA_KEY, m) { m.impl("made_sample", &made_sample_cuda); }
 
 }  // namespace fastflow

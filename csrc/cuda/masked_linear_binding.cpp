@@ -103,7 +103,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> degree_masked_linear_backward_cud
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastflow, CUDA, m) {
+TORCH_LIBRARY_IMPL(FASTFLOW_CUDA_LIBRARY, FASTFLOW_CUDA_KEY, m) {
   m.impl("masked_linear", &masked_linear_cuda);
   m.impl("masked_linear_backward", &masked_linear_backward_cuda);
   m.impl("degree_masked_linear", &degree_masked_linear_cuda);

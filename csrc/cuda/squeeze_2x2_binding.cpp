@@ -7,14 +7,13 @@
 #include <torch/library.h>
 
 #include "../squeeze_2x2.h"
+#include "binding_utils.h"
 #include "squeeze_2x2.cuh"
 
 namespace fastflow {
 namespace {
 
 at::Tensor squeeze_2x2_cuda(const at::Tensor& x, bool reverse, bool alt_order) {
-  TORCH_CHECK_VALUE(x.device().is_cuda(), "squeeze_2x2 (cuda): x must be a CUDA tensor, got ",
-                    x.device());
   const auto shape = squeeze_2x2_output_shape(x, reverse, alt_order);
   at::Tensor out = at::empty(shape, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
@@ -39,6 +38,6 @@ at::Tensor squeeze_2x2_cuda(const at::Tensor& x, bool reverse, bool alt_order) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastflow, CUDA, m) { m.impl("squeeze_2x2", &squeeze_2x2_cuda); }
+TORCH_LIBRARY_IMPL(FASTFLOW_CUDA_LIBRARY, FASTFLOW_CUDA_KEY, m) { m.impl("squeeze_2x2", &squeeze_2x2_cuda); }
 
 }  // namespace fastflow
