@@ -4,8 +4,11 @@
 them) as C++ against a small CUDA emulation (include/, runtime.cpp) and loads the result:
 `torch.ops.fastflow_emulated.<op>` then takes CPU tensors and runs the op exactly as the
 CUDA binding does (same argument checks, layouts, launches), its kernels' threads running as
-OS threads. The build is cached under build/cuda_emulated/, keyed by a hash of every file it
-reads, so an edit to a kernel is what the next run checks.
+OS threads. The build lives in build/cuda_emulated/<variant>/ with a hash of every file it
+reads (and of the compiler, torch and flags): a run whose hash matches loads the library as
+it is; any edit rebuilds what changed, so an edit to a kernel is what the next run checks.
+FASTFLOW_EMULATE_CSRC=<dir> builds another copy of csrc/ instead (tests/cuda_cpu/mutants.py
+plants bugs in one).
 
 The kernel files are rewritten for a C++ compiler, line for line (#line keeps diagnostics
 and sanitizer reports on the original lines); see include/cuda_cpu_device.h for the rules.
@@ -46,6 +49,7 @@ SANITIZERS = {
 # cudaDeviceAttr values the tests change.
 ATTR_MULTIPROCESSOR_COUNT = 16
 ATTR_MAX_SHARED_PER_BLOCK_OPTIN = 97
+ATTR_MAX_BLOCKS_PER_MULTIPROCESSOR = 106
 
 # Not kernels: the toolkit version nvcc compiled with.
 NOT_EMULATED = {"build_info.cu"}
@@ -140,44 +144,53 @@ def rewrite(text, origin, device_header):
 # ---------------------------------------------------------------------------------------------
 # The build.
 
-def _inputs():
-    files = sorted(p for p in CSRC.rglob("*") if p.is_file() and p.suffix in
-                   {".h", ".cuh", ".cu", ".cpp"})
+def _csrc():
+    return Path(os.environ.get("FASTFLOW_EMULATE_CSRC", CSRC)).resolve()
+
+
+def _inputs(csrc):
+    files = sorted(p for p in csrc.rglob("*") if p.is_file())
     files += sorted(p for p in HERE.rglob("*") if p.is_file() and p.suffix in {".h", ".cpp", ".py"})
     return files
 
 
-def _key(sanitize):
+def _key(csrc, flags):
     digest = hashlib.sha256()
     compiler = subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout
-    digest.update(f"{sanitize}|{torch.__version__}|{compiler}".encode())
-    for path in _inputs():
-        digest.update(str(path.relative_to(ROOT)).encode())
+    digest.update(f"{flags}|{torch.__version__}|{compiler}".encode())
+    for path in _inputs(csrc):
+        digest.update(str(path).encode())
         digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
-def _mirror(src_root):
-    """csrc/ copied under src_root, its CUDA files rewritten; returns the sources to build."""
+def _write_if_changed(path, text):
+    """Keeps the file's time stamp when its text is the same, so ninja rebuilds only what changed."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _mirror(csrc, src_root):
+    """csrc copied under src_root, its CUDA files rewritten; returns the sources to build."""
     sources = []
-    for path in sorted(CSRC.rglob("*")):
+    for path in sorted(csrc.rglob("*")):
         if not path.is_file():
             continue
-        relative = path.relative_to(CSRC)
+        relative = path.relative_to(csrc)
         target = src_root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         text = path.read_text()
-        origin = path.relative_to(ROOT).as_posix()
+        origin = f"csrc/{relative.as_posix()}"
         if path.suffix == ".cu":
             if path.name in NOT_EMULATED:
                 continue
             target = target.with_name(path.name + ".cpp")
-            target.write_text(rewrite(text, origin, device_header=True))
+            _write_if_changed(target, rewrite(text, origin, device_header=True))
             sources.append(target)
         elif path.suffix == ".cuh":
-            target.write_text(rewrite(text, origin, device_header=False))
+            _write_if_changed(target, rewrite(text, origin, device_header=False))
         else:
-            target.write_text(text)
+            _write_if_changed(target, text)
             if relative.parent.name == "cuda" and path.name.endswith("_binding.cpp"):
                 sources.append(target)
     return sources
@@ -245,27 +258,36 @@ def load(sanitize=None):
         raise EmulationUnavailable("one emulation per process: its ops share one library name")
     from torch.utils import cpp_extension
 
-    key = _key(sanitize)
-    variant = sanitize.replace(",", "-") or "plain"
-    directory = BUILD / f"{variant}-{key}"
-    src_root = directory / "src"
-    sources = _mirror(src_root / "csrc")
+    csrc = _csrc()
+    variant = (sanitize.replace(",", "-") or "plain") + ("" if csrc == CSRC else "-other-csrc")
+    name = f"fastflow_emulated_{variant.replace('-', '_')}"
+    directory = BUILD / variant
+    built = directory / f"{name}.so"
     flags = ["-std=c++20", "-ffp-contract=off", "-pthread",
              f"-DFASTFLOW_CUDA_LIBRARY={LIBRARY}", "-DFASTFLOW_CUDA_KEY=CPU",
              *SANITIZERS[sanitize]["flags"]]
-    ldflags = ["-pthread", *[f for f in SANITIZERS[sanitize]["flags"] if f.startswith("-fsanitize")]]
-    os.environ.setdefault("MAX_JOBS", "2")
-    cpp_extension.load(
-        name=f"fastflow_emulated_{variant.replace('-', '_')}_{key}",
-        sources=[str(s) for s in sources] + [str(HERE / "runtime.cpp"), str(HERE / "library.cpp")],
-        extra_include_paths=[str(HERE / "include"), str(src_root / "csrc")],
-        extra_cflags=flags,
-        extra_ldflags=ldflags,
-        build_directory=str(directory),
-        is_python_module=False,
-        verbose=False,
-    )
-    built = next(directory.glob("fastflow_emulated_*.so"))
+    key = _key(csrc, flags)
+    stamp = directory / "inputs.sha256"
+    if built.exists() and stamp.exists() and stamp.read_text() == key:
+        torch.ops.load_library(str(built))
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp.unlink(missing_ok=True)
+        src_root = directory / "src"
+        sources = _mirror(csrc, src_root / "csrc")
+        ldflags = ["-pthread", *[f for f in flags if f.startswith("-fsanitize")]]
+        os.environ.setdefault("MAX_JOBS", "2")
+        cpp_extension.load(
+            name=name,
+            sources=[str(s) for s in sources] + [str(HERE / "runtime.cpp"), str(HERE / "library.cpp")],
+            extra_include_paths=[str(HERE / "include"), str(src_root / "csrc")],
+            extra_cflags=flags,
+            extra_ldflags=ldflags,
+            build_directory=str(directory),
+            is_python_module=False,
+            verbose=False,
+        )
+        stamp.write_text(key)
     emulator = Emulator(built, sanitize)
     _LOADED[sanitize] = emulator
     return emulator

@@ -1,0 +1,303 @@
+"""Every CUDA kernel of csrc/cuda, run on the CPU (tests/cuda_cpu) through its real binding
+and launcher, against the C++ CPU kernel on the same inputs: forward and backward, every
+dtype, partial tiles and odd sizes, batch 0 and 1, strided inputs, grid-stride loops on a
+forced small grid, both forms of masked linear (the degree form's staircase skipping
+included), made_sample's shared-memory and global-scratch paths. Results that the two
+kernels compute with the same arithmetic must agree bit for bit; the others (sums in another
+order, another exp) within the dtype's tolerance. Also: the emulator's own checks (launch
+limits, shuffles, conversions)."""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from fastflow import reference
+
+import cuda_cpu
+
+pytestmark = pytest.mark.cuda_emulated
+sampling = importlib.import_module("fastflow.ops.made_sample")
+
+CPU = torch.ops.fastflow
+
+# (dtype, tolerance relative to the largest expected value) for results the two kernels
+# compute in another order: a few float32 (float64) roundings, or one step of the storage
+# type's rounding.
+DTYPES = [
+    pytest.param(torch.float32, 1e-5, id="float32"),
+    pytest.param(torch.float64, 1e-12, id="float64"),
+    pytest.param(torch.float16, 2e-3, id="float16"),
+    pytest.param(torch.bfloat16, 1.6e-2, id="bfloat16"),
+]
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    return cuda_cpu.load()
+
+
+@pytest.fixture
+def emu(emulator):
+    emulator.take_launches()  # each test reads the log of its own launches
+    return emulator
+
+
+def assert_close(got, expected, tol, what):
+    assert got.shape == expected.shape and got.dtype == expected.dtype, (
+        f"{what}: {got.dtype} {tuple(got.shape)} vs {expected.dtype} {tuple(expected.shape)}")
+    if expected.numel() == 0:
+        return
+    assert not got.isnan().any(), f"{what}: NaN (a read of unwritten memory?)"
+    scale = max(expected.double().abs().max().item(), 1e-30)
+    error = (got.double() - expected.double()).abs().max().item() / scale
+    assert error <= tol, f"{what}: error {error:.2e} relative to the largest value > {tol:.0e}"
+
+
+def assert_all_close(got, expected, tol, names):
+    for g, e, name in zip(got, expected, names):
+        assert_close(g, e, tol, name)
+
+
+def assert_identical(got, expected, what):
+    assert got.shape == expected.shape and got.dtype == expected.dtype, what
+    assert torch.equal(got, expected), f"{what}: not bit-identical to the CPU kernel's"
+
+
+# squeeze_2x2: one thread per output element, grid-stride; bits moved, so identical.
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "reverse"])
+@pytest.mark.parametrize("alt_order", [False, True], ids=["plain", "alt"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("shape", [(3, 5, 6, 8), (1, 1, 2, 2), (0, 2, 4, 4), (2, 3, 10, 14)])
+def test_squeeze_2x2(emu, shape, dtype, alt_order, reverse):
+    b, c, h, w = shape
+    if reverse:
+        shape = (b, 4 * c, h // 2, w // 2)
+    x = torch.randn(shape).to(dtype)
+    assert_identical(emu.ops.squeeze_2x2(x, reverse, alt_order), CPU.squeeze_2x2(x, reverse, alt_order),
+                     "squeeze_2x2")
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "reverse"])
+def test_squeeze_2x2_strided_and_small_grid(emu, reverse):
+    x = torch.randn(3, 8, 12, 10)
+    if reverse:
+        x = x[:, :, :, :8]  # [3, 8, 12, 8] viewed from a wider tensor: strided rows
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    for alt_order in (False, True):
+        for view in (x, channels_last, x.transpose(2, 3).contiguous().transpose(2, 3)):
+            with emu.max_blocks(2):  # 2880 elements on 2 blocks of 256 threads
+                got = emu.ops.squeeze_2x2(view, reverse, alt_order)
+            assert_identical(got, CPU.squeeze_2x2(view.contiguous(), reverse, alt_order), "strided")
+    assert all(launch["blocks_run"][0] == 2 for launch in emu.take_launches())
+
+
+# Vector affine coupling: a warp per row, grid-stride over rows, a shuffle sum per row.
+
+def coupling_inputs(rows, dim, dtype, strided):
+    x = torch.randn(rows, dim + (3 if strided else 0)).to(dtype)[:, :dim]
+    st = torch.randn(rows, 2 * dim).to(dtype)
+    mask = (torch.arange(dim) % 3 == 0).to(dtype)
+    return x, st, mask
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("tanh_scale", [False, True], ids=["identity", "tanh"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "reverse"])
+@pytest.mark.parametrize("rows,dim,strided", [(37, 50, False), (1, 1, False), (0, 7, False),
+                                              (9, 33, True), (20, 70, True)])
+def test_affine_coupling(emu, rows, dim, strided, reverse, tanh_scale, dtype, tol):
+    x, st, mask = coupling_inputs(rows, dim, dtype, strided)
+    s, t = st[:, :dim], st[:, dim:]  # strided halves, read in place
+    args = (x, s, t, mask, tanh_scale, reverse)
+    expected = CPU.affine_coupling(*args)
+    assert_all_close(emu.ops.affine_coupling(*args), expected, tol, ("y", "logdet"))
+    grad_y = torch.randn(rows, dim).to(dtype)
+    grad_logdet = torch.randn(rows, dtype=expected[1].dtype)
+    bwd = (grad_y, grad_logdet, *args)
+    assert_all_close(emu.ops.affine_coupling_backward(*bwd), CPU.affine_coupling_backward(*bwd), tol,
+                     ("grad_x", "grad_s", "grad_t"))
+    packed = (x, st, mask, tanh_scale, reverse)
+    assert_all_close(emu.ops.affine_coupling_packed(*packed), expected, tol, ("packed y", "logdet"))
+    bwd = (grad_y, grad_logdet, *packed)
+    assert_all_close(emu.ops.affine_coupling_packed_backward(*bwd),
+                     CPU.affine_coupling_packed_backward(*bwd), tol, ("grad_x", "grad_st"))
+
+
+def test_affine_coupling_grid_stride(emu):
+    x, st, mask = coupling_inputs(61, 45, torch.float32, strided=True)
+    args = (x, st[:, :45], st[:, 45:], mask, True, False)
+    bwd = (torch.randn(61, 45), torch.randn(61), *args)
+    with emu.max_blocks(1):  # 8 warps for 61 rows
+        got = emu.ops.affine_coupling(*args)
+        grads = emu.ops.affine_coupling_backward(*bwd)
+    assert [launch["blocks_run"][0] for launch in emu.take_launches()] == [1, 1]
+    assert_all_close(got, CPU.affine_coupling(*args), 1e-5, ("y", "logdet"))
+    assert_all_close(grads, CPU.affine_coupling_backward(*bwd), 1e-5, ("grad_x", "grad_s", "grad_t"))
+
+
+# Image coupling: a block per plane, a block sum (shared memory and shuffles) per plane.
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("channel_wise", [False, True], ids=["checkerboard", "channel"])
+@pytest.mark.parametrize("reverse_mask", [False, True], ids=["mask", "reverse_mask"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "reverse"])
+@pytest.mark.parametrize("shape", [(2, 4, 6, 6), (1, 2, 17, 19), (0, 2, 4, 4), (3, 2, 1, 1)])
+def test_image_coupling(emu, shape, reverse, reverse_mask, channel_wise, dtype, tol):
+    b, c, h, w = shape
+    cond = c // 2 if channel_wise else c
+    x = torch.randn(b, c, h, w).to(dtype)
+    st = torch.randn(b, 2 * cond, h, w).to(dtype)
+    rescale = torch.randn(cond, 1, 1).to(dtype)
+    if shape[0] == 2:  # the binding copies strided inputs: channels-last x, a sliced st
+        x = x.contiguous(memory_format=torch.channels_last)
+        st = torch.cat([st, st], dim=3)[..., :w]
+    args = (x, st, rescale, channel_wise, reverse_mask, reverse)
+    expected = CPU.image_coupling(*args)
+    # The logdet sums H·W terms per plane.
+    assert_all_close(emu.ops.image_coupling(*args), expected, tol, ("y", "logdet"))
+    bwd = (torch.randn(b, c, h, w).to(dtype), torch.randn(b, dtype=expected[1].dtype), *args)
+    assert_all_close(emu.ops.image_coupling_backward(*bwd), CPU.image_coupling_backward(*bwd),
+                     tol * 4, ("grad_x", "grad_st", "grad_rescale"))
+
+
+# Dequantize-and-logit: a block per sample, a block sum for its log-determinant.
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 1, 14, 14), (1, 1, 2, 2), (0, 3, 2, 2), (2, 3, 5, 7), (4, 1000)])
+def test_dequantize_logit(emu, shape, dtype, tol):
+    x = torch.rand(shape).to(dtype)
+    noise = torch.rand(shape).to(dtype)
+    constraint = torch.tensor([0.9], dtype=dtype)
+    if len(shape) == 4 and shape[0] > 1:
+        x = x.contiguous(memory_format=torch.channels_last)
+    args = (x, noise, constraint)
+    assert_all_close(emu.ops.dequantize_logit(*args), CPU.dequantize_logit(*args), tol, ("y", "sldj"))
+
+
+# Masked linear: tiled products through shared memory; dense mask or degree staircase.
+
+def degree_layer(batch, k, n, dtype, strided, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, k + 5, generator=gen).to(dtype)
+    x = x[:, 2:2 + k] if strided else x[:, :k].contiguous()
+    weight = (torch.randn(n, k, generator=gen) / max(k, 1) ** 0.5).to(dtype)
+    bias = torch.randn(n, generator=gen).to(dtype)
+    in_degrees = torch.randperm(k, generator=gen) + 1
+    # Some rows see no input, some see all of them.
+    out_degrees = torch.randint(0, k + 2, (n,), generator=gen)
+    return x, weight, bias, in_degrees, out_degrees
+
+
+MASKED_SHAPES = [(1, 1, 1), (7, 13, 17), (70, 150, 130), (0, 5, 3), (65, 64, 64), (3, 200, 9),
+                 (130, 9, 200)]
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("form", ["dense", "degree"])
+@pytest.mark.parametrize("batch,k,n", MASKED_SHAPES)
+def test_masked_linear(emu, batch, k, n, form, dtype, tol):
+    x, weight, bias, in_degrees, out_degrees = degree_layer(batch, k, n, dtype, batch > 2, batch + k)
+    if form == "dense":
+        mask = (in_degrees[None, :] <= out_degrees[:, None]).to(dtype)
+        fwd = ("masked_linear", (x, weight, mask))
+    else:
+        fwd = ("degree_masked_linear", (x, weight, in_degrees, out_degrees))
+    name, args = fwd
+    for b in (bias, None):
+        assert_close(getattr(emu.ops, name)(*args, b), getattr(CPU, name)(*args, b), tol, f"{name} y")
+    grad_y = torch.randn(batch, n + 4).to(dtype)[:, 1:1 + n]  # strided rows
+    for input_grad in (True, False):
+        got = getattr(emu.ops, name + "_backward")(grad_y, *args, input_grad)
+        expected = getattr(CPU, name + "_backward")(grad_y, *args, input_grad)
+        assert_all_close(got, expected, tol, ("grad_x", "grad_weight", "grad_bias"))
+        mask = in_degrees[None, :] <= out_degrees[:, None]
+        assert bool((got[1][~mask] == 0).all()), "grad_weight must be zero where the mask is"
+
+
+# One-pass MADE / MAF sampling: one persistent launch; accumulators in shared memory when
+# they fit, else in global scratch. Same push order as the CPU kernel: identical results.
+
+def sample_args(made, noise, rule):
+    layers = sampling.masked_stack(made, "test")
+    plan = sampling.plan_for(made, layers, 2 if rule else 1, "test")
+    return (noise, [l.weight for l in layers], [l.bias for l in layers], [l.mask for l in layers],
+            *plan.to(noise.device), rule)
+
+
+def sampling_model(rule, dims, dtype, hidden=37):
+    np.random.seed(dims)
+    torch.manual_seed(dims)
+    if rule == 0:
+        return reference.made.MADE(dims, [hidden + 3, hidden - 4], dims).to(dtype)
+    return reference.maf.MADE(dims, hidden, 2).to(dtype)
+
+
+def sampling_noise(rule, batch, dims, dtype, strided=False):
+    noise = torch.rand(batch, dims + 3) if rule == 0 else torch.randn(batch, dims + 3)
+    noise = noise.to(dtype)[:, 1:1 + dims]
+    return noise if strided else noise.contiguous()
+
+
+def assert_sampling_identical(got, expected, dtype):
+    names = ("values", "log_terms", "outputs")
+    if dtype in (torch.float32, torch.float64):
+        for g, e, name in zip(got, expected, names):
+            assert_identical(g, e, f"made_sample {name}")
+    else:  # the reference's roundings through the storage type; log terms in float32
+        assert_identical(got[0], expected[0], "made_sample values")
+        assert_all_close(got[1:], expected[1:], 1e-5, names[1:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rule", [0, 1, 2], ids=["bernoulli", "gaussian", "gaussian_inverse"])
+@pytest.mark.parametrize("batch,dims", [(19, 10), (1, 6), (0, 5), (8, 2)])
+def test_made_sample(emu, batch, dims, rule, dtype):
+    made = sampling_model(rule, dims, dtype)
+    args = sample_args(made, sampling_noise(rule, batch, dims, dtype, strided=batch > 8), rule)
+    expected = CPU.made_sample(*args)
+    got = emu.ops.made_sample(*args)
+    assert_sampling_identical(got, expected, dtype)
+    if batch:
+        launch, = emu.take_launches()
+        assert launch["dynamic_shared"] > 0, "the accumulators fit in shared memory"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rule", [0, 1])
+def test_made_sample_global_scratch_and_small_grid(emu, rule, dtype):
+    made = sampling_model(rule, 12, dtype, hidden=300)
+    args = sample_args(made, sampling_noise(rule, 29, 12, dtype), rule)
+    expected = CPU.made_sample(*args)
+    # No room for the accumulators (8 samples × 600 units) beside the kernel's 4 KiB of
+    # __shared__ variables: global scratch. 2 SMs of one CTA each: 2 CTAs for the 4 tiles of 8
+    # samples, each looping over tiles.
+    with emu.device_attribute(cuda_cpu.ATTR_MAX_SHARED_PER_BLOCK_OPTIN, 12 * 1024), \
+            emu.device_attribute(cuda_cpu.ATTR_MULTIPROCESSOR_COUNT, 2), \
+            emu.device_attribute(cuda_cpu.ATTR_MAX_BLOCKS_PER_MULTIPROCESSOR, 1):
+        got = emu.ops.made_sample(*args)
+    launch, = emu.take_launches()
+    assert launch["dynamic_shared"] == 0 and launch["grid"][0] == 2
+    assert_sampling_identical(got, expected, dtype)
+    # Shared memory again, one CTA for all the tiles.
+    with emu.device_attribute(cuda_cpu.ATTR_MULTIPROCESSOR_COUNT, 1), \
+            emu.device_attribute(cuda_cpu.ATTR_MAX_BLOCKS_PER_MULTIPROCESSOR, 1):
+        got = emu.ops.made_sample(*args)
+    launch, = emu.take_launches()
+    assert launch["dynamic_shared"] > 0 and launch["grid"][0] == 1
+    assert_sampling_identical(got, expected, dtype)
+
+
+def test_made_sample_wide_layers_opt_in_past_48k(emu):
+    """Accumulators of 8 samples × 1612 units × 4 bytes = 51.6 KB: above 48 KiB, which the
+    launcher must opt into with cudaFuncSetAttribute (the emulator checks)."""
+    np.random.seed(0)
+    torch.manual_seed(0)
+    made = reference.made.MADE(20, [800, 792], 20)
+    args = sample_args(made, torch.rand(9, 20), 0)
+    got = emu.ops.made_sample(*args)
+    launch, = emu.take_launches()
+    assert launch["dynamic_shared"] > 48 * 1024
+    assert_sampling_identical(got, CPU.made_sample(*args), torch.float32)
