@@ -7,6 +7,7 @@ kernels compute with the same arithmetic must agree bit for bit; the others (sum
 order, another exp) within the dtype's tolerance. Also: the emulator's own checks (launch
 limits, shuffles, conversions)."""
 
+import ctypes
 import importlib
 
 import numpy as np
@@ -301,3 +302,81 @@ def test_made_sample_wide_layers_opt_in_past_48k(emu):
     launch, = emu.take_launches()
     assert launch["dynamic_shared"] > 48 * 1024
     assert_sampling_identical(got, CPU.made_sample(*args), torch.float32)
+
+
+# The emulator's own checks: launches beyond the hardware's limits fail with the limit named.
+
+def _pointer(tensor):
+    return ctypes.c_void_p(tensor.data_ptr())
+
+
+def test_launch_limits_named(emu):
+    probe = emu.probes
+    assert probe.probe_launch_bounds(64) == 0
+    err = probe.probe_launch_bounds(128)
+    assert err != 0 and "__launch_bounds__(64)" in emu.error_string(err)
+    cases = [((1, 1, 1, 1025, 1, 1), "threads per block"), ((1, 1, 1, 32, 32, 2), "threads per block"),
+             ((1, 65536, 1, 32, 1, 1), "grid.y"), ((1, 1, 70000, 32, 1, 1), "grid.z"),
+             ((0, 1, 1, 32, 1, 1), "empty dimension")]
+    for shape, named in cases:
+        err = probe.probe_launch_shape(*shape)
+        assert err != 0 and named in emu.error_string(err), (shape, emu.error_string(err))
+    out = torch.zeros(64)
+    assert probe.probe_static_shared(32, _pointer(out)) == 0 and bool((out[:32] == 3).all())
+    err = probe.probe_static_shared(56, _pointer(out))
+    assert err != 0 and "static shared memory" in emu.error_string(err)
+
+
+def test_dynamic_shared_memory_opt_in(emu):
+    out = torch.zeros(64)
+    assert emu.probes.probe_dynamic_shared(48 * 1024, 0, _pointer(out)) == 0
+    assert out.tolist() == [float(63 - i) for i in range(64)]
+    err = emu.probes.probe_dynamic_shared(64 * 1024, 0, _pointer(out))
+    assert err != 0 and "cudaFuncSetAttribute" in emu.error_string(err)
+    assert emu.probes.probe_dynamic_shared(64 * 1024, 1, _pointer(out)) == 0
+    err = emu.probes.probe_dynamic_shared(228 * 1024, 1, _pointer(out))
+    assert err != 0
+
+
+@pytest.mark.parametrize("threads", [32, 96, 256])
+def test_warp_shuffles(emu, threads):
+    out = torch.zeros(threads)
+    assert emu.probes.probe_warp_sum(_pointer(out), threads, 16) == 0
+    assert bool((out == 496).all())  # 0 + 1 + ... + 31 in every lane
+    # Offset 32 leaves the warp: each lane adds its own value (2·lane), then 16 .. 1 sum that.
+    assert emu.probes.probe_warp_sum(_pointer(out), threads, 32) == 0
+    assert bool((out == 992).all())
+
+
+def test_shuffle_from_exited_lane_and_unwritten_shared(emu):
+    out = torch.zeros(32)
+    err = emu.probes.probe_shuffle_exited_lane(_pointer(out))
+    assert err != 0 and "did not take part" in emu.error_string(err)
+    assert emu.probes.probe_unwritten_shared(_pointer(out)) == 0
+    assert out[1].isnan() and bool((out[torch.arange(32) != 1] == 1).all())
+
+
+def test_conversions_round_as_cuda(emu):
+    """float -> half / bfloat16 to nearest even (CUDA's __float2half_rn, __float2bfloat16_rn),
+    as torch's CPU conversions; NaN becomes CUDA's canonical 0x7fff."""
+    gen = torch.Generator().manual_seed(0)
+    bits = torch.randint(-2**31, 2**31, (1 << 20,), generator=gen, dtype=torch.int64).to(torch.int32)
+    edges = torch.tensor([0.0, -0.0, 65504.0, 65519.99, 65520.0, 2.0**-24, 2.0**-25, 2.0**-25 * 1.0001,
+                          2.0**-14, 2.0**-14 * (1 - 2**-11), 3.0e38, float("inf"), -float("inf"),
+                          1 + 2**-11, 1 + 3 * 2**-11, 1 + 2**-8, 1 + 3 * 2**-8])
+    values = torch.cat([bits.view(torch.float32), edges, (torch.rand(1 << 16, generator=gen) - 0.5) * 2e-4])
+    values = values[~values.isnan()]
+    for name, dtype in (("half", torch.float16), ("bfloat16", torch.bfloat16)):
+        got = torch.empty(values.numel(), dtype=torch.int16)
+        getattr(emu.probes, f"probe_float_to_{name}")(_pointer(values), _pointer(got), values.numel())
+        assert torch.equal(got, values.to(dtype).view(torch.int16)), name
+        every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16)
+        back = torch.empty(1 << 16)
+        getattr(emu.probes, f"probe_{name}_to_float" if name == "bfloat16" else "probe_half_to_float")(
+            _pointer(every), _pointer(back), 1 << 16)
+        expected = every.view(dtype).float()
+        assert torch.equal(back[~expected.isnan()], expected[~expected.isnan()]) and bool(back[expected.isnan()].isnan().all())
+        nan = torch.tensor([float("nan")])
+        one = torch.empty(1, dtype=torch.int16)
+        getattr(emu.probes, f"probe_float_to_{name}")(_pointer(nan), _pointer(one), 1)
+        assert one.item() == 0x7fff

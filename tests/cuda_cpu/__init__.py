@@ -150,7 +150,7 @@ def _csrc():
 
 def _inputs(csrc):
     files = sorted(p for p in csrc.rglob("*") if p.is_file())
-    files += sorted(p for p in HERE.rglob("*") if p.is_file() and p.suffix in {".h", ".cpp", ".py"})
+    files += sorted(p for p in HERE.rglob("*") if p.is_file() and p.suffix in {".h", ".cpp", ".cu", ".py"})
     return files
 
 
@@ -214,7 +214,12 @@ class Emulator:
         lib.cuda_emu_set_max_blocks.restype = ctypes.c_uint
         lib.cuda_emu_set_max_blocks.argtypes = [ctypes.c_uint]
         lib.cuda_emu_take_launch_log.restype = ctypes.c_char_p
+        lib.probe_error_string.restype = ctypes.c_char_p
         self._lib = lib
+        self.probes = lib  # the probe_* functions of probes.cu
+
+    def error_string(self, error):
+        return self.probes.probe_error_string(error).decode()
 
     def take_launches(self):
         """The launches since the last call: kernel, grid, blocks_run, block, dynamic_shared,
@@ -275,6 +280,10 @@ def load(sanitize=None):
         stamp.unlink(missing_ok=True)
         src_root = directory / "src"
         sources = _mirror(csrc, src_root / "csrc")
+        probes = src_root / "probes.cu.cpp"
+        _write_if_changed(probes, rewrite((HERE / "probes.cu").read_text(), "tests/cuda_cpu/probes.cu",
+                                          device_header=True))
+        sources.append(probes)
         ldflags = ["-pthread", *[f for f in flags if f.startswith("-fsanitize")]]
         os.environ.setdefault("MAX_JOBS", "2")
         cpp_extension.load(
