@@ -79,7 +79,7 @@ int probe_dynamic_shared(int bytes, int opt_in, float* out) {
   if (opt_in) {
     const cudaError_t err = cudaFuncSetAttribute(dynamic_shared_kernel,
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-    if (err != cudaSuccess) return err;
+    if (err != cudaSuccess) return cudaGetLastError();  // and clear it, as the launch below would
   }
   dynamic_shared_kernel<<<1, 64, static_cast<size_t>(bytes)>>>(out);
   return cudaGetLastError();
