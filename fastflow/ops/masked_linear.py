@@ -36,7 +36,7 @@ from ._checks import require_float, require_like_x, require_tensors
 # skipped tiles save (seed 003's 64-wide MADE runs 2x slower at batch 256). The
 # matrix-mask form (no tiles to skip) is slower than the reference's BLAS call at every size
 # measured. 'auto' keeps those calls on the reference. The CUDA and Triton kernels wait
-# for a GPU check (compiled, not yet run on a GPU).
+# for a GPU check (run on the CPU, emulated or interpreted, not yet on a GPU).
 AUTO_ORDER = {"cpu": ("cpu",), "cuda": ("torch",)}
 AUTO_MIN_MACS_CPU = 1 << 24
 

@@ -20,8 +20,9 @@ from ..backend import resolve
 from ._checks import require_float, require_tensors
 
 # Backends 'auto' may pick, fastest first, per device type. A backend is listed only once
-# it has been verified on that device type: the CUDA and Triton kernels have been compiled
-# but not yet run on a GPU, so 'auto' keeps CUDA tensors on the reference for now.
+# it has been verified on that device type: the CUDA and Triton kernels have run on the CPU
+# (emulated, interpreted) but not yet on a GPU, so 'auto' keeps CUDA tensors on the
+# reference for now.
 AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
 
