@@ -9,6 +9,8 @@ limits, shuffles, conversions)."""
 
 import ctypes
 import importlib
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -70,7 +72,7 @@ def assert_identical(got, expected, what):
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "reverse"])
 @pytest.mark.parametrize("alt_order", [False, True], ids=["plain", "alt"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(3, 5, 6, 8), (1, 1, 2, 2), (0, 2, 4, 4), (2, 3, 10, 14)])
 def test_squeeze_2x2(emu, shape, dtype, alt_order, reverse):
     b, c, h, w = shape
@@ -380,3 +382,70 @@ def test_conversions_round_as_cuda(emu):
         one = torch.empty(1, dtype=torch.int16)
         getattr(emu.probes, f"probe_float_to_{name}")(_pointer(nan), _pointer(one), 1)
         assert one.item() == 0x7fff
+
+
+_CUDA_CONVERSIONS = r"""
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+// stdin: n floats; stdout: their half bits, their bfloat16 bits, then every half and every
+// bfloat16 bit pattern as a float.
+int main() {
+  std::vector<float> in;
+  float f;
+  while (std::fread(&f, sizeof f, 1, stdin) == 1) in.push_back(f);
+  for (float v : in) { __half h = __float2half_rn(v); std::fwrite(&h, 2, 1, stdout); }
+  for (float v : in) { __nv_bfloat16 b = __float2bfloat16_rn(v); std::fwrite(&b, 2, 1, stdout); }
+  for (uint32_t i = 0; i < 65536; ++i) {
+    uint16_t bits = static_cast<uint16_t>(i);
+    __half h; std::memcpy(&h, &bits, 2);
+    float v = __half2float(h); std::fwrite(&v, 4, 1, stdout);
+  }
+  for (uint32_t i = 0; i < 65536; ++i) {
+    uint16_t bits = static_cast<uint16_t>(i);
+    __nv_bfloat16 b; std::memcpy(&b, &bits, 2);
+    float v = __bfloat162float(b); std::fwrite(&v, 4, 1, stdout);
+  }
+}
+"""
+
+
+def _cuda_include():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    include = os.path.join(home, "include")
+    return include if os.path.exists(os.path.join(include, "cuda_fp16.h")) else None
+
+
+@pytest.mark.skipif(_cuda_include() is None, reason="needs the CUDA toolkit's headers")
+def test_conversions_match_cuda_headers(emu, tmp_path):
+    """The emulation's conversions against the CUDA toolkit's own (their host code), bit for
+    bit, NaN included."""
+    source = tmp_path / "conversions.cpp"
+    source.write_text(_CUDA_CONVERSIONS)
+    program = tmp_path / "conversions"
+    subprocess.run(["c++", "-std=c++17", "-O1", "-I", _cuda_include(), str(source), "-o", str(program)],
+                   check=True)
+    gen = torch.Generator().manual_seed(1)
+    values = torch.randint(-2**31, 2**31, (1 << 18,), generator=gen, dtype=torch.int64).to(torch.int32)
+    values = torch.cat([values.view(torch.float32), torch.tensor([65520.0, 2.0**-25, float("nan"), -0.0])])
+    out = subprocess.run([str(program)], input=values.numpy().tobytes(), capture_output=True,
+                         check=True).stdout
+    n = values.numel()
+    cuda = torch.frombuffer(bytearray(out), dtype=torch.uint8)
+    cuda_half = cuda[:2 * n].view(torch.int16)
+    cuda_bf16 = cuda[2 * n:4 * n].view(torch.int16)
+    cuda_floats = cuda[4 * n:].view(torch.int32)
+    ours = torch.empty(n, dtype=torch.int16)
+    emu.probes.probe_float_to_half(_pointer(values), _pointer(ours), n)
+    assert torch.equal(ours, cuda_half)
+    emu.probes.probe_float_to_bfloat16(_pointer(values), _pointer(ours), n)
+    assert torch.equal(ours, cuda_bf16)
+    every = torch.arange(1 << 16, dtype=torch.int32).to(torch.int16)
+    back = torch.empty(2 << 16)
+    emu.probes.probe_half_to_float(_pointer(every), _pointer(back), 1 << 16)
+    emu.probes.probe_bfloat16_to_float(_pointer(every), ctypes.c_void_p(back.data_ptr() + 4 * (1 << 16)),
+                                       1 << 16)
+    assert torch.equal(back.view(torch.int32), cuda_floats)

@@ -1,5 +1,6 @@
 // __half of the CPU emulation (tests/cuda_cpu): storage and CUDA's conversions, rounded as
-// CUDA rounds them (to nearest even; a NaN becomes 0x7fff, CUDA's canonical one). As in
+// CUDA rounds them (to nearest even; a NaN becomes CUDA's canonical one, 0x7fff as a half,
+// 0x7fffffff as a float; checked against the toolkit's headers by the tests). As in
 // torch's CUDA builds (__CUDA_NO_HALF_CONVERSIONS__, __CUDA_NO_HALF_OPERATORS__), there are
 // no implicit conversions and no arithmetic on __half.
 #pragma once
@@ -48,7 +49,9 @@ inline uint16_t float_to_half_bits(float f) {
 inline float half_bits_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-  if (exponent == 0x1fu) return bits_float(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent == 0x1fu) {  // inf, or NaN: CUDA's canonical 0x7fffffff
+    return bits_float(mantissa == 0 ? (sign | 0x7f800000u) : 0x7fffffffu);
+  }
   if (exponent != 0) return bits_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
   const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;  // 2^-24
   return sign ? -magnitude : magnitude;
