@@ -86,7 +86,9 @@ def _extension():
     # -fopenmp: at::parallel_for is inline OpenMP in torch's headers (torch's own libgomp
     # serves it at run time); without it the CPU kernels run on one thread.
     # -fno-trapping-math: lets the row loops of the CPU kernels vectorize their float selects.
-    cxx_flags = ["-O3", "-fopenmp", "-fno-trapping-math"]
+    # -std=c++20: the C++ sources need it (std::bit_cast). torch 2.14 passes it itself; torch
+    # 2.11 passes -std=c++17 unless the "cxx" flags have a -std. nvcc keeps torch's own -std.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-fno-trapping-math"]
     link_flags = ["-fopenmp"]
     if not _cuda_wanted():
         return CppExtension("fastflow._C", sources, extra_compile_args={"cxx": cxx_flags},
