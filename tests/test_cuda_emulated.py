@@ -97,6 +97,24 @@ def test_squeeze_2x2_strided_and_small_grid(emu, reverse):
     assert all(launch["blocks_run"][0] == 2 for launch in emu.take_launches())
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "reverse"])
+def test_squeeze_2x2_64_bit_indices(emu, tmp_path, reverse):
+    """An input whose furthest element lies past 2^31 (a batch stride of 2^31, in a sparse
+    file mapped copy-on-write: no memory is spent) takes the kernel's 64-bit index path."""
+    elements = (1 << 31) + 4096
+    path = tmp_path / "sparse.bin"
+    with open(path, "wb") as f:
+        f.truncate(2 * elements)
+    storage = torch.from_file(str(path), shared=False, size=elements, dtype=torch.float16)
+    shape = (2, 12, 2, 3) if reverse else (2, 3, 4, 6)
+    x = storage.as_strided(shape, (1 << 31, 6 * shape[2], shape[3], 1))
+    x.copy_(torch.randn(shape).half())
+    got = emu.ops.squeeze_2x2(x, reverse, True)
+    assert_identical(got, CPU.squeeze_2x2(x.contiguous(), reverse, True), "64-bit indices")
+    launch, = emu.take_launches()
+    assert "index_t = long" in launch["kernel"], launch["kernel"]
+
+
 # Vector affine coupling: a warp per row, grid-stride over rows, a shuffle sum per row.
 
 def coupling_inputs(rows, dim, dtype, strided):

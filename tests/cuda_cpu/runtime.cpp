@@ -15,6 +15,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -457,6 +458,8 @@ void launch(const void* kernel, const LaunchConfig& config, const std::function<
       thread_body();
     } catch (const Fault& fault) {
       if (fault.message != "stopped") record_failure(fault);
+    } catch (const std::exception& e) {
+      record_failure(Fault{cudaErrorLaunchFailure, std::string("C++ exception: ") + e.what()});
     }
     // The thread returns: it leaves the block's barrier and its warp's.
     Block& block = *state.block;
