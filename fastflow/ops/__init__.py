@@ -1,5 +1,13 @@
 """The ops as PyTorch sees them (custom ops with fake implementations and autograd), and
-the public functions that run them on the chosen backend."""
+the public functions that run them on the chosen backend.
+
+Each op's public function has its submodule's name, so `fastflow.ops.masked_linear` (and
+likewise affine_coupling, dequantize_logit, image_coupling, made_sample, squeeze_2x2) is the
+function, not the module. Helpers meant for users are exported here by name
+(`fastflow.ops.degrees_from_mask`); the modules themselves stay importable as
+`from fastflow.ops.masked_linear import ...` or
+`importlib.import_module("fastflow.ops.masked_linear")`.
+"""
 
 from . import affine_coupling as _affine_coupling
 from . import dequantize_logit as _dequantize_logit
@@ -14,6 +22,7 @@ dequantize_logit = _dequantize_logit.dequantize_logit
 image_coupling = _image_coupling.image_coupling
 masked_linear = _masked_linear.masked_linear
 degree_masked_linear = _masked_linear.degree_masked_linear
+degrees_from_mask = _masked_linear.degrees_from_mask
 squeeze_2x2 = _squeeze_2x2.squeeze_2x2
 made_sample = _made_sample.made_sample
 gaussian_made_sample = _made_sample.gaussian_made_sample
@@ -33,6 +42,7 @@ AUTO_CONDITIONS = {
     ("masked_linear", "cpu"): "degree form with batch·in·out >= 2^24, else torch",
 }
 
-__all__ = ["affine_coupling", "affine_coupling_packed", "degree_masked_linear", "dequantize_logit",
+__all__ = ["affine_coupling", "affine_coupling_packed", "degree_masked_linear", "degrees_from_mask",
+           "dequantize_logit",
            "gaussian_made_sample", "iaf_inverse", "image_coupling", "made_sample", "masked_linear",
            "squeeze_2x2", "AUTO_CONDITIONS", "AUTO_ORDERS"]
