@@ -1,0 +1,63 @@
+"""How fastflow judges a result: against the reference computed in float64 on the same
+inputs (same weights, same noise), the truth as far as it can be computed.
+
+A result passes when its error against the float64 truth is at most
+max(the dtype's tolerance, 2 × the error of the reference itself run in that dtype) —
+flash-attention's rule: a kernel may be as inexact as the reference it replaces (twice, for
+a different summation order), never worse, and never judged against a less accurate
+reference. The error is the largest absolute difference relative to the truth's largest
+magnitude; for a truth that is exactly zero (a conv bias in front of a train-mode BatchNorm
+has no gradient) it is relative to a scale the caller gives (its model's largest gradient).
+The tests (tests/utils.py) and the benchmark's check (fastflow.bench) both use this.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Relative error every result may have in its dtype, whatever the reference's error.
+TOLERANCE = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.float16: 5e-3,
+    torch.bfloat16: 3e-2,
+}
+
+
+def relative_error(got: torch.Tensor, truth: torch.Tensor, scale: float | None = None) -> float:
+    """max |got − truth| / max |truth| (or / scale when given, or when truth is all zero);
+    0 for empty tensors, inf for a NaN or inf where truth is finite, or for shapes that
+    differ."""
+    if got.shape != truth.shape:
+        return math.inf
+    if truth.numel() == 0:
+        return 0.0
+    diff = (got.detach().double() - truth.detach().double()).abs()
+    diff = torch.where(torch.isnan(got.detach()) & torch.isnan(truth.detach()), 0.0, diff)
+    largest = diff.max().item()
+    if math.isnan(largest):
+        return math.inf
+    if scale is None:
+        scale = truth.detach().double().abs().max().item()
+    return largest / scale if scale > 0 else (0.0 if largest == 0 else math.inf)
+
+
+def allowed_error(dtype: torch.dtype, reference_error: float = 0.0) -> float:
+    return max(TOLERANCE[dtype], 2.0 * reference_error)
+
+
+def mismatch(got: torch.Tensor, truth: torch.Tensor, *, reference: torch.Tensor | None = None,
+             dtype: torch.dtype | None = None, scale: float | None = None) -> str | None:
+    """Why `got` is not close enough to the float64 `truth`, or None. `reference`: the
+    reference's own result in got's dtype, whose error widens the allowance; `dtype`: whose
+    tolerance applies (default got's)."""
+    dtype = dtype or got.dtype
+    error = relative_error(got, truth, scale)
+    reference_error = relative_error(reference, truth, scale) if reference is not None else 0.0
+    allowed = allowed_error(dtype, reference_error)
+    if error <= allowed:
+        return None
+    return (f"error {error:.3g} against float64 > allowed {allowed:.3g} (max of the {dtype} "
+            f"tolerance {TOLERANCE[dtype]:.0e} and 2x the reference's own error {reference_error:.3g})")
