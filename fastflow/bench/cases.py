@@ -3,12 +3,16 @@ configurations, the reference and fused functions, and how a provider's result i
 
 A Case is one op at one size. `case.make(device, dtype, mode)` builds a Setup: the inputs,
 the reference function and the fused one (both called as fn(*inputs)), the tensors whose
-gradients fwd+bwd computes, and how to check a provider's output. Sizes are chosen per
+gradients fwd+bwd computes, and how to check a provider's output. Unless a case checks its
+own way, a provider is judged by fastflow.accuracy's rule against the reference run again
+in float64 on the same inputs: the same function on float64 copies of the inputs for an op
+(its captured masks promote), a float64 copy of the reference model for a model. Sizes are chosen per
 configuration: quick fits a 2-core CPU in a few minutes, full is for a GPU.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from types import SimpleNamespace
 from typing import Callable
@@ -26,17 +30,7 @@ from fastflow.ops.masked_linear import degree_mask, masked_linear_reference
 
 FWD, FWD_BWD, SAMPLE = "fwd", "fwd+bwd", "sample"
 
-# (rtol, atol) of outputs per dtype; gradients get ten times more (they sum more terms).
-TOLERANCES = {
-    torch.float64: (1e-7, 1e-7),
-    torch.float32: (1e-4, 1e-3),
-    torch.float16: (1e-2, 1e-2),
-    torch.bfloat16: (2e-2, 2e-2),
-}
-EXACT = {dtype: (0.0, 0.0) for dtype in TOLERANCES}
-# Whole models: torch.compile's fused batch norms sum over the batch in another order, which
-# moves float32 parameter gradients by up to about 1e-3 of their largest value.
-MODEL_TOLERANCES = {**TOLERANCES, torch.float32: (5e-4, 1e-3)}
+DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
 @dataclasses.dataclass
@@ -47,8 +41,13 @@ class Setup:
     # Tensors fwd+bwd differentiates: the same inputs for an op; each model's own parameters.
     reference_leaves: list = dataclasses.field(default_factory=list)
     fused_leaves: list = dataclasses.field(default_factory=list)
-    # check(got, expected) -> None, or why got is wrong. None: allclose at the case's tolerance.
+    # check(got, expected) -> None, or why got is wrong. None: fastflow.accuracy's rule
+    # against the float64 reference.
     check: Callable | None = None
+    # Models: the reference model's float64 copy, as a function of the float64 inputs, and
+    # its parameters. None: the reference itself on float64 copies of the inputs.
+    reference64: Callable | None = None
+    reference64_leaves: list = dataclasses.field(default_factory=list)
     # Work per call, for throughput: bytes moved (memory-bound ops) or FLOPs (products).
     nbytes: int | None = None
     flops: int | None = None
@@ -63,12 +62,12 @@ class Case:
     make: Callable    # (device, dtype, mode) -> Setup
     series: str = ""  # cases with the same series form one line of the op's plot
     modes: tuple = (FWD, FWD_BWD)
-    dtypes: tuple = tuple(TOLERANCES)
+    dtypes: tuple = DTYPES
     compiles: bool = True   # whether torch.compile of the reference is a provider
     # A different function of the same inputs and work (masked linear: F.linear without the
     # mask), timed as the `dense` provider for scale and never checked; None: no such provider.
     dense: Callable | None = None
-    tolerances: dict = dataclasses.field(default_factory=lambda: TOLERANCES)
+    exact: bool = False  # a provider must equal the reference bit for bit (moves values only)
 
 
 def _tensor_bytes(values) -> int:
@@ -124,7 +123,7 @@ def _squeeze(shape, variant, modes):
     # CPU, rounded to TF32 by cuDNN on a GPU (see README), hence the tolerance there.
     exact = not alt_order
     return Case("squeeze_2x2", label, shape, int(np.prod(shape)), make, variant, modes=modes,
-                tolerances=EXACT if exact else TOLERANCES)
+                exact=exact)
 
 
 def squeeze_cases(full):
@@ -259,10 +258,14 @@ def _model_pair(ref_cls, fast_cls, *args, device, dtype, np_seed=False):
 
 
 def _model_setup(ref, fast, run, x, mode, flops=None) -> Setup:
-    """fwd+bwd: the gradients of each model's own parameters."""
+    """fwd+bwd: the gradients of each model's own parameters. The float64 copy is taken
+    before any call (which would move a train-mode BatchNorm's running statistics)."""
+    ref64 = copy.deepcopy(ref).double()
     return Setup((x,), lambda x: run(ref, x), lambda x: run(fast, x),
                  list(ref.parameters()) if mode == FWD_BWD else [],
-                 list(fast.parameters()) if mode == FWD_BWD else [], flops=flops)
+                 list(fast.parameters()) if mode == FWD_BWD else [], flops=flops,
+                 reference64=lambda x: run(ref64, x),
+                 reference64_leaves=list(ref64.parameters()) if mode == FWD_BWD else [])
 
 
 def _made(batch, hidden, dim):
@@ -377,7 +380,7 @@ def _realnvp(name, ref_cls, fast_cls, args, run, shape, rand):
         x = (torch.rand if rand else torch.randn)(shape, device=device, dtype=dtype)
         return _model_setup(ref, fast, run, x, mode)
     return Case("realnvp", f"{name} b{shape[0]}", shape, int(np.prod(shape)), make, name,
-                dtypes=(torch.float32, torch.float64), tolerances=MODEL_TOLERANCES)
+                dtypes=(torch.float32, torch.float64))
 
 
 def realnvp_cases(full):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 CSV_FIELDS = ["op", "case", "series", "shape", "mode", "dtype", "provider", "status", "reason", "checked",
-              "median_s", "p20_s", "p80_s", "reps", "speedup_vs_eager", "speedup_vs_compile",
+              "median_s", "p20_s", "p80_s", "reps", "compile_s", "speedup_vs_eager", "speedup_vs_compile",
               "throughput", "throughput_unit", "ceiling_pct", "vs_stored", "regressed",
               "device", "torch", "triton", "cuda", "git_commit", "time"]
 
@@ -63,19 +64,21 @@ def table(rows, meta, ceilings) -> str:
     for dtype, c in ceilings.items():
         lines.append(f"ceilings ({dtype}): device copy {c['copy_gbs']:.1f} GB/s, "
                      f"{c['matmul_n']}^3 matmul {c['matmul_tflops']:.3g} TFLOP/s")
-    lines.append("median (p20-p80) per call; speedups are ratios of medians from this run")
+    lines.append("median (p20-p80) per call; speedups are ratios of medians from this run; "
+                 "compile: torch.compile's first calls (compiling), not in its median")
     stored = any("vs_stored" in r for r in rows)
     header = ["op", "case", "mode", "dtype", "provider", "median", "p20-p80", "vs eager",
-              "vs compile", "throughput", "% ceiling"] + (["vs stored"] if stored else [])
+              "vs compile", "throughput", "% ceiling", "compile"] + (["vs stored"] if stored else [])
     body = []
     for r in rows:
+        compiling = _time(r.get("compile_s"))
         if r["status"] != "ok":
-            timing = [r["status"], "", "", "", "", ""]
+            timing = [r["status"], "", "", "", "", "", compiling]
         else:
             throughput = "" if r["throughput"] is None else f"{r['throughput']:.3g} {r['throughput_unit']}"
             timing = [_time(r["median_s"]), f"{_time(r['p20_s'])}-{_time(r['p80_s'])}",
                       _ratio(r["speedup_vs_eager"]), _ratio(r["speedup_vs_compile"]), throughput,
-                      "" if r["ceiling_pct"] is None else f"{r['ceiling_pct']:.0f}%"]
+                      "" if r["ceiling_pct"] is None else f"{r['ceiling_pct']:.0f}%", compiling]
         if stored:
             mark = _ratio(r.get("vs_stored")) + (" REGRESSED" if r.get("regressed") else "")
             timing.append(mark)
@@ -95,6 +98,27 @@ def table(rows, meta, ceilings) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
+def summary(rows) -> str:
+    """One line per op: `auto` (what a user gets by default) against the reference eager and
+    against torch.compile of it: the geometric mean of its speedups over the op's timed
+    cases, modes and dtypes, with their range."""
+    lines = ["", "auto (fastflow's default) against the reference, geometric mean (range) over each op's rows:"]
+    for op in dict.fromkeys(r["op"] for r in rows):
+        auto = [r for r in rows if r["op"] == op and r["provider"] == "auto"]
+        if not auto:
+            continue
+        parts = []
+        for column, name in (("speedup_vs_eager", "eager"), ("speedup_vs_compile", "torch.compile")):
+            values = [r[column] for r in auto if r[column]]
+            if values:
+                mean = math.exp(sum(map(math.log, values)) / len(values))
+                parts.append(f"vs {name} {mean:.2f}x ({min(values):.2f}-{max(values):.2f}x, {len(values)} rows)")
+        failed = sum(r["status"] == "FAILED" for r in auto)
+        parts += [f"{failed} FAILED"] if failed else []
+        lines.append(f"  {op}: " + ("; ".join(parts) or "not timed"))
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def write_csv(rows, meta, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
@@ -104,8 +128,10 @@ def write_csv(rows, meta, path: Path) -> None:
 
 
 def write_json(rows, meta, ceilings, config, path: Path) -> None:
+    """The run as one JSON document: summaries per row, no per-call times (small enough to
+    commit)."""
     path.write_text(json.dumps({"meta": meta, "config": config, "ceilings": ceilings, "rows": rows},
-                               indent=1) + "\n")
+                               separators=(",", ":")) + "\n")
 
 
 def plot(rows, out_dir: Path, prefix: str) -> list[Path]:

@@ -10,18 +10,21 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 import fastflow
+from fastflow import accuracy
 from fastflow import triton as _triton
 from fastflow.backend import BackendUnavailableError, unavailable_reason
 
 from . import report, timing
 from .cases import FWD_BWD, OPS, cases
 
-PROVIDERS = ("reference", "reference-compile", "dense", "cpu", "cuda", "triton")
+# `auto`: what a user gets by default (fastflow's own choice of backend per op and call).
+PROVIDERS = ("reference", "reference-compile", "dense", "auto", "cpu", "cuda", "triton")
 # Providers timed without the check, and the note the table gives them.
 UNCHECKED = {"dense": "a different function: not checked"}
 DTYPES = {"float32": torch.float32, "float64": torch.float64,
@@ -88,7 +91,7 @@ def parse_args(argv):
     args.device = torch.device(args.device)
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to torch")
-    available = ["reference", "reference-compile", "dense"] + fastflow_providers(args.device)
+    available = ["reference", "reference-compile", "dense", "auto"] + fastflow_providers(args.device)
     if args.providers is None:
         args.providers = available
     for name in args.providers:
@@ -167,47 +170,66 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
 
 
-def _mismatch(got, expected, tolerances) -> str | None:
-    got, expected = _tuple(got), _tuple(expected)
-    if len(got) != len(expected):
-        return f"{len(got)} outputs, the reference has {len(expected)}"
-    for i, (g, e) in enumerate(zip(got, expected)):
-        rtol, atol = tolerances[e.dtype] if e.dtype in tolerances else tolerances[torch.float32]
-        try:
-            torch.testing.assert_close(g, e, rtol=rtol, atol=atol)
-        except AssertionError as error:
-            return f"output {i}: " + " ".join(str(error).split())[:200]
-    return None
+def _float64(value):
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().double().requires_grad_(value.requires_grad)
+    return value
 
 
-def _grad_mismatch(got, expected, tolerances) -> str | None:
-    """Gradients sum over the batch in an order each provider picks: each is compared with
-    a tolerance relative to its tensor's largest value, ten times the outputs' tolerance."""
-    for i, (g, e) in enumerate(zip(got, expected)):
-        rtol, atol = tolerances[e.dtype] if e.dtype in tolerances else tolerances[torch.float32]
-        scale = float(e.abs().max()) if e.numel() else 0.0
-        error = float((g - e).abs().max()) if e.numel() else 0.0
-        if not error <= 10 * (atol + rtol * scale):  # also catches NaN
-            return f"gradient {i}: largest difference {error:.3g}, largest value {scale:.3g}"
+def _mismatch(got, truth, reference, dtype, exact, what, scale=None) -> str | None:
+    """Why the provider's tensors `got` fail fastflow.accuracy's rule against the float64
+    `truth` (the reference's own `reference` widening it), or are not identical to
+    `reference` when `exact`; None when they pass. scale(i): the scale of truth i when it is
+    exactly zero."""
+    if len(got) != len(truth):
+        return f"{len(got)} {what}s, the reference has {len(truth)}"
+    for i, (g, t, r) in enumerate(zip(got, truth, reference)):
+        if exact:
+            if g.shape != r.shape or not torch.equal(g, r):
+                return f"{what} {i}: not identical to the reference"
+            continue
+        zero = t.numel() > 0 and not bool(t.abs().max() > 0)
+        reason = accuracy.mismatch(g, t, reference=r, dtype=dtype,
+                                   scale=scale() if zero and scale else None)
+        if reason:
+            return f"{what} {i}: {reason}"
     return None
 
 
 class Task:
-    """One case at one dtype and mode: its inputs, the reference's results, and the step
-    each provider times."""
+    """One case at one dtype and mode: its inputs, the reference's results in that dtype
+    and in float64 (the truth a provider is judged against), and the step each provider
+    times."""
 
     def __init__(self, case, device, dtype, mode):
         self.case, self.dtype, self.mode = case, dtype, mode
         self.setup = case.make(device, dtype, mode)
-        if mode == FWD_BWD:
-            outputs = self.setup.reference(*self.setup.inputs)
-            diff = _differentiable(outputs)
-            self.grad_outputs = [torch.randn_like(o) for o in diff]
-            self.expected_grads = torch.autograd.grad(diff, self.setup.reference_leaves, self.grad_outputs)
-        else:
+        s = self.setup
+        self.expected, self.expected_grads = self._run(s.reference, s.inputs, s.reference_leaves)
+        self.truth, self.truth_grads = self.expected, self.expected_grads
+        if s.check is None and dtype != torch.float64:
+            inputs = tuple(_float64(v) for v in s.inputs)
+            if s.reference64 is not None:
+                fn, leaves = s.reference64, s.reference64_leaves
+            else:  # an op: the same function on float64 copies of its inputs
+                fn = s.reference
+                leaves = [inputs[i] for i, v in enumerate(s.inputs)
+                          if any(v is leaf for leaf in s.reference_leaves)]
+            self.truth, self.truth_grads = self._run(fn, inputs, leaves, float64=True)
+
+    def _run(self, fn, inputs, leaves, float64=False):
+        """fn's outputs on inputs, and for fwd+bwd the gradients of leaves (for the output
+        gradients drawn by the first run, in float64 for the float64 run)."""
+        if self.mode != FWD_BWD:
             with torch.no_grad():
-                outputs = self.setup.reference(*self.setup.inputs)
-        self.expected = tuple(o.detach() for o in _tuple(outputs))
+                return tuple(o.detach() for o in _tuple(fn(*inputs))), None
+        outputs = fn(*inputs)
+        diff = _differentiable(outputs)
+        if not float64:
+            self.grad_outputs = [torch.randn_like(o) for o in diff]
+        grad_outputs = [g.double() for g in self.grad_outputs] if float64 else self.grad_outputs
+        grads = torch.autograd.grad(diff, leaves, grad_outputs)
+        return tuple(o.detach() for o in _tuple(outputs)), grads
 
     def provider_fn(self, provider):
         """(fn, leaves) of a provider: the function it runs on the inputs and the tensors
@@ -240,7 +262,9 @@ class Task:
         return forward_backward
 
     def check(self, fn, leaves) -> str | None:
-        """Why fn's outputs (and gradients, for fwd+bwd) are not the reference's, or None."""
+        """Why fn's outputs (and gradients, for fwd+bwd) fail their check, or None: the
+        case's own check, else fastflow.accuracy's rule against the float64 reference (or
+        identity with the reference, for a case that only moves values)."""
         s = self.setup
         if self.mode == FWD_BWD:
             got = fn(*s.inputs)
@@ -249,10 +273,16 @@ class Task:
             with torch.no_grad():
                 got = fn(*s.inputs)
         got = tuple(o.detach() for o in _tuple(got))
-        reason = (s.check(*got, *self.expected) if s.check else
-                  _mismatch(got, self.expected, self.case.tolerances))
+        if s.check:
+            return s.check(*got, *self.expected)
+        exact = self.case.exact
+        reason = _mismatch(got, self.truth, self.expected, self.dtype, exact, "output")
         if reason is None and self.mode == FWD_BWD:
-            reason = _grad_mismatch(grads, self.expected_grads, self.case.tolerances)
+            # A gradient that is exactly zero in float64 is judged against the largest of all.
+            def largest():
+                return max(float(t.abs().max()) for t in self.truth_grads if t.numel())
+            reason = _mismatch(grads, self.truth_grads, self.expected_grads, self.dtype, exact,
+                               "gradient", largest)
         return reason
 
 
@@ -260,7 +290,8 @@ def checked_provider(task, provider) -> tuple:
     """(fn, leaves, status, reason): the provider's function and the tensors it
     differentiates, after its check against the reference. status is "ok" (reason: empty,
     or the note of a provider timed unchecked), "n/a" (it cannot run here: why) or "FAILED"
-    (how it differs; it must not be timed)."""
+    (how it differs; it must not be timed). For torch.compile the check's first call is
+    the compilation, which the timing that follows leaves out."""
     fn, leaves = task.provider_fn(provider)
     if provider == "reference":
         return fn, leaves, "ok", ""
@@ -284,16 +315,18 @@ def run_task(task, provider, device, budget, meta, ceilings) -> dict:
            "mode": task.mode, "dtype": str(task.dtype).removeprefix("torch."), "provider": provider,
            "status": "ok", "reason": "", "checked": provider not in UNCHECKED,
            "median_s": None, "p20_s": None, "p80_s": None, "reps": 0,
-           "times_s": [], "throughput": None, "throughput_unit": "", "ceiling_pct": None,
+           "compile_s": None, "throughput": None, "throughput_unit": "", "ceiling_pct": None,
            "regressed": False, **meta}
+    start = time.perf_counter()
     fn, leaves, status, reason = checked_provider(task, provider)
+    if provider == "reference-compile":
+        row["compile_s"] = time.perf_counter() - start  # the check's calls: compiling, mostly
     row.update(status=status, reason=reason)
     if status != "ok":
         return row
     times = timing.measure(task.step(fn, leaves), device, budget)
     stats = timing.summary(times)
-    row.update(median_s=stats["median"], p20_s=stats["p20"], p80_s=stats["p80"], reps=stats["reps"],
-               times_s=times)
+    row.update(median_s=stats["median"], p20_s=stats["p20"], p80_s=stats["p80"], reps=stats["reps"])
     ceiling = ceilings[row["dtype"]]
     if setup.nbytes:
         row.update(throughput=setup.nbytes / stats["median"] / 1e9, throughput_unit="GB/s")
@@ -334,7 +367,7 @@ def main(argv=None) -> int:
 
     report.add_speedups(rows)
     regressed = report.compare(rows, args.compare, args.threshold) if args.compare else 0
-    text = report.table(rows, meta, ceilings)
+    text = report.table(rows, meta, ceilings) + report.summary(rows)
     print(text, end="")
 
     out = args.out or (Path("benchmarks/results") if Path("benchmarks").is_dir()
