@@ -205,3 +205,18 @@ def test_auto_provider_and_summary(tmp_path, capsys):
     assert rows[1]["status"] == "ok" and rows[1]["speedup_vs_eager"] > 0
     out = capsys.readouterr().out
     assert "  squeeze_2x2: vs eager" in out
+
+
+def test_every_quick_case_has_a_float64_truth():
+    """Each quick case's reference runs again in float64 (the truth providers are judged
+    against) in each of its modes, and agrees with its float32 run."""
+    from fastflow.accuracy import relative_error
+    from fastflow.bench.runner import Task
+    for case in cases.cases(cases.OPS, False):
+        for mode in case.modes:
+            task = Task(case, torch.device("cpu"), torch.float32, mode)
+            if task.setup.check is not None:
+                continue  # sampling: checked against the reference loop itself
+            for expected, truth in zip(task.expected, task.truth):
+                assert truth.dtype in (torch.float64, torch.int64, torch.bool), (case.label, truth.dtype)
+                assert relative_error(expected, truth) < 1e-2, (case.op, case.label, mode)

@@ -342,7 +342,9 @@ def _maf_sample(batch, dim, hidden, blocks):
         ref, fast = _model_pair(reference.maf.MAF, fastflow.nn.maf.MAF, dim, hidden, 1, blocks,
                                 device=device, dtype=dtype)
         z = torch.randn(batch, dim, device=device, dtype=dtype)
-        return Setup((z,), lambda z: ref.sample(batch, z), lambda z: fast.sample(batch, z)[0])
+        ref64 = copy.deepcopy(ref).double()
+        return Setup((z,), lambda z: ref.sample(batch, z), lambda z: fast.sample(batch, z)[0],
+                     reference64=lambda z: ref64.sample(batch, z))
     return Case("maf_sample", f"b{batch} {blocks}x{dim}-{hidden}", (batch, dim), batch * dim, make,
                 f"{blocks}x{dim}-{hidden}", modes=(SAMPLE,), dtypes=(torch.float32, torch.float64), compiles=False)
 
