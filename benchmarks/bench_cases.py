@@ -45,10 +45,7 @@ def test_case(benchmark, case, mode, provider):
     if status == "n/a":
         pytest.skip(reason)
     if status == "FAILED":
-        # As in the runner: torch.compile disagreeing with eager is shown, not a failure of fastflow.
-        if provider == "reference-compile":
-            pytest.xfail(f"torch.compile disagrees with the reference: {reason}")
-        pytest.fail(f"{provider} disagrees with the reference: {reason}")
+        pytest.fail(f"{provider} disagrees with the float64 reference: {reason}")
     benchmark.group = f"{case.op} {case.label} {mode} {DEVICE.type}"
     if reason:
         benchmark.extra_info["note"] = reason

@@ -6,8 +6,10 @@ max(the dtype's tolerance, 2 × the error of the reference itself run in that dt
 flash-attention's rule: a kernel may be as inexact as the reference it replaces (twice, for
 a different summation order), never worse, and never judged against a less accurate
 reference. The error is the largest absolute difference relative to the truth's largest
-magnitude; for a truth that is exactly zero (a conv bias in front of a train-mode BatchNorm
-has no gradient) it is relative to a scale the caller gives (its model's largest gradient).
+magnitude; for a truth that is zero up to float64's rounding (a conv bias in front of a
+train-mode BatchNorm has no gradient: its float64 gradient is rounding noise, below
+NEGLIGIBLE times the model's largest) it is relative to a scale the caller gives (its
+model's largest gradient).
 The tests (tests/utils.py) and the benchmark's check (fastflow.bench) both use this.
 """
 
@@ -26,10 +28,15 @@ TOLERANCE = {
 }
 
 
+# A float64 truth this much smaller than the scale of its whole (the model's largest
+# gradient) is zero but for rounding.
+NEGLIGIBLE = 1e-10
+
+
 def relative_error(got: torch.Tensor, truth: torch.Tensor, scale: float | None = None) -> float:
-    """max |got − truth| / max |truth| (or / scale when given, or when truth is all zero);
-    0 for empty tensors, inf for a NaN or inf where truth is finite, or for shapes that
-    differ."""
+    """max |got − truth| / max |truth|, or / scale (the scale of the whole truth belongs to)
+    when max |truth| is below NEGLIGIBLE times it; 0 for empty tensors, inf for a NaN or
+    inf where truth is finite, or for shapes that differ."""
     if got.shape != truth.shape:
         return math.inf
     if truth.numel() == 0:
@@ -39,8 +46,9 @@ def relative_error(got: torch.Tensor, truth: torch.Tensor, scale: float | None =
     largest = diff.max().item()
     if math.isnan(largest):
         return math.inf
-    if scale is None:
-        scale = truth.detach().double().abs().max().item()
+    own = truth.detach().double().abs().max().item()
+    if scale is None or own > NEGLIGIBLE * scale:
+        scale = own
     return largest / scale if scale > 0 else (0.0 if largest == 0 else math.inf)
 
 
@@ -52,7 +60,8 @@ def mismatch(got: torch.Tensor, truth: torch.Tensor, *, reference: torch.Tensor 
              dtype: torch.dtype | None = None, scale: float | None = None) -> str | None:
     """Why `got` is not close enough to the float64 `truth`, or None. `reference`: the
     reference's own result in got's dtype, whose error widens the allowance; `dtype`: whose
-    tolerance applies (default got's)."""
+    tolerance applies (default got's); `scale`: the scale of the whole truth belongs to, for
+    a truth that is zero but for rounding."""
     dtype = dtype or got.dtype
     error = relative_error(got, truth, scale)
     reference_error = relative_error(reference, truth, scale) if reference is not None else 0.0

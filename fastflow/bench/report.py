@@ -72,7 +72,7 @@ def table(rows, meta, ceilings) -> str:
     body = []
     for r in rows:
         compiling = _time(r.get("compile_s"))
-        if r["status"] != "ok":
+        if r["median_s"] is None:
             timing = [r["status"], "", "", "", "", "", compiling]
         else:
             throughput = "" if r["throughput"] is None else f"{r['throughput']:.3g} {r['throughput_unit']}"
@@ -82,7 +82,8 @@ def table(rows, meta, ceilings) -> str:
         if stored:
             mark = _ratio(r.get("vs_stored")) + (" REGRESSED" if r.get("regressed") else "")
             timing.append(mark)
-        provider = r["provider"] if r["checked"] else r["provider"] + " (not checked)"
+        provider = r["provider"] + {"ok": "", "inexact": " (inexact)"}.get(r["status"], "")
+        provider += "" if r["checked"] else " (not checked)"
         body.append([r["op"], r["case"], r["mode"], r["dtype"], provider] + timing)
     widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
 
