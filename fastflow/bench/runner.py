@@ -110,19 +110,34 @@ def parse_args(argv):
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
+    model = _cpuinfo("model name") or platform.processor() or platform.machine()
+    return f"{model} ({os.cpu_count()} cores; {cpu_vector_extensions()})"
+
+
+def _cpuinfo(field: str) -> str | None:
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith(field))
     except (OSError, StopIteration):
-        pass
-    return f"{model} ({os.cpu_count()} cores)"
+        return None
+
+
+def cpu_vector_extensions() -> str:
+    """The CPU's vector extensions that decide which kernels are fast (from /proc/cpuinfo),
+    e.g. "avx2 fma avx512f amx_tile"; the machine's architecture where that is unknown."""
+    flags = (_cpuinfo("flags") or "").split()
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve")
+    return " ".join(f for f in wanted if f in flags) or platform.machine()
 
 
 def device_slug(device: torch.device) -> str:
+    """The results folder's name: the GPU's name, or the CPU's model and core count."""
     if device.type == "cuda":
-        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
-    return f"cpu-{platform.machine().lower()}-{os.cpu_count()}core"
+        name = torch.cuda.get_device_name(device)
+    else:
+        model = _cpuinfo("model name") or platform.machine()
+        name = f"cpu {re.sub(r'[(]r[)]|[(]tm[)]|cpu|processor|@.*', '', model.lower())} {os.cpu_count()}core"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def git_commit() -> str | None:
