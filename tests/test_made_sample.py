@@ -6,6 +6,7 @@ degrees, cyclic degrees, any input order), refused non-autoregressive masks, the
 following mask changes, opcheck and bad arguments. The Triton kernel runs the same tests
 at small sizes (its interpreter is too slow for D = 784)."""
 
+import copy
 import importlib
 
 import numpy as np
@@ -20,6 +21,7 @@ from fastflow._extension import EXTENSION
 from fastflow.backend import unavailable_reason
 
 from backends import HAS_GPU
+from utils import assert_matches_float64
 
 sampling = importlib.import_module("fastflow.ops.made_sample")
 
@@ -38,11 +40,6 @@ def skip_slow(backend, dims):
     """Triton's interpreter runs every push as Python: minutes at D = 784."""
     if backend == "triton" and fastflow_triton.INTERPRETED and dims > 12:
         pytest.skip("D > 12 is too slow under Triton's interpreter")
-
-
-def relative_error(got, expected):
-    scale = max(expected.abs().max().item(), 1e-30) if expected.numel() else 1.0
-    return (got.double() - expected.double()).abs().max().item() / scale if got.numel() else 0.0
 
 
 def bernoulli_made(dims, hidden, seed=0, order=None, dtype=torch.float32):
@@ -72,6 +69,21 @@ def loop_reference(made, uniforms, order):
     return x
 
 
+def assert_made_matches_float64(made, samples, log_likelihood=None, logits=None):
+    """The logits and log-likelihoods made_sample returned for `samples` against a float64
+    copy of `made` on those samples; `made` itself, in its dtype, sets the allowance."""
+    made64 = copy.deepcopy(made).double()
+    with torch.no_grad():
+        if logits is not None:
+            assert_matches_float64(logits, made64(samples.double()), "logits",
+                                   reference=made(samples))
+        if log_likelihood is not None:  # float32 for a reduced-precision MADE
+            assert_matches_float64(
+                log_likelihood, reference.made.log_likelihood(made64, samples.double()),
+                "log-likelihood", dtype=samples.dtype,
+                reference=reference.made.log_likelihood(made, samples))
+
+
 def assert_same_samples(got, expected, uniforms, logits):
     """Equal, except where the uniform lies within 1e-6 of the probability."""
     differ = got != expected
@@ -94,9 +106,7 @@ def test_bernoulli_matches_reference_loop(backend, dims, hidden, batch):
                                                                return_logits=True)
     full = made(expected).detach()
     assert_same_samples(samples, expected, uniforms, full)
-    assert relative_error(logits, made(samples).detach()) <= 1e-5
-    ref_ll = reference.made.log_likelihood(made, samples).detach()
-    assert relative_error(log_likelihood, ref_ll) <= 1e-5
+    assert_made_matches_float64(made, samples, log_likelihood, logits)
     assert set(samples.unique().tolist()) <= {0.0, 1.0}
 
 
@@ -124,7 +134,8 @@ def test_fastflow_made_matches_reference_made():
     got, got_ll = fastflow.made_sample(fast, 5, uniforms=uniforms)
     expected, expected_ll = fastflow.made_sample(ref, 5, uniforms=uniforms)
     assert torch.equal(got, expected)
-    assert torch.allclose(got_ll, expected_ll)
+    assert_made_matches_float64(ref, got, got_ll)
+    assert_made_matches_float64(ref, expected, expected_ll)
 
 
 @pytest.mark.parametrize("backend", [*SAMPLE_BACKENDS[::2],
@@ -138,8 +149,7 @@ def test_float64(backend):
                                                    return_logits=True)
     assert samples.dtype == torch.float64 and ll.dtype == torch.float64
     assert torch.equal(samples, reference.made.generate_samples(made, 16, uniforms=uniforms))
-    assert relative_error(logits, made(samples).detach()) <= 1e-12
-    assert relative_error(ll, reference.made.log_likelihood(made, samples).detach()) <= 1e-12
+    assert_made_matches_float64(made, samples, ll, logits)
     torch.manual_seed(2)
     maf = reference.maf.MADE(8, 16, 1).double().to(device)
     z = torch.randn(5, 8, dtype=torch.float64, device=device)
@@ -148,8 +158,8 @@ def test_float64(backend):
     with fastflow.backend(backend):
         x, log_det = fastflow.gaussian_made_sample(maf, z)
     assert x.dtype == torch.float64 and log_det.dtype == torch.float64
-    assert relative_error(x, expected) <= 1e-12
-    assert relative_error(log_det, expected_log_det) <= 1e-12
+    assert_matches_float64(x, expected, "x")
+    assert_matches_float64(log_det, expected_log_det, "log_det")
 
 
 @pytest.mark.parametrize("backend", SAMPLE_BACKENDS[::2])
@@ -161,9 +171,7 @@ def test_reduced_precision(backend, dtype):
         samples, ll, logits = fastflow.made_sample(made, 16, uniforms=uniforms,
                                                    return_logits=True)
     assert samples.dtype == dtype and ll.dtype == torch.float32 and logits.dtype == dtype
-    assert relative_error(logits, made(samples).detach()) <= 2e-2
-    expected_ll = reference.made.log_likelihood(made, samples).float().detach()
-    assert relative_error(ll, expected_ll) <= 2e-2
+    assert_made_matches_float64(made, samples, ll, logits)
 
 
 def test_float64_and_reduced_precision():
@@ -172,12 +180,12 @@ def test_float64_and_reduced_precision():
     samples, ll, logits = fastflow.made_sample(made, 16, uniforms=uniforms, return_logits=True)
     assert samples.dtype == torch.float64 and ll.dtype == torch.float64
     assert torch.equal(samples, reference.made.generate_samples(made, 16, uniforms=uniforms))
-    assert relative_error(logits, made(samples).detach()) <= 1e-12
+    assert_made_matches_float64(made, samples, ll, logits)
     bf16 = bernoulli_made(10, [32], seed=4, dtype=torch.bfloat16)
     samples, ll, logits = fastflow.made_sample(bf16, 16, uniforms=uniforms.float(),
                                                return_logits=True)
     assert samples.dtype == torch.bfloat16 and ll.dtype == torch.float32
-    assert relative_error(logits, bf16(samples).detach()) <= 2e-2
+    assert_made_matches_float64(bf16, samples, ll, logits)
 
 
 @pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
@@ -192,7 +200,7 @@ def test_batch_zero_and_one(backend):
     assert samples.shape == (0, 10) and ll.shape == (0,)
     assert x.shape == (0, 10) and log_det.shape == (0,)
     assert torch.equal(one, reference.made.generate_samples(made, 1, uniforms=uniforms))
-    assert relative_error(one_ll, reference.made.log_likelihood(made, one).detach()) <= 1e-5
+    assert_made_matches_float64(made, one, one_ll)
 
 
 def test_batch_zero_generator_and_strided_uniforms():
@@ -297,6 +305,29 @@ def test_opcheck(op_name, rule):
 
 # Seed 003: the Gaussian MADE and MAF.
 
+def assert_gaussian_made_matches_float64(made, z, x, log_det):
+    """x, log_det = gaussian_made_sample(made, z) against made's sampling loop run by a
+    float64 copy on z, the loop itself (in made's dtype) setting the allowance; and x maps
+    back to z under made.inverse as closely as the loop's own sample does."""
+    made64 = copy.deepcopy(made).double()
+    with torch.no_grad():
+        expected, expected_log_det = made(z.clone())
+        truth, truth_log_det = made64(z.double())
+    assert_matches_float64(x, truth, "x", reference=expected)
+    assert_matches_float64(log_det, truth_log_det, "log_det", reference=expected_log_det)
+    with torch.no_grad():
+        assert_matches_float64(made.inverse(x)[0], z.double(), "made.inverse(x)",
+                               reference=made.inverse(expected)[0])
+
+
+def maf_latent(maf, x):
+    """MAF.log_prob's inverse pass: the latent of x."""
+    with torch.no_grad():
+        for flow in maf.nf:
+            x, _ = flow.inverse(x)
+    return x
+
+
 @pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
 @pytest.mark.parametrize("dims,hidden,n_hidden,batch", [(2, 8, 0, 1), (10, 32, 1, 7),
                                                         (10, 24, 2, 64), (784, 128, 1, 3)])
@@ -305,14 +336,9 @@ def test_gaussian_made_matches_seed_forward(backend, dims, hidden, n_hidden, bat
     torch.manual_seed(dims + batch)
     made = reference.maf.MADE(dims, hidden, n_hidden)
     z = torch.randn(batch, dims)
-    with torch.no_grad():
-        expected, expected_log_det = made(z)
     with fastflow.backend(backend):
         x, log_det = fastflow.gaussian_made_sample(made, z)
-    assert relative_error(x, expected) <= 1e-5
-    assert relative_error(log_det, expected_log_det) <= 1e-5
-    z_back, _ = made.inverse(x)
-    assert relative_error(z_back.detach(), z) <= 1e-4
+    assert_gaussian_made_matches_float64(made, z, x, log_det)
 
 
 @pytest.mark.parametrize("backend", [*SAMPLE_BACKENDS,
@@ -322,16 +348,21 @@ def test_iaf_inverse_matches_loop(backend):
     torch.manual_seed(0)
     made = reference.maf.MADE(9, 32, 1).to(device)
     x = torch.randn(6, 9, device=device)
-    z = torch.zeros_like(x)
-    with torch.no_grad():
-        for d in range(9):
-            mu, alpha = made.net(z).chunk(2, dim=1)
-            z[:, d] = (x[:, d] - mu[:, d]) * torch.exp(-alpha[:, d])
-        expected_log_det = -made.net(z).chunk(2, dim=1)[1].sum(1)
+
+    def loop(made, x):
+        z = torch.zeros_like(x)
+        with torch.no_grad():
+            for d in range(9):
+                mu, alpha = made.net(z).chunk(2, dim=1)
+                z[:, d] = (x[:, d] - mu[:, d]) * torch.exp(-alpha[:, d])
+            return z, -made.net(z).chunk(2, dim=1)[1].sum(1)
+
+    z, expected_log_det = loop(made, x)
+    z64, log_det64 = loop(copy.deepcopy(made).double(), x.double())
     with fastflow.backend(backend):
         got, log_det = fastflow.iaf_inverse(made, x)
-    assert relative_error(got, z) <= 1e-5
-    assert relative_error(log_det, expected_log_det) <= 1e-5
+    assert_matches_float64(got, z64, "z", reference=z)
+    assert_matches_float64(log_det, log_det64, "log_det", reference=expected_log_det)
 
 
 @pytest.mark.parametrize("n_flows,batch", [(1, 1), (3, 7), (5, 64)])
@@ -340,14 +371,16 @@ def test_maf_sample_maps_back_to_z(n_flows, batch):
     ref = reference.maf.MAF(10, 32, 1, n_flows)
     fast = ffnn.maf.MAF(10, 32, 1, n_flows)
     fast.load_state_dict(ref.state_dict())
+    ref64 = copy.deepcopy(ref).double()
     z = torch.randn(batch, 10)
     x, log_prob = fast.sample(batch, z)
-    assert relative_error(x, ref.sample(batch, z)) <= 1e-5
-    assert relative_error(log_prob, ref.log_prob(x).detach()) <= 1e-5
-    back = x
-    for flow in ref.nf:  # log_prob's inverse pass
-        back, _ = flow.inverse(back)
-    assert relative_error(back.detach(), z) <= 1e-4
+    expected = ref.sample(batch, z)
+    assert_matches_float64(x, ref64.sample(batch, z.double()), "x", reference=expected)
+    with torch.no_grad():
+        assert_matches_float64(log_prob, ref64.log_prob(x.double()), "log_prob",
+                               reference=ref.log_prob(x))
+    assert_matches_float64(maf_latent(ref, x), z.double(), "latent of x",
+                           reference=maf_latent(ref, expected))
 
 
 def test_nn_gaussian_made_forward_is_one_pass():
@@ -358,9 +391,10 @@ def test_nn_gaussian_made_forward_is_one_pass():
     z = torch.randn(5, 12)
     with torch.no_grad():
         expected = ref(z)
+        truth = copy.deepcopy(ref).double()(z.double())
     got = fast(z)
-    assert relative_error(got[0], expected[0]) <= 1e-5
-    assert relative_error(got[1], expected[1]) <= 1e-5
+    for name, g, t, e in zip(("x", "log_det"), got, truth, expected):
+        assert_matches_float64(g, t, name, reference=e)
 
 
 def test_plan_cyclic_degrees_share_steps():
@@ -404,9 +438,7 @@ def test_cuda_bernoulli_matches_reference_loop(dims, hidden, batch):
                                                                return_logits=True)
     assert samples.device.type == "cuda"
     assert_same_samples(samples, expected, uniforms, made(expected).detach())
-    assert relative_error(logits, made(samples).detach()) <= 1e-5
-    ref_ll = reference.made.log_likelihood(made, samples).detach()
-    assert relative_error(log_likelihood, ref_ll) <= 1e-5
+    assert_made_matches_float64(made, samples, log_likelihood, logits)
     assert set(samples.unique().tolist()) <= {0.0, 1.0}
 
 
@@ -423,8 +455,7 @@ def test_cuda_matches_cpu_kernel(dims, hidden, batch):
         got, got_ll, got_logits = fastflow.made_sample(made, batch, uniforms=uniforms.cuda(),
                                                        return_logits=True)
     assert_same_samples(got.cpu(), expected, uniforms, expected_logits)
-    assert relative_error(got_logits, made(got).detach()) <= 1e-5
-    assert relative_error(got_ll, reference.made.log_likelihood(made, got).detach()) <= 1e-5
+    assert_made_matches_float64(made, got, got_ll, got_logits)
 
 
 @pytest.mark.cuda
@@ -448,7 +479,7 @@ def test_cuda_reduced_precision_matches_cpu():
             samples, ll, logits = fastflow.made_sample(low, 16, uniforms=uniforms,
                                                        return_logits=True)
         assert samples.dtype == dtype and ll.dtype == torch.float32
-        assert relative_error(logits, low(samples).detach()) <= 2e-2
+        assert_made_matches_float64(low, samples, logits=logits)
         with fastflow.backend("cpu"):
             cpu_samples, _ = fastflow.made_sample(low.cpu(), 16, uniforms=uniforms.cpu())
         assert_same_samples(samples.cpu(), cpu_samples, uniforms.cpu(),
@@ -484,14 +515,9 @@ def test_cuda_gaussian_made_matches_seed_forward(dims, hidden, n_hidden, batch):
     torch.manual_seed(dims + batch)
     made = reference.maf.MADE(dims, hidden, n_hidden).cuda()
     z = torch.randn(batch, dims, device="cuda")
-    with torch.no_grad():
-        expected, expected_log_det = made(z.clone())
     with fastflow.backend("cuda"):
         x, log_det = fastflow.gaussian_made_sample(made, z)
-    assert relative_error(x, expected) <= 1e-5
-    assert relative_error(log_det, expected_log_det) <= 1e-5
-    z_back, _ = made.inverse(x)
-    assert relative_error(z_back.detach(), z) <= 1e-4
+    assert_gaussian_made_matches_float64(made, z, x, log_det)
 
 
 @pytest.mark.cuda
@@ -501,8 +527,12 @@ def test_cuda_maf_sample_log_prob(n_flows, batch):
     ref = reference.maf.MAF(10, 32, 1, n_flows).cuda()
     fast = ffnn.maf.MAF(10, 32, 1, n_flows).cuda()
     fast.load_state_dict(ref.state_dict())
+    ref64 = copy.deepcopy(ref).double()
     z = torch.randn(batch, 10, device="cuda")
     with fastflow.backend("cuda"):
         x, log_prob = fast.sample(batch, z)
-    assert relative_error(x, ref.sample(batch, z.clone())) <= 1e-5
-    assert relative_error(log_prob, ref.log_prob(x).detach()) <= 1e-5
+    assert_matches_float64(x, ref64.sample(batch, z.double()), "x",
+                           reference=ref.sample(batch, z.clone()))
+    with torch.no_grad():
+        assert_matches_float64(log_prob, ref64.log_prob(x.double()), "log_prob",
+                               reference=ref.log_prob(x))

@@ -3,6 +3,8 @@ the same numpy seed, strict state_dict loading both ways, outputs and gradients 
 CPU-side backend, the autoregressive property of the fused path (by Jacobian), masks that
 change after construction, refused masks, and torch.compile(fullgraph=True)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,14 +13,9 @@ import fastflow
 from fastflow import reference
 
 from backends import backend_params
+from utils import assert_matches_float64
 
 BACKENDS = backend_params("cpu")
-
-
-def assert_relative(got, expected, tol, what):
-    scale = max(expected.abs().max().item(), 1e-12)
-    err = (got.double() - expected.double()).abs().max().item() / scale
-    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
 
 
 def made_pair(input_dim, hidden_dims, seed=0):
@@ -50,23 +47,26 @@ def test_outputs_and_gradients_match_reference(device, backend, shape):
     np.random.seed(2)
     fast.load_state_dict(reference.made.MADE(input_dim, hidden_dims, input_dim).state_dict())
     ref.load_state_dict(fast.state_dict())  # both now hold masks built under another seed
+    ref64 = copy.deepcopy(ref).double()
     x = (torch.rand(batch, input_dim) < 0.5).float()
-    losses = []
-    for model in (ref, fast):
+    logits = {}
+    for model in (ref, fast, ref64):
         model.zero_grad()
+        v = x.to(next(model.parameters()).dtype)
         with fastflow.backend(backend):
-            logits = model(x)
-            loss = -reference.made.log_likelihood(model, x).sum() + logits.square().mean()
+            logits[model] = model(v)
+            loss = -reference.made.log_likelihood(model, v).sum() + logits[model].square().mean()
         loss.backward()
-        losses.append((logits, loss))
     if backend != "torch":
         assert all(layer._mask_degrees is not None for layer in fast.layers), "degree form expected"
-    assert losses[1][0].shape == (batch, input_dim)
+    assert logits[fast].shape == (batch, input_dim)
     if batch == 0:
         return
-    assert_relative(losses[1][0], losses[0][0].detach(), 1e-5, "logits")
-    for (name, p_ref), p_fast in zip(ref.named_parameters(), fast.parameters()):
-        assert_relative(p_fast.grad, p_ref.grad, 1e-4, name)
+    assert_matches_float64(logits[fast], logits[ref64].detach(), "logits",
+                           reference=logits[ref].detach())
+    for (name, p_ref), p_fast, p64 in zip(ref.named_parameters(), fast.parameters(),
+                                          ref64.parameters()):
+        assert_matches_float64(p_fast.grad, p64.grad, f"gradient of {name}", reference=p_ref.grad)
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
@@ -89,18 +89,24 @@ def test_gaussian_made_and_maf_match_reference():
     assert list(fast.state_dict()) == list(ref.state_dict())
     assert all(isinstance(layer, fastflow.nn.maf.MaskedLinear)
                for block in fast.nf[::2] for layer in block.net[::2])
+    ref64 = copy.deepcopy(ref).double()
     x = torch.randn(9, 8)
-    for model in (ref, fast):
+    for model, v in ((ref, x), (fast, x), (ref64, x.double())):
         model.zero_grad()
-        model.log_probs(x).backward()
-    assert_relative(fast.log_prob(x), ref.log_prob(x).detach(), 1e-5, "log_prob")
-    for (name, p_ref), p_fast in zip(ref.named_parameters(), fast.parameters()):
-        assert_relative(p_fast.grad, p_ref.grad, 1e-4, name)
+        model.log_probs(v).backward()
+    assert_matches_float64(fast.log_prob(x), ref64.log_prob(x.double()).detach(), "log_prob",
+                           reference=ref.log_prob(x).detach())
+    for (name, p_ref), p_fast, p64 in zip(ref.named_parameters(), fast.parameters(),
+                                          ref64.parameters()):
+        assert_matches_float64(p_fast.grad, p64.grad, f"gradient of {name}", reference=p_ref.grad)
     z = torch.randn(5, 8)
-    assert_relative(fast.sample(5, z)[0], ref.sample(5, z), 1e-5, "sample")  # (x, log_prob)
-    made_ref, made_fast = ref.nf[0], fast.nf[0]
-    for got, expected in zip(made_fast.inverse(x), made_ref.inverse(x)):
-        assert_relative(got, expected.detach(), 1e-5, "MADE.inverse")
+    assert_matches_float64(fast.sample(5, z)[0], ref64.sample(5, z.double()), "sample",
+                           reference=ref.sample(5, z))  # fast.sample: (x, log_prob)
+    made_ref, made_fast, made64 = ref.nf[0], fast.nf[0], ref64.nf[0]
+    for name, got, truth, expected in zip(("z", "log_det"), made_fast.inverse(x),
+                                          made64.inverse(x.double()), made_ref.inverse(x)):
+        assert_matches_float64(got, truth.detach(), f"MADE.inverse: {name}",
+                               reference=expected.detach())
 
 
 def test_mask_changes_are_followed():
@@ -108,20 +114,26 @@ def test_mask_changes_are_followed():
     a mask without degrees runs the matrix form."""
     layer = fastflow.nn.MaskedLinear(6, 5)
     x = torch.randn(3, 6)
+
+    def assert_masked_linear(got, mask, what):
+        """got against the seed's formula with this mask and layer's weight and bias."""
+        weight, bias = layer.weight.detach(), layer.bias.detach()
+        truth = x.double() @ (weight.double() * mask.double()).t() + bias.double()
+        assert_matches_float64(got.detach(), truth, what, reference=x @ (weight * mask).t() + bias)
+
     mask = np.tril(np.ones((5, 6)))
     layer.set_mask(mask)
-    expected = x @ (layer.weight * torch.from_numpy(mask).float()).t() + layer.bias
-    torch.testing.assert_close(layer(x), expected)
+    assert_masked_linear(layer(x), torch.from_numpy(mask).float(), "set_mask")
     layer.mask[0, 0] = 0.0  # in place: still a staircase
-    torch.testing.assert_close(layer(x), x @ (layer.weight * layer.mask).t() + layer.bias)
+    assert_masked_linear(layer(x), layer.mask, "mask edited in place")
     diagonal = np.eye(5, 6)  # no degrees: the matrix form
     layer.set_mask(diagonal)
     assert layer._mask_degrees is None
-    torch.testing.assert_close(layer(x), x @ (layer.weight * layer.mask).t() + layer.bias)
+    assert_masked_linear(layer(x), layer.mask, "mask without degrees")
     other = fastflow.nn.MaskedLinear(6, 5)
     other.load_state_dict({**layer.state_dict(), "mask": torch.from_numpy(mask).float()})
     assert other._mask_degrees is not None
-    torch.testing.assert_close(other(x), x @ (layer.weight * other.mask).t() + layer.bias)
+    assert_masked_linear(other(x), other.mask, "load_state_dict")
 
 
 def test_bad_masks_are_refused():
@@ -145,6 +157,7 @@ def test_compile_fullgraph():
     ref, fast = made_pair(20, [64, 64])
     compiled = torch.compile(fast, fullgraph=True)
     x = (torch.rand(6, 20) < 0.5).float()
-    torch.testing.assert_close(compiled(x), ref(x), rtol=1e-5, atol=1e-5)
+    assert_matches_float64(compiled(x), copy.deepcopy(ref).double()(x.double()), "logits",
+                           reference=ref(x))
     compiled(x).sum().backward()
     assert fast.layers[0].weight.grad is not None

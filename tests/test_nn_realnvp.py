@@ -1,9 +1,13 @@
 """fastflow.nn's RealNVP models against the reference models (seeds 000, 001, 004): a
 reference state_dict loads strictly, and outputs, log-dets and parameter gradients agree
-(float32: relative error <= 1e-5 on outputs and log-dets, <= 1e-4 on gradients) in train
-and eval mode, on every backend; the NaN policy; torch.compile(fullgraph=True)."""
+with a float64 copy of the reference model on the same inputs and noise (tests/utils.py's
+rule, the float32 reference model setting the allowance) in train and eval mode, on every
+backend; the NaN policy; torch.compile(fullgraph=True)."""
 
+import contextlib
+import copy
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import torch
@@ -12,15 +16,9 @@ import fastflow
 from fastflow import reference
 
 from backends import backend_params
+from utils import assert_matches_float64
 
 BACKENDS = backend_params("cpu")  # the models' GPU runs are in the GPU check script
-
-
-def assert_relative(got, expected, tol, what, floor=1e-12):
-    """max |got − expected| / max(max |expected|, floor) <= tol."""
-    scale = max(expected.abs().max().item(), floor)
-    err = (got.double() - expected.double()).abs().max().item() / scale
-    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
 
 
 def pair(ref_cls, fast_cls, *args, **kwargs):
@@ -32,26 +30,63 @@ def pair(ref_cls, fast_cls, *args, **kwargs):
     return ref, fast
 
 
-def compare(ref, fast, run, backend, mode):
-    """run(model) -> tuple of outputs whose sum of means is the loss; compares outputs and
-    parameter gradients. A gradient's scale has a floor of 1% of the model's largest
-    gradient: some are exactly zero in exact arithmetic (a conv bias in front of a
-    train-mode BatchNorm) and both sides hold rounding noise there."""
-    for model in (ref, fast):
+@contextlib.contextmanager
+def float32_noise():
+    """torch.rand_like draws what it draws for a float32 tensor, cast to the tensor's dtype:
+    a float64 twin dequantizes with the float32 models' noise."""
+    rand_like = torch.rand_like
+    with mock.patch.object(torch, "rand_like",
+                           lambda t: rand_like(t, dtype=torch.float32).to(t.dtype)):
+        yield
+
+
+def assert_relative(got, expected, tol, what, floor):
+    """The old check (see TODO(float64) in compare): max |got − expected| / max(max
+    |expected|, floor) <= tol, against the float32 reference."""
+    scale = max(expected.abs().max().item(), floor)
+    err = (got.double() - expected.double()).abs().max().item() / scale
+    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
+
+
+def compare(ref, fast, run, backend, mode, float64_gradients=True):
+    """run(model, dtype) -> tuple of outputs whose sum of means is the loss; compares the
+    outputs and parameter gradients of `fast` with those of a float64 copy of `ref` on the
+    same inputs, `ref`'s own (float32) setting the allowance. Returns the float64 copy."""
+    ref64 = copy.deepcopy(ref).double()
+    for model in (ref, fast, ref64):
         getattr(model, mode)()
         model.zero_grad()
-    expected = run(ref)
+    expected = run(ref, torch.float32)
+    with float32_noise():
+        truth = run(ref64, torch.float64)
     with fastflow.backend(backend):
-        got = run(fast)
-    for i, (g, e) in enumerate(zip(got, expected)):
-        assert_relative(g, e, 1e-5, f"output {i}")
-    sum(e.double().mean() for e in expected).backward()
-    sum(g.double().mean() for g in got).backward()
-    grads = [(name, p.grad) for name, p in ref.named_parameters() if p.grad is not None]
-    floor = 1e-2 * max(g.abs().max().item() for _, g in grads)
-    fast_grads = dict(fast.named_parameters())
-    for name, grad in grads:
-        assert_relative(fast_grads[name].grad, grad, 1e-4, f"gradient of {name}", floor)
+        got = run(fast, torch.float32)
+    for i, (g, t, e) in enumerate(zip(got, truth, expected)):
+        assert_matches_float64(g, t.detach(), f"output {i}", reference=e.detach())
+    for outputs in (expected, truth, got):
+        sum(o.double().mean() for o in outputs).backward()
+    # Some gradients are zero in exact arithmetic (a conv bias in front of a train-mode
+    # BatchNorm): float64 holds rounding noise there, judged against the model's largest.
+    grads = {name: p.grad for name, p in ref64.named_parameters() if p.grad is not None}
+    largest = max(g.abs().max().item() for g in grads.values())
+    ref_params, fast_params = dict(ref.named_parameters()), dict(fast.named_parameters())
+    if not float64_gradients:
+        # TODO(float64): seed 001 in train mode, 'cpu' backend: the gradient of
+        # flows.in_couplings.0.st_net.in_norm.bias (0.6% of the model's largest) is 3.1e-5
+        # from float64, the float32 reference's 2.1e-6 (allowed 1e-5). fastflow's
+        # squeeze_2x2 returns contiguous NCHW where the reference's is a channels-last
+        # view, so PyTorch's convolutions and BatchNorms downstream sum in another order
+        # (with only squeeze_2x2 on the 'torch' backend: 8.4e-7). Compared the old way.
+        floor = 1e-2 * max(p.grad.abs().max().item() for p in ref_params.values()
+                           if p.grad is not None)
+        for name in grads:
+            assert_relative(fast_params[name].grad, ref_params[name].grad, 1e-4,
+                            f"gradient of {name}", floor)
+        return ref64
+    for name, grad in grads.items():
+        assert_matches_float64(fast_params[name].grad, grad, f"gradient of {name}",
+                               reference=ref_params[name].grad, scale=largest)
+    return ref64
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
@@ -60,18 +95,23 @@ def test_seed000_realnvp(device, backend, mode):
     ref, fast = pair(reference.mlp_realnvp.RealNVP, fastflow.nn.mlp_realnvp.RealNVP, 6, 16, 3)
     x = torch.randn(9, 6)
 
-    def run(model):
+    def run(model, dtype):
         torch.manual_seed(1)  # log_prob dequantizes with torch.rand_like when dim > 2
-        log_prob = model.log_prob(x)
-        y, log_det = model.layers[0](x)
-        return log_prob, y, log_det, model.layers[1](x, reverse=True)
+        log_prob = model.log_prob(x.to(dtype))
+        y, log_det = model.layers[0](x.to(dtype))
+        return log_prob, y, log_det, model.layers[1](x.to(dtype), reverse=True)
 
-    compare(ref, fast, run, backend, mode)
+    ref64 = compare(ref, fast, run, backend, mode)
     torch.manual_seed(2)
     expected = ref.sample(5)
     torch.manual_seed(2)
+    truth = torch.randn(5, 6).double()  # what sample draws, then the layers in reverse
+    with torch.no_grad():
+        for layer in reversed(ref64.layers):
+            truth = layer(truth, reverse=True)
+    torch.manual_seed(2)
     with fastflow.backend(backend):
-        assert_relative(fast.sample(5), expected, 1e-5, "samples")
+        assert_matches_float64(fast.sample(5), truth, "samples", reference=expected)
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
@@ -79,7 +119,8 @@ def test_seed000_realnvp(device, backend, mode):
 def test_seed004_realnvp(device, backend, mode):
     ref, fast = pair(reference.realnvp2d.RealNVP, fastflow.nn.realnvp2d.RealNVP, 2, 32, 6)
     x = torch.randn(64, 2)
-    compare(ref, fast, lambda m: (*m(x), *m.inverse(x)), backend, mode)
+    compare(ref, fast, lambda m, dtype: (*m(x.to(dtype)), *m.inverse(x.to(dtype))), backend,
+            mode)
 
 
 def multiscale_args(num_scales=2):
@@ -95,15 +136,16 @@ def test_seed001_realnvp(device, backend, mode):
     noise = torch.rand_like(x)
     loss = reference.multiscale.RealNVPLoss()
 
-    def run(model):
-        y, sldj = model._pre_process(x, noise)
+    def run(model, dtype):
+        y, sldj = model._pre_process(x.to(dtype), noise.to(dtype))
         z, sldj = model.flows(y, sldj, reverse=False)
         x_back, _ = model.flows(z.detach(), None, reverse=True)
         return z, sldj, loss(z, sldj), x_back
 
-    compare(ref, fast, run, backend, mode)
-    assert_relative(fast.flows.in_couplings[1].st_net.in_norm.running_mean,
-                    ref.flows.in_couplings[1].st_net.in_norm.running_mean, 1e-5, "BatchNorm running mean")
+    ref64 = compare(ref, fast, run, backend, mode, float64_gradients=mode != "train")
+    norms = [m.flows.in_couplings[1].st_net.in_norm for m in (fast, ref64, ref)]
+    assert_matches_float64(norms[0].running_mean, norms[1].running_mean,
+                           "BatchNorm running mean", reference=norms[2].running_mean)
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
@@ -111,18 +153,23 @@ def test_seed001_forward_and_sample(device, backend):
     ref, fast = pair(reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP, 8, 1,
                      multiscale_args())
     ref.eval(), fast.eval()
+    ref64 = copy.deepcopy(ref).double()
     x = torch.rand(3, 1, 8, 8)
     torch.manual_seed(5)
     z_ref, sldj_ref = ref(x)  # draws the dequantization noise with torch.rand_like
+    torch.manual_seed(5)
+    with float32_noise():
+        z64, sldj64 = ref64(x.double())
     torch.manual_seed(5)
     with fastflow.backend(backend):
         z, sldj = fast(x)
         with pytest.raises(ValueError, match=r"Expected x in \[0, 1\]"):
             fast(x - 1)
         z0 = torch.randn(2, 1, 8, 8)
-        assert_relative(fast.sample(2, z=z0), ref.sample(2, z=z0), 1e-5, "samples")
-    assert_relative(z, z_ref, 1e-5, "z")
-    assert_relative(sldj, sldj_ref, 1e-5, "sldj")
+        assert_matches_float64(fast.sample(2, z=z0), ref64.sample(2, z=z0.double()), "samples",
+                               reference=ref.sample(2, z=z0))
+    assert_matches_float64(z, z64.detach(), "z", reference=z_ref.detach())
+    assert_matches_float64(sldj, sldj64.detach(), "sldj", reference=sldj_ref.detach())
 
 
 def test_seed001_nan_policy():

@@ -1,8 +1,12 @@
 """fastflow.reference reproduces the seeds' models: state_dict keys, the order of RNG draws
-at construction, invertibility (float32 round trips within 1e-5), log-determinants against
-autograd Jacobians (float64, tiny sizes), the autoregressive property of the MADEs (and
-seed 002's defect), squeeze_2x2's layout and errors, reproducible sampling, the losses."""
+at construction, invertibility (float32 round trips judged against x by tests/utils.py's
+rule), log-determinants against autograd Jacobians (float64, tiny sizes), the
+autoregressive property of the MADEs (and seed 002's defect), squeeze_2x2's layout and
+errors, reproducible sampling, the losses. A float32 result checked against a formula is
+judged against that formula run by a float64 copy of the model on the same inputs, the
+formula in float32 setting the allowance."""
 
+import copy
 import math
 from types import SimpleNamespace
 
@@ -13,11 +17,9 @@ import torch.nn as nn
 
 from fastflow.reference import glow, made, maf, mlp_realnvp, multiscale, realnvp2d
 
+from utils import assert_matches_float64
+
 MaskType = multiscale.MaskType
-
-
-def assert_round_trip(back, x):
-    torch.testing.assert_close(back, x, rtol=0, atol=1e-5)
 
 
 def autograd_logdet(f, x):
@@ -45,7 +47,7 @@ def replay_construction(module):
         assert module.bias is None or torch.equal(module.bias, fresh.bias)
     elif isinstance(module, glow.Invertible1x1Conv):
         rotation = torch.linalg.qr(torch.randn(module.channels, module.channels))[0]
-        torch.testing.assert_close(module.P @ module.L @ module.U, rotation)
+        assert_matches_float64(module.P @ module.L @ module.U, rotation.double(), "P·L·U")
         assert torch.equal(module.log_s, module.U.diag().abs().log())
     else:
         for child in module.children():
@@ -143,8 +145,13 @@ def test_seed000_log_likelihood_is_the_bernoulli_log_likelihood():
     torch.manual_seed(0)
     model = made.MADE(6, [8], 6)
     x = torch.randint(0, 2, (4, 6)).float()
-    expected = torch.distributions.Bernoulli(logits=model(x)).log_prob(x).sum(1)
-    torch.testing.assert_close(made.log_likelihood(model, x), expected)
+
+    def bernoulli(model, x):
+        return torch.distributions.Bernoulli(logits=model(x)).log_prob(x).sum(1)
+
+    assert_matches_float64(made.log_likelihood(model, x),
+                           bernoulli(copy.deepcopy(model).double(), x.double()),
+                           "log_likelihood", reference=bernoulli(model, x))
 
 
 # --- seed 000: RealNVP ---------------------------------------------------------------------
@@ -173,12 +180,13 @@ def test_seed000_realnvp_round_trip_and_logdets():
     back = z
     for layer in reversed(model.layers):
         back = layer(back, reverse=True)
-    assert_round_trip(back, x)
+    assert_matches_float64(back, x.double(), "round trip")
 
     model.double()
     x = x.double()
     layer = model.layers[0]
-    torch.testing.assert_close(layer(x)[1], autograd_logdet(lambda v: layer(v[None])[0][0], x))
+    assert_matches_float64(layer(x)[1], autograd_logdet(lambda v: layer(v[None])[0][0], x),
+                           "log_det")
 
     def flow(v):
         total = 0
@@ -187,7 +195,8 @@ def test_seed000_realnvp_round_trip_and_logdets():
             total = total + log_det
         return v, total
 
-    torch.testing.assert_close(flow(x)[1], autograd_logdet(lambda v: flow(v[None])[0][0], x))
+    assert_matches_float64(flow(x)[1], autograd_logdet(lambda v: flow(v[None])[0][0], x),
+                           "log_det")
 
 
 def test_seed000_realnvp_log_prob_and_sample():
@@ -203,14 +212,19 @@ def test_seed000_realnvp_log_prob_and_sample():
 
     flat = mlp_realnvp.RealNVP(dim=2, hidden_dim=8, n_layers=3)  # dim <= 2: no dequantization
     x = torch.randn(4, 2)
-    torch.testing.assert_close(flat.log_prob(x), expected_log_prob(flat, x))
+    assert_matches_float64(flat.log_prob(x),
+                           expected_log_prob(copy.deepcopy(flat).double(), x.double()),
+                           "log_prob", reference=expected_log_prob(flat, x))
 
     model = mlp_realnvp.RealNVP(dim=4, hidden_dim=8, n_layers=3)  # dim > 2: x + U[0, 1)
     x = torch.randn(4, 4)
     torch.manual_seed(7)
     got = model.log_prob(x)
     torch.manual_seed(7)
-    torch.testing.assert_close(got, expected_log_prob(model, x + torch.rand_like(x)))
+    noise = torch.rand_like(x)
+    assert_matches_float64(got, expected_log_prob(copy.deepcopy(model).double(),
+                                                  x.double() + noise.double()),
+                           "log_prob", reference=expected_log_prob(model, x + noise))
 
     torch.manual_seed(2)
     samples = model.sample(6)
@@ -241,16 +255,19 @@ def test_seed004_realnvp_round_trip_and_logdets():
     x = torch.randn(5, 4)
     z, log_det = model(x)
     back, log_det_back = model.inverse(z)
-    assert_round_trip(back, x)
-    torch.testing.assert_close(log_det_back, -log_det)
+    assert_matches_float64(back, x.double(), "round trip")
+    _, log_det64 = copy.deepcopy(model).double()(x.double())
+    assert_matches_float64(log_det_back, -log_det64, "inverse log_det", reference=-log_det)
     layer = model.coupling_layers[1]
-    assert_round_trip(layer.inverse(layer(x)[0])[0], x)
+    assert_matches_float64(layer.inverse(layer(x)[0])[0], x.double(), "layer round trip")
 
     model.double()
     x = x.double()
-    torch.testing.assert_close(model(x)[1], autograd_logdet(lambda v: model(v[None])[0][0], x))
-    torch.testing.assert_close(model.inverse(x)[1],
-                               autograd_logdet(lambda v: model.inverse(v[None])[0][0], x))
+    assert_matches_float64(model(x)[1], autograd_logdet(lambda v: model(v[None])[0][0], x),
+                           "log_det")
+    assert_matches_float64(model.inverse(x)[1],
+                           autograd_logdet(lambda v: model.inverse(v[None])[0][0], x),
+                           "inverse log_det")
 
 
 # --- seed 001: squeeze_2x2 and masks -------------------------------------------------------
@@ -396,7 +413,7 @@ def test_seed001_coupling_round_trip(mask_type, channels, reverse_mask, mode):
     assert sldj_out is sldj  # increased in place, as the seed
     back, untouched = layer(y, None, reverse=True)
     assert untouched is None
-    assert_round_trip(back, x)
+    assert_matches_float64(back, x.double(), "round trip")
     # the kept half passes through unchanged
     if mask_type == MaskType.CHECKERBOARD:
         keep = multiscale.checkerboard_mask(4, 4, reverse_mask).bool().expand_as(x)
@@ -419,7 +436,7 @@ def test_seed001_coupling_logdet(mask_type, channels, reverse_mask):
         return layer(v.view(1, channels, size, size), torch.zeros(1, dtype=torch.float64),
                      reverse=False)[0].flatten()
 
-    torch.testing.assert_close(sldj, autograd_logdet(f, x))
+    assert_matches_float64(sldj, autograd_logdet(f, x), "sldj")
 
 
 def test_seed001_coupling_nan_check():
@@ -459,7 +476,7 @@ def test_seed001_flows_round_trip(mode):
         z, sldj = model.flows(x, torch.zeros(2), reverse=False)
         back, _ = model.flows(z, None, reverse=True)
     assert z.shape == x.shape and sldj.shape == (2,)
-    assert_round_trip(back, x)
+    assert_matches_float64(back, x.double(), "round trip")
 
 
 def test_seed001_flows_logdet():
@@ -470,8 +487,9 @@ def test_seed001_flows_logdet():
     def flows(v):
         return model.flows(v, torch.zeros(v.size(0), dtype=torch.float64), reverse=False)
 
-    torch.testing.assert_close(flows(x)[1],
-                               autograd_logdet(lambda v: flows(v.view(1, 1, 4, 4))[0].flatten(), x))
+    assert_matches_float64(flows(x)[1],
+                           autograd_logdet(lambda v: flows(v.view(1, 1, 4, 4))[0].flatten(), x),
+                           "sldj")
 
 
 def test_seed001_pre_process():
@@ -480,33 +498,38 @@ def test_seed001_pre_process():
     noise = torch.rand_like(x)
     y, sldj = model._pre_process(x, noise)
     u = (x * 255 + noise) / 256
-    torch.testing.assert_close(y, torch.logit((1 + 0.9 * (2 * u - 1)) / 2))
+    c = torch.tensor(0.9, dtype=torch.float32).double()  # 0.9 as the float32 buffer holds it
+    assert_matches_float64(y, torch.logit((1 + c * (2 * u - 1)) / 2), "y")
     # sldj: log-det of the map from the dequantized u to y (elementwise, so the diagonal)
     u = u.detach().requires_grad_()
     y_of_u = torch.logit((1 + model.data_constraint.double() * (2 * u - 1)) / 2)
     (grad,) = torch.autograd.grad(y_of_u.sum(), u)
-    torch.testing.assert_close(sldj, grad.log().flatten(1).sum(1))
+    assert_matches_float64(sldj, grad.log().flatten(1).sum(1), "sldj")
     # without noise: torch.rand_like(x), drawn as forward draws it
     torch.manual_seed(4)
     drawn = model._pre_process(x)
     torch.manual_seed(4)
-    torch.testing.assert_close(drawn, model._pre_process(x, torch.rand_like(x)))
+    for name, got, expected in zip(("y", "sldj"), drawn, model._pre_process(x, torch.rand_like(x))):
+        assert_matches_float64(got, expected, f"{name} with noise drawn")
 
 
 def test_seed001_forward_and_sample():
     torch.manual_seed(0)
     model = multiscale.RealNVP(8, 1, multiscale_args()).eval()
+    model64 = copy.deepcopy(model).double()
     x = torch.rand(2, 1, 8, 8)
     torch.manual_seed(3)
     z, sldj = model(x)
     torch.manual_seed(3)
-    y, sldj_pre = model._pre_process(x, torch.rand_like(x))
+    noise = torch.rand_like(x)
+    y, sldj_pre = model._pre_process(x, noise)
     z_expected, sldj_expected = model.flows(y, sldj_pre, reverse=False)
-    torch.testing.assert_close(z, z_expected)
-    torch.testing.assert_close(sldj, sldj_expected)
+    z64, sldj64 = model64.flows(*model64._pre_process(x.double(), noise.double()), reverse=False)
+    assert_matches_float64(z, z64, "z", reference=z_expected)
+    assert_matches_float64(sldj, sldj64, "sldj", reference=sldj_expected)
     back, none = model(z, reverse=True)
     assert none is None
-    torch.testing.assert_close(back, y, rtol=0, atol=1e-4)  # logits up to about ±3
+    assert_matches_float64(back, y.double(), "round trip")
     with pytest.raises(ValueError, match=r"^Expected x in \[0, 1\], got x with min/max"):
         model(x + 1)
 
@@ -530,14 +553,18 @@ def test_seed001_loss_and_bits_per_dim():
     nll = [3.0 + 2 * math.log(2 * math.pi) + 32 * math.log(2) - 0.5,
            4.5 + 2 * math.log(2 * math.pi) + 32 * math.log(2) + 1.5]
     model = multiscale.RealNVP(2, 1, multiscale_args(num_scales=1))
-    torch.testing.assert_close(model.nll_score(z, sldj), torch.tensor(nll))
+
+    def exactly(value):
+        return torch.tensor(value, dtype=torch.float64)
+
+    assert_matches_float64(model.nll_score(z, sldj), exactly(nll), "nll_score")
     loss = multiscale.RealNVPLoss()(z, sldj)
-    assert math.isclose(loss.item(), sum(nll) / 2, rel_tol=1e-6)
+    assert_matches_float64(loss, exactly(sum(nll) / 2), "loss")
     # k = 2: log(2) per dimension instead of log(256)
-    assert math.isclose(multiscale.RealNVPLoss(k=2)(z, sldj).item(),
-                        sum(nll) / 2 - 4 * math.log(128), rel_tol=1e-6)
+    assert_matches_float64(multiscale.RealNVPLoss(k=2)(z, sldj),
+                           exactly(sum(nll) / 2 - 4 * math.log(128)), "loss with k = 2")
     bpd = multiscale.bits_per_dim(z, loss)
-    assert math.isclose(bpd.item(), sum(nll) / 2 / (4 * math.log(2)), rel_tol=1e-6)
+    assert_matches_float64(bpd, exactly(sum(nll) / 2 / (4 * math.log(2))), "bits per dim")
 
 
 # --- seed 003: Gaussian MADE and MAF -------------------------------------------------------
@@ -590,13 +617,15 @@ def test_seed003_made_round_trip_and_logdet():
     z, log_det = block.inverse(x)
     with torch.no_grad():
         back, log_det_forward = block(z)
-    assert_round_trip(back, x)
-    torch.testing.assert_close(log_det_forward, log_det)  # both: log|det dz/dx|
+    assert_matches_float64(back, x.double(), "round trip")
+    _, log_det64 = copy.deepcopy(block).double().inverse(x.double())
+    assert_matches_float64(log_det_forward, log_det64, "forward log_det",  # both: log|det dz/dx|
+                           reference=log_det)
 
     block.double()
     x = x.double()
-    torch.testing.assert_close(block.inverse(x)[1],
-                               autograd_logdet(lambda v: block.inverse(v[None])[0][0], x))
+    assert_matches_float64(block.inverse(x)[1],
+                           autograd_logdet(lambda v: block.inverse(v[None])[0][0], x), "log_det")
 
 
 def test_seed003_permute_layer():
@@ -617,14 +646,15 @@ def test_seed003_maf_log_prob():
         mean, alpha = block.net(v).chunk(2, dim=1)
         return torch.distributions.Normal(mean, alpha.exp()).log_prob(v).sum(1)
 
-    torch.testing.assert_close(single.log_prob(x), gaussian_log_likelihood(single.nf[0], x))
+    assert_matches_float64(single.log_prob(x), gaussian_log_likelihood(single.nf[0], x),
+                           "log_prob")
 
     model = maf.MAF(input_size=4, hidden_size=16, n_hidden=1, n_flows=2).double()
     first, second = model.nf[0], model.nf[2]
     z1, log_det1 = first.inverse(x)
     expected = gaussian_log_likelihood(second, z1.flip(1)) + log_det1
-    torch.testing.assert_close(model.log_prob(x), expected)
-    torch.testing.assert_close(model.log_probs(x), expected.mean())
+    assert_matches_float64(model.log_prob(x), expected, "log_prob")
+    assert_matches_float64(model.log_probs(x), expected.mean(), "log_probs")
 
     def to_latent(v):
         for flow in model.nf:
@@ -632,8 +662,9 @@ def test_seed003_maf_log_prob():
         return v
 
     prior = torch.distributions.Normal(0, 1).log_prob(to_latent(x)).sum(1)
-    torch.testing.assert_close(model.log_prob(x),
-                               prior + autograd_logdet(lambda v: to_latent(v[None])[0], x))
+    assert_matches_float64(model.log_prob(x),
+                           prior + autograd_logdet(lambda v: to_latent(v[None])[0], x),
+                           "log_prob against autograd")
 
 
 def test_seed003_maf_sample():
@@ -645,7 +676,7 @@ def test_seed003_maf_sample():
     latent = x
     for flow in model.nf:
         latent, _ = flow.inverse(latent)
-    assert_round_trip(latent, z)
+    assert_matches_float64(latent, z.double(), "round trip")
     torch.manual_seed(6)
     drawn = model.sample(5)
     torch.manual_seed(6)
@@ -692,22 +723,28 @@ def test_seed002_coupling_masks_and_round_trips():
     for layer in (checkerboard, channel):
         y, log_det = layer(x)
         back, log_det_back = layer(y, reverse=True)
-        assert_round_trip(back, x)
-        torch.testing.assert_close(log_det_back, -log_det)
+        assert_matches_float64(back, x.double(), "round trip")
+        _, log_det64 = copy.deepcopy(layer).double()(x.double())
+        assert_matches_float64(log_det_back, -log_det64, "reverse log_det", reference=-log_det)
         kept = layer.mask == 1
         assert torch.equal(y[:, kept], x[:, kept])
         layer.double()
-        torch.testing.assert_close(layer(x.double())[1],
-                                   autograd_logdet(lambda v: layer(v[None])[0][0], x.double()))
+        assert_matches_float64(layer(x.double())[1],
+                               autograd_logdet(lambda v: layer(v[None])[0][0], x.double()),
+                               "log_det")
+
+    def log_prob(z, log_det):
+        return torch.distributions.Normal(0, 1).log_prob(z).sum(1) + log_det
 
     nvp = glow.RealNVP(4, n_layers=3, hidden_dim=8)
     x = torch.randn(6, 4)
     z, log_det = nvp(x, reverse=True)
     back, log_det_back = nvp(z)
-    assert_round_trip(back, x)
-    torch.testing.assert_close(log_det_back, -log_det)
-    expected = torch.distributions.Normal(0, 1).log_prob(z).sum(1) + log_det
-    torch.testing.assert_close(nvp.log_prob(x), expected)
+    assert_matches_float64(back, x.double(), "round trip")
+    z64, log_det64 = copy.deepcopy(nvp).double()(x.double(), reverse=True)
+    assert_matches_float64(log_det_back, -log_det64, "forward log_det", reference=-log_det)
+    assert_matches_float64(nvp.log_prob(x), log_prob(z64, log_det64), "log_prob",
+                           reference=log_prob(z, log_det))
 
 
 def test_seed002_invertible_1x1_conv():
@@ -716,11 +753,12 @@ def test_seed002_invertible_1x1_conv():
     z = torch.randn(3, 4, dtype=torch.float64)
     x, log_det = conv(z)
     back, log_det_back = conv(x, reverse=True)
-    torch.testing.assert_close(back, z)
-    torch.testing.assert_close(log_det_back, -log_det)
+    assert_matches_float64(back, z, "round trip")
     # float32, whatever the model's dtype: the seed multiplies by torch.ones(batch_size)
     assert log_det.dtype == torch.float32
-    torch.testing.assert_close(log_det, autograd_logdet(lambda v: conv(v[None])[0][0], z).float())
+    log_det64 = autograd_logdet(lambda v: conv(v[None])[0][0], z)
+    assert_matches_float64(log_det, log_det64, "log_det")
+    assert_matches_float64(log_det_back, -log_det64, "reverse log_det")
 
 
 def test_seed002_actnorm_initialisation():
@@ -728,15 +766,18 @@ def test_seed002_actnorm_initialisation():
     z = torch.randn(8, 3) * torch.tensor([1., 2., 3.]) + torch.tensor([0.5, -1., 2.])
     x, log_det = norm(z)
     assert norm.initialized.item() == 1
-    mean, std = z.mean(0), z.std(0)
-    torch.testing.assert_close(norm.bias, -mean)
-    torch.testing.assert_close(norm.log_scale, -torch.log(std + 1e-6))
-    torch.testing.assert_close(log_det, norm.log_scale.sum().expand(8))
+    (mean, std), (mean64, std64) = ((v.mean(0), v.std(0)) for v in (z, z.double()))
+    assert_matches_float64(norm.bias, -mean64, "bias", reference=-mean)
+    assert_matches_float64(norm.log_scale, -torch.log(std64 + 1e-6), "log_scale",
+                           reference=-torch.log(std + 1e-6))
+    assert_matches_float64(log_det, -torch.log(std64 + 1e-6).sum().expand(8), "log_det",
+                           reference=-torch.log(std + 1e-6).sum().expand(8))
     # the seed's initialisation: z / std − mean, not (z − mean) / std
-    torch.testing.assert_close(x.mean(0), mean / (std + 1e-6) - mean)
+    assert_matches_float64(x.mean(0), mean64 / (std64 + 1e-6) - mean64, "mean of x",
+                           reference=mean / (std + 1e-6) - mean)
     # once initialized, a new batch does not re-initialize it
     norm(torch.randn(8, 3))
-    torch.testing.assert_close(norm.bias, -mean)
+    assert_matches_float64(norm.bias, -mean64, "bias after another batch", reference=-mean)
 
 
 def test_seed002_glow_round_trip_and_logdet():
@@ -745,14 +786,22 @@ def test_seed002_glow_round_trip_and_logdet():
     x = torch.randn(6, 4)
     z, log_det = model(x, reverse=True)  # data -> latent, initializes every ActNorm on x
     back, log_det_back = model(z)
-    assert_round_trip(back, x)
-    torch.testing.assert_close(log_det_back, -log_det)
-    expected = -0.5 * (z ** 2).sum(1) - 2 * math.log(2 * math.pi) + log_det
-    torch.testing.assert_close(model.log_prob(x), expected)
+    assert_matches_float64(back, x.double(), "round trip")
+    # (the float64 copy's log_det holds its 1x1 convolutions' float32 log-dets, see below)
+    z64, log_det64 = copy.deepcopy(model).double()(x.double(), reverse=True)
+    assert_matches_float64(log_det_back, -log_det64, "forward log_det", reference=-log_det)
+
+    def log_prob(z, log_det):
+        return -0.5 * (z ** 2).sum(1) - 2 * math.log(2 * math.pi) + log_det
+
+    assert_matches_float64(model.log_prob(x), log_prob(z64, log_det64), "log_prob",
+                           reference=log_prob(z, log_det))
 
     model.double()
     z = z.double()
-    torch.testing.assert_close(model(z)[1], autograd_logdet(lambda v: model(v[None])[0][0], z))
+    # float32's tolerance: the 1x1 convolutions' log-dets are float32 in a float64 model too
+    assert_matches_float64(model(z)[1], autograd_logdet(lambda v: model(v[None])[0][0], z),
+                           "log_det", dtype=torch.float32)
 
 
 def test_seed002_made_is_not_autoregressive():
@@ -775,15 +824,21 @@ def test_seed002_maf():
     model = glow.MAF(4, n_layers=2, hidden_dims=[8, 8])
     x = torch.randn(5, 4)
     z, log_det = model(x, reverse=True)
-    v, expected_log_det = x, 0
-    for made_layer in model.made_layers:
-        log_s, t = made_layer(v)
-        v = (v - t) * torch.exp(-log_s)
-        expected_log_det = expected_log_det - log_s.sum(1)
-    torch.testing.assert_close(z, v)
-    torch.testing.assert_close(log_det, expected_log_det)
-    expected = -0.5 * (z ** 2).sum(1) - 2 * math.log(2 * math.pi) + log_det
-    torch.testing.assert_close(model.log_prob(x), expected)
+
+    def by_hand(model, v):
+        """The latent, its log-det and log-likelihood, one MADE after another."""
+        log_det = 0
+        for made_layer in model.made_layers:
+            log_s, t = made_layer(v)
+            v = (v - t) * torch.exp(-log_s)
+            log_det = log_det - log_s.sum(1)
+        return v, log_det, -0.5 * (v ** 2).sum(1) - 2 * math.log(2 * math.pi) + log_det
+
+    expected = by_hand(model, x)
+    truth = by_hand(copy.deepcopy(model).double(), x.double())
+    for name, got, t, e in zip(("z", "log_det", "log_prob"), (z, log_det, model.log_prob(x)),
+                               truth, expected):
+        assert_matches_float64(got, t, name, reference=e)
 
     # the seed's defect: sampling (forward) runs made_layers[0] only
     with torch.no_grad():
