@@ -1,10 +1,11 @@
 """fastflow: fused kernels (C++, CUDA, Triton) for normalizing flows.
 
-    import fastflow
+    import torch, fastflow
     print(fastflow.info())                  # what was built, what can run here
-    y = fastflow.squeeze_2x2(x)             # on the best verified backend
+    y = fastflow.squeeze_2x2(torch.randn(8, 3, 32, 32))  # on the best verified backend
+    made = fastflow.nn.MADE(784, [512, 512], 784)
     x, log_p = fastflow.made_sample(made, 16)  # MADE samples in about one forward pass
-    with fastflow.backend("triton"): ...    # or pick one: auto, cuda, triton, cpu, torch
+    with fastflow.backend("torch"): ...     # or pick one: auto, cuda, triton, cpu, torch
 
 fastflow.reference holds the pure-PyTorch reference models (the seeds' models).
 """

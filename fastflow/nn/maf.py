@@ -2,7 +2,7 @@
 fastflow.reference.maf's MaskedLinear, MADE and MAF (same constructor arguments, masks,
 state_dict keys and results). See fastflow.nn.made for how each layer picks its kernel.
 
-Sampling runs in one pass (fastflow.ops.made_sample): MADE.forward(z), the seed's
+Sampling runs in one pass (fastflow.made_sample and its relatives): MADE.forward(z), the seed's
 sequential direction, and MAF.sample(n, z), which also returns log p of the samples."""
 
 from __future__ import annotations
