@@ -15,6 +15,7 @@ The tests (tests/utils.py) and the benchmark's check (fastflow.bench) both use t
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -50,6 +51,17 @@ def relative_error(got: torch.Tensor, truth: torch.Tensor, scale: float | None =
     if scale is None or own > NEGLIGIBLE * scale:
         scale = own
     return largest / scale if scale > 0 else (0.0 if largest == 0 else math.inf)
+
+
+def float64_copy(value):
+    """The float64 twin the truth is computed on: a module's deep copy (its parameters and
+    buffers as they are now), a floating tensor's detached copy (keeping requires_grad);
+    anything else as it is."""
+    if isinstance(value, torch.nn.Module):
+        return copy.deepcopy(value).double()
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().double().requires_grad_(value.requires_grad)
+    return value
 
 
 def allowed_error(dtype: torch.dtype, reference_error: float = 0.0) -> float:

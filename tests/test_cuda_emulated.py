@@ -19,6 +19,7 @@ import torch
 from fastflow import reference
 
 import cuda_cpu
+from fastflow.accuracy import float64_copy
 from utils import assert_matches_float64
 
 pytestmark = pytest.mark.cuda_emulated
@@ -41,10 +42,6 @@ def emu(emulator):
     return emulator
 
 
-def _float64(value):
-    return value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
-
 def assert_like_cpu_kernel(emu, op, args, names):
     """The emulated op against the C++ CPU kernel, by fastflow.accuracy's rule: the truth is
     the CPU kernel on float64 copies of the inputs, and the emulated result may be off by
@@ -54,7 +51,7 @@ def assert_like_cpu_kernel(emu, op, args, names):
     got = got if isinstance(got, tuple) else (got,)
     expected = getattr(CPU, op)(*args)
     expected = expected if isinstance(expected, tuple) else (expected,)
-    truth = getattr(CPU, op)(*[_float64(a) for a in args])
+    truth = getattr(CPU, op)(*[float64_copy(a) for a in args])
     truth = truth if isinstance(truth, tuple) else (truth,)
     dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point())
     assert len(got) == len(expected) == len(names)

@@ -12,7 +12,6 @@ configuration: quick fits a 2-core CPU in a few minutes, full is for a GPU.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from types import SimpleNamespace
 from typing import Callable
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 import fastflow
 from fastflow import reference
+from fastflow.accuracy import float64_copy
 from fastflow.ops.affine_coupling import affine_coupling_reference
 from fastflow.ops.dequantize_logit import dequantize_logit_reference
 from fastflow.ops.image_coupling import image_coupling_reference
@@ -260,7 +260,7 @@ def _model_pair(ref_cls, fast_cls, *args, device, dtype, np_seed=False):
 def _model_setup(ref, fast, run, x, mode, flops=None) -> Setup:
     """fwd+bwd: the gradients of each model's own parameters. The float64 copy is taken
     before any call (which would move a train-mode BatchNorm's running statistics)."""
-    ref64 = copy.deepcopy(ref).double()
+    ref64 = float64_copy(ref)
     return Setup((x,), lambda x: run(ref, x), lambda x: run(fast, x),
                  list(ref.parameters()) if mode == FWD_BWD else [],
                  list(fast.parameters()) if mode == FWD_BWD else [], flops=flops,
@@ -342,7 +342,7 @@ def _maf_sample(batch, dim, hidden, blocks):
         ref, fast = _model_pair(reference.maf.MAF, fastflow.nn.maf.MAF, dim, hidden, 1, blocks,
                                 device=device, dtype=dtype)
         z = torch.randn(batch, dim, device=device, dtype=dtype)
-        ref64 = copy.deepcopy(ref).double()
+        ref64 = float64_copy(ref)
         return Setup((z,), lambda z: ref.sample(batch, z), lambda z: fast.sample(batch, z)[0],
                      reference64=lambda z: ref64.sample(batch, z))
     return Case("maf_sample", f"b{batch} {blocks}x{dim}-{hidden}", (batch, dim), batch * dim, make,

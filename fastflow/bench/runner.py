@@ -185,16 +185,10 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
 
 
-def _float64(value):
-    if isinstance(value, torch.Tensor) and value.is_floating_point():
-        return value.detach().double().requires_grad_(value.requires_grad)
-    return value
-
-
 def _mismatch(got, truth, reference, dtype, exact, what, scale=None) -> str | None:
     """Why the provider's tensors `got` fail fastflow.accuracy's rule against the float64
     `truth` (the reference's own `reference` widening it), or are not identical to
-    `reference` when `exact`; None when they pass. scale(): the scale of the whole (the
+    `reference` when `exact`; None when they pass. scale: the scale of the whole (the
     largest of all the truths), for a truth that is zero but for rounding."""
     if len(got) != len(truth):
         return f"{len(got)} {what}s, the reference has {len(truth)}"
@@ -203,7 +197,7 @@ def _mismatch(got, truth, reference, dtype, exact, what, scale=None) -> str | No
             if g.shape != r.shape or not torch.equal(g, r):
                 return f"{what} {i}: not identical to the reference"
             continue
-        reason = accuracy.mismatch(g, t, reference=r, dtype=dtype, scale=scale() if scale else None)
+        reason = accuracy.mismatch(g, t, reference=r, dtype=dtype, scale=scale)
         if reason:
             return f"{what} {i}: {reason}"
     return None
@@ -221,7 +215,7 @@ class Task:
         self.expected, self.expected_grads = self._run(s.reference, s.inputs, s.reference_leaves)
         self.truth, self.truth_grads = self.expected, self.expected_grads
         if s.check is None and dtype != torch.float64:
-            inputs = tuple(_float64(v) for v in s.inputs)
+            inputs = tuple(accuracy.float64_copy(v) for v in s.inputs)
             if s.reference64 is not None:
                 fn, leaves = s.reference64, s.reference64_leaves
             else:  # an op: the same function on float64 copies of its inputs
@@ -293,8 +287,7 @@ class Task:
         if reason is None and self.mode == FWD_BWD:
             # A gradient that is zero in float64 (but for rounding) is judged against the
             # largest of all.
-            def largest():
-                return max(float(t.abs().max()) for t in self.truth_grads if t.numel())
+            largest = max((float(t.abs().max()) for t in self.truth_grads if t.numel()), default=0.0)
             reason = _mismatch(grads, self.truth_grads, self.expected_grads, self.dtype, exact,
                                "gradient", largest)
         return reason
