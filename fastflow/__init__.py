@@ -14,13 +14,14 @@ from . import reference
 from ._info import Info, info
 from .backend import BackendUnavailableError, backend, get_backend, set_backend
 from .ops import gaussian_made_sample, iaf_inverse, made_sample, squeeze_2x2
-from . import nn, ops
+from . import autotune, nn, ops
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
     "Info",
+    "autotune",
     "backend",
     "gaussian_made_sample",
     "get_backend",

@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 
+from . import autotune
 from . import triton as _triton
 from ._extension import EXTENSION, Extension
 from .backend import BACKENDS, get_backend, resolve, unavailable_reason
@@ -22,6 +23,7 @@ class Info:
     backend: str  # the current setting
     backends: dict[str, str | None]  # backend -> why unavailable (None: available)
     auto: dict[str, dict[str, str]]  # op -> device type -> what 'auto' picks now
+    autotune: dict[str, str]  # measured decisions so far: shape class -> choice (times)
 
     def __str__(self) -> str:
         ext = self.extension
@@ -47,6 +49,10 @@ class Info:
         for op, per_device in self.auto.items():
             picks = ", ".join(f"{dev} -> {pick}" for dev, pick in per_device.items())
             lines.append(f"  {op}: {picks}")
+        lines.append("measured" + ("" if autotune.enabled() else f" (off: {autotune.ENV_VAR}=0)")
+                     + ("" if self.autotune else ": none yet"))
+        for shape_class, decision in self.autotune.items():
+            lines.append(f"  {shape_class}: {decision}")
         return "\n".join(lines)
 
 
@@ -73,5 +79,14 @@ def info() -> Info:
         backend=get_backend(),
         backends={name: unavailable_reason(name) for name in BACKENDS if name != "auto"},
         auto=auto,
+        autotune={_describe(key): str(d) for key, d in autotune.decisions().items()},
     )
+
+
+def _describe(key: tuple) -> str:
+    """A shape class as text: op device dtype threads grad batch sizes..."""
+    op, device, dtype, threads, grad, batch, *sizes = key
+    dims = "x".join(map(str, sizes))
+    return (f"{op} {device} {str(dtype).removeprefix('torch.')} b<={batch} {dims} "
+            f"{threads} threads{' fwd+bwd' if grad else ' fwd'}")
 

@@ -108,32 +108,59 @@ def test_made_layer_sizes_strided_no_bias(device, backend, form):
     check_forward_backward(backend, form, x, weight, None, in_degrees, out_degrees)
 
 
-# (batch, in_features, out_features) around the float32 CPU kernel's blocking: 6-row and
-# 16-column register tiles, 256-deep K blocks, 120-row blocks, several threads once a
-# product has about a million multiply-adds.
-PACKED_SHAPES = [(1, 600, 70), (13, 600, 70), (130, 300, 700), (257, 517, 35), (6, 16, 16),
-                 (0, 300, 700), (40, 2, 5)]
+# (in_features, out_features) at the CPU kernel's block edges (csrc/cpu/masked_linear.cpp):
+# each side is cut into clamp(units // 128, 1, 4) blocks of ceil(units / blocks) units, so
+# 1 block below 256 units, 2 from 256, 3 from 384, 4 from 512, and a last block that is
+# short by up to blocks - 1 units.
+BLOCK_SIZES = [(127, 129), (128, 255), (256, 257), (383, 384), (385, 386), (512, 511),
+               (513, 1), (1, 513), (641, 130), (0, 300), (300, 0)]
+
+
+def staircase_degrees(kind, k, n):
+    """Degrees whose staircase has empty blocks: rows that see nothing, columns no row sees."""
+    if kind == "random":
+        return made_degrees(k, n, "cpu")
+    in_degrees = torch.randperm(k) + 1
+    if kind == "nothing-seen":  # every row and column block empty
+        return in_degrees, torch.randint(-2, 1, (n,))
+    if kind == "empty-row-blocks":  # the first 60% of the sorted rows see nothing, the rest all
+        out_degrees = torch.where(torch.rand(n) < 0.6, 0, k)
+        return in_degrees, out_degrees[torch.randperm(n)]
+    assert kind == "unseen-column-blocks"  # the top 3/4 of the inputs are seen by no row
+    return in_degrees, torch.randint(0, k // 4 + 1, (n,))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("in_sorted", [False, True], ids=["inputs-permuted", "inputs-in-order"])
-@pytest.mark.parametrize("form", ["matrix", "degrees"])
-@pytest.mark.parametrize("shape", PACKED_SHAPES, ids=str)
-def test_cpu_float32_tiling(shape, form, in_sorted, threads):
-    """The CPU float32 kernel's tile, block and thread edges: sizes not multiples of any of
-    them, batch 0 and 1, x strided, units in degree order (no gather) or not, one and two
-    threads."""
-    torch.manual_seed(0)
-    x, weight, bias = make_inputs(shape, torch.float32, "cpu", strided=True)
-    in_degrees, out_degrees = made_degrees(shape[1], shape[2], "cpu")
-    if in_sorted:
-        in_degrees = torch.arange(1, shape[1] + 1)
+@pytest.mark.parametrize("kind", ["random", "nothing-seen", "empty-row-blocks",
+                                  "unseen-column-blocks"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("sizes", BLOCK_SIZES, ids=str)
+def test_cpu_staircase_blocks(sizes, dtype, kind, threads):
+    """The CPU degree form's block decomposition: every block count at its edges, a short
+    last block, empty row and column blocks, x strided, one and two threads."""
+    k, n = sizes
+    torch.manual_seed(k * 1000 + n)
+    x, weight, bias = make_inputs((5, k, n), dtype, "cpu", strided=True)
+    in_degrees, out_degrees = staircase_degrees(kind, k, n)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        check_forward_backward("cpu", form, x, weight, bias, in_degrees, out_degrees)
+        check_forward_backward("cpu", "degrees", x, weight, bias, in_degrees, out_degrees)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_cpu_staircase_cache_follows_degree_values():
+    """The CPU kernel reuses a staircase for equal degree values: degrees edited in place
+    or a new tensor with other values must give the new mask's result."""
+    x, weight, bias = make_inputs((4, 300, 200), torch.float64, "cpu")
+    in_degrees, out_degrees = made_degrees(300, 200, "cpu")
+    for _ in range(3):
+        y = run("cpu", fastflow.ops.degree_masked_linear, x, weight, in_degrees, out_degrees, bias)
+        expected = masked_linear_reference(x, weight, degree_mask(in_degrees, out_degrees).double(),
+                                           bias)
+        assert_matches_float64(y, expected, "y")
+        out_degrees[torch.randint(0, 200, (20,))] = 150  # in place: same tensor, new values
 
 
 @pytest.mark.parametrize("device,backend", ALL_BACKENDS)
@@ -224,19 +251,43 @@ def test_reference_forms_agree():
         "degree form")
 
 
-def test_auto_keeps_small_cpu_calls_on_the_reference():
-    """'auto' runs the degree form's C++ kernels from AUTO_MIN_MACS_CPU multiply-adds on
-    (where they were measured faster than the reference), the reference below and for the
-    matrix form; an explicit backend is obeyed."""
+def test_auto_measures_cpu_calls_and_obeys_explicit_backends(monkeypatch):
+    """'auto' on the CPU runs what fastflow.autotune measured faster for the shape class
+    (the reference unless the C++ kernels beat it), records the decision, and with
+    FASTFLOW_AUTOTUNE=0 runs the reference; an explicit backend is obeyed."""
     module = importlib.import_module("fastflow.ops.masked_linear")
-    weight = torch.empty(512, 512)
-    small, large = torch.empty(63, 512), torch.empty(64, 512)
+    x, weight, bias = make_inputs((20, 64, 48), torch.float32, "cpu")
+    in_degrees, out_degrees = made_degrees(64, 48, "cpu")
+    fastflow.autotune.clear()
     with fastflow.backend("auto"):
-        assert module._backend(small, weight, degree_form=True) == "torch"
-        assert module._backend(large, weight, degree_form=True) == (
-            "cpu" if EXTENSION.loaded else "torch")
-        assert module._backend(large, weight, degree_form=False) == "torch"
+        monkeypatch.setenv(fastflow.autotune.ENV_VAR, "0")
+        assert module.degree_masked_linear_backend(x, weight, in_degrees, out_degrees, bias) == "torch"
+        assert fastflow.autotune.decisions() == {}
+        monkeypatch.setenv(fastflow.autotune.ENV_VAR, "1")
+        picked = module.degree_masked_linear_backend(x, weight, in_degrees, out_degrees, bias)
+        assert picked in (("torch", "cpu") if EXTENSION.loaded else ("torch",))
+        if EXTENSION.loaded:
+            [(key, decision)] = fastflow.autotune.decisions().items()
+            assert key == ("degree_masked_linear", "cpu", torch.float32, torch.get_num_threads(),
+                           False, 32, 48, 64)
+            assert decision.choice == picked and set(decision.seconds) == {"torch", "cpu"}
+            assert "degree_masked_linear cpu float32 b<=32 48x64" in str(fastflow.info())
     if EXTENSION.loaded:
         with fastflow.backend("cpu"):
-            assert module._backend(small, weight, degree_form=True) == "cpu"
-            assert module._backend(small, weight, degree_form=False) == "cpu"
+            assert module.degree_masked_linear_backend(x, weight, in_degrees, out_degrees, bias) == "cpu"
+            assert module.masked_linear_backend(x, weight, weight, bias) == "cpu"
+    fastflow.autotune.clear()
+
+
+def test_reference_degree_mask_follows_degree_edits():
+    """The degree form's reference keeps the mask of recent degree tensors: an edit of the
+    degrees (in place, or through .data, which bumps no version counter) must be seen."""
+    x, weight, bias = make_inputs((3, 12, 10), torch.float64, "cpu")
+    in_degrees, out_degrees = made_degrees(12, 10, "cpu")
+    for edit in (lambda: None, lambda: out_degrees.fill_(5), lambda: out_degrees.data.fill_(9),
+                 lambda: in_degrees.data.copy_(torch.arange(12))):
+        edit()
+        y = run("torch", fastflow.ops.degree_masked_linear, x, weight, in_degrees, out_degrees, bias)
+        expected = masked_linear_reference(x, weight, degree_mask(in_degrees, out_degrees).double(),
+                                           bias)
+        assert torch.equal(y, expected)

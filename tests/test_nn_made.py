@@ -153,11 +153,84 @@ def test_bad_masks_are_refused():
         fastflow.nn.maf.MaskedLinear(4, 3, torch.ones(4, 3))
 
 
-def test_compile_fullgraph():
+@pytest.mark.parametrize("device,backend", [("cpu", "auto"), *BACKENDS])
+def test_compile_fullgraph(device, backend):
+    """torch.compile(fullgraph=True) of the drop-in: under 'auto' (the reference: nothing is
+    measured while tracing) and on each backend."""
     ref, fast = made_pair(20, [64, 64])
-    compiled = torch.compile(fast, fullgraph=True)
     x = (torch.rand(6, 20) < 0.5).float()
-    assert_matches_float64(compiled(x), copy.deepcopy(ref).double()(x.double()), "logits",
-                           reference=ref(x))
-    compiled(x).sum().backward()
+    with fastflow.backend(backend):
+        compiled = torch.compile(fast, fullgraph=True)
+        assert_matches_float64(compiled(x), copy.deepcopy(ref).double()(x.double()), "logits",
+                               reference=ref(x))
+        compiled(x).sum().backward()
     assert fast.layers[0].weight.grad is not None
+    torch._dynamo.reset()
+
+
+def test_auto_reference_path_is_the_reference(monkeypatch):
+    """Where 'auto' keeps a layer on the reference (always, with measuring off), the drop-in
+    computes exactly what the reference model computes: the same outputs and gradients,
+    bit for bit, with and without gradients."""
+    monkeypatch.setenv(fastflow.autotune.ENV_VAR, "0")
+    ref, fast = made_pair(30, [40, 40])
+    x = (torch.rand(7, 30) < 0.5).float()
+    with fastflow.backend("auto"):
+        for model in (ref, fast):
+            model(x).square().sum().backward()
+        assert torch.equal(fast(x), ref(x))
+        for p_ref, p_fast in zip(ref.parameters(), fast.parameters()):
+            assert torch.equal(p_fast.grad, p_ref.grad)
+        with torch.no_grad():
+            assert torch.equal(fast(x), ref(x))
+    assert all(layer._path_is_reference for layer in fast.layers)
+
+
+def test_auto_reference_path_follows_weight_and_mask_changes(monkeypatch):
+    """The reference path reads the weight and the mask on every call: every change (in
+    place, a new tensor, writes through .data, which bump no version counter, set_mask) is
+    seen."""
+    monkeypatch.setenv(fastflow.autotune.ENV_VAR, "0")
+    layer = fastflow.nn.MaskedLinear(6, 5)
+    layer.set_mask(np.tril(np.ones((5, 6))))
+    x = torch.randn(3, 6)
+
+    def check(what):
+        with torch.no_grad():
+            got = layer(x)
+        expected = torch.nn.functional.linear(x, layer.mask * layer.weight, layer.bias)
+        assert torch.equal(got, expected.detach()), what
+
+    with fastflow.backend("auto"):
+        check("first call")
+        with torch.no_grad():
+            layer.weight.mul_(2.0)
+        check("weight edited in place")
+        layer.weight = torch.nn.Parameter(torch.randn(5, 6))
+        check("a new weight parameter")
+        layer.weight.data = torch.randn(5, 6)
+        check("new data in the same parameter")
+        layer.weight.data.mul_(3.0)
+        check("weight edited through .data")
+        layer.set_mask(np.triu(np.ones((5, 6))))
+        check("set_mask")
+        layer.mask[2, 3] = 1.0
+        check("mask edited in place")
+
+
+def test_auto_measures_each_layer_once():
+    """With measuring on, the first call of each layer shape records a decision; the
+    outputs match the reference whichever path each layer takes."""
+    fastflow.autotune.clear()
+    ref, fast = made_pair(30, [300, 300])
+    x = (torch.rand(9, 30) < 0.5).float()
+    with fastflow.backend("auto"):
+        got = fast(x)
+        keys = set(fastflow.autotune.decisions())
+        fast(x)
+        assert set(fastflow.autotune.decisions()) == keys
+    if fastflow.info().extension.loaded:
+        assert {key[0] for key in keys} == {"degree_masked_linear"} and len(keys) == 3
+    assert_matches_float64(got, copy.deepcopy(ref).double()(x.double()), "logits",
+                           reference=ref(x))
+    fastflow.autotune.clear()

@@ -14,16 +14,28 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import reference
-from ..ops.masked_linear import degree_masked_linear, degrees_from_mask, masked_linear
+from ..backend import get_backend
+from ..ops.masked_linear import (check_degree_masked_linear, check_masked_linear,
+                                 degree_masked_linear, degree_masked_linear_backend,
+                                 degrees_from_mask, masked_linear, masked_linear_backend)
 
 
 class FusedMaskedForward:
-    """forward(x) of an nn.Linear with a `mask` buffer through the fused ops (a mixin)."""
+    """forward(x) of an nn.Linear with a `mask` buffer through the fused ops (a mixin).
+
+    Under 'auto', where the shape class's measured choice (fastflow.autotune) is the
+    reference, forward is the reference's own F.linear(x, mask * weight, bias), with no
+    argument checks or degree lookups around it: at small sizes those would cost more than
+    the layer. The choice is looked up again when the batch size, dtype, device, grad mode
+    or thread count changes."""
 
     _mask_key = None
     _mask_degrees = None
+    _path_key = None
+    _path_is_reference = False
 
     def _degrees(self):
         """The mask's degrees (None when it has none), recomputed when the mask changes.
@@ -51,6 +63,27 @@ class FusedMaskedForward:
         self.register_load_state_dict_post_hook(_reread_degrees)
 
     def forward(self, x):
+        if (type(x) is torch.Tensor and x.dim() == 2 and get_backend() == "auto"
+                and not torch.compiler.is_compiling()):
+            key = (x.shape[0], x.dtype, x.device, torch.is_grad_enabled(), x.requires_grad, torch.get_num_threads())
+            if key != self._path_key:
+                self._path_is_reference = self._fused_backend(x) == "torch"
+                self._path_key = key
+            if self._path_is_reference:
+                return F.linear(x, self.mask * self.weight, self.bias)
+        return self._fused_forward(x)
+
+    def _fused_backend(self, x) -> str:
+        """The backend the fused forward would run x on (measured on first use)."""
+        degrees = self._degrees()
+        if degrees is None:
+            mask = self.mask.to(x.dtype)
+            check_masked_linear(x, self.weight, mask, self.bias)
+            return masked_linear_backend(x, self.weight, mask, self.bias)
+        check_degree_masked_linear(x, self.weight, *degrees, self.bias)
+        return degree_masked_linear_backend(x, self.weight, *degrees, self.bias)
+
+    def _fused_forward(self, x):
         degrees = self._degrees()
         if degrees is None:
             return masked_linear(x, self.weight, self.mask, self.bias)

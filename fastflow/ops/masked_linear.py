@@ -3,13 +3,14 @@
     y = x·(W⊙M)ᵀ + b        x [B, K], weight W [N, K], mask M [N, K], bias b [N] or None
     dX = dY·(W⊙M),   dW = (dYᵀ·X)⊙M,   db = Σ_rows dY
 
-The reference (F.linear(x, mask * weight, bias)) writes W⊙M to memory on every call before
-the matrix product. Here the mask is applied to each weight tile as it is loaded.
+The reference is F.linear(x, mask * weight, bias). The CUDA and Triton kernels apply the mask
+to each weight tile as it is loaded; the C++ CPU kernels run the CPU BLAS (csrc/cpu).
 
 masked_linear takes M as a matrix. degree_masked_linear takes it as MADE builds it, from
 degrees: M[j, k] = [in_degrees[k] ≤ out_degrees[j]] (`<` with strict=True, MADE's output
-layer). Sorted by degree the mask is a staircase, and the kernels skip the weight tiles that
-are entirely zero: about half the FLOPs of the dense product for MADE's masks. The units
+layer). Sorted by degree the mask is a staircase, and the kernels skip its all-zero part:
+about half the FLOPs of the dense product for MADE's masks (5/8 with the CPU's 4 blocks,
+each one BLAS call). The units
 stay in the caller's order (the kernels gather and scatter through the sort order).
 degrees_from_mask recovers degrees from any mask that has them (a staircase up to
 permutation), which is how fastflow.nn.MaskedLinear picks the degree form for masks loaded
@@ -21,32 +22,54 @@ the same names with _triton (Triton). The mask and the degrees get no gradient.
 
 from __future__ import annotations
 
+import collections
+import functools
+
 import torch
 import torch.nn.functional as F
 
+from .. import autotune
 from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import get_backend, resolve
 from ._checks import require_float, require_like_x, require_tensors
 
-# Backends 'auto' may pick, fastest first, per device type. On the CPU the C++ kernels of
-# the degree form beat the reference once a call has about 2^24 multiply-adds (batch 64 on
-# seed 000's 512-wide layers: README, Benchmarks; the whole MADE fwd+bwd 1.0x at batch 64,
-# 1.3x at 256); below that, packing the weights and the op's overhead cost more than the
-# skipped tiles save (seed 003's 64-wide MADE runs 2x slower at batch 256). The
-# matrix-mask form (no tiles to skip) is slower than the reference's BLAS call at every size
-# measured. 'auto' keeps those calls on the reference. The CUDA and Triton kernels wait
-# for a GPU check (run on the CPU, emulated or interpreted, not yet on a GPU).
+# Backends 'auto' may pick, per device type. On the CPU the C++ kernels run where they
+# were measured faster than the reference on this machine, per shape class
+# (fastflow.autotune): the staircase halves the matrix products, but the blocks run below
+# the BLAS's full speed and the gathers into degree order cost back part of the saving, so
+# which wins depends on the CPU, the thread count and the sizes. The CUDA and Triton
+# kernels wait for a GPU check (run on the CPU, emulated or interpreted, not yet on a GPU).
 AUTO_ORDER = {"cpu": ("cpu",), "cuda": ("torch",)}
-AUTO_MIN_MACS_CPU = 1 << 24
 
 
-def _backend(x: torch.Tensor, weight: torch.Tensor, degree_form: bool) -> str:
+def _timed_call(run, x, weight, bias, grad: bool):
+    """A call of run(x, weight, bias) for fastflow.autotune to time: forward, and backward
+    too when gradients are needed, on fresh leaves (the caller's tensors are untouched)."""
+    def call():
+        with torch.enable_grad() if grad else torch.no_grad():
+            leaves = [None if t is None else t.detach().requires_grad_(grad and t.requires_grad)
+                      for t in (x, weight, bias)]
+            y = run(*leaves)
+            if grad:
+                y.backward(torch.ones_like(y))
+    return call
+
+
+def _choose_backend(op: str, x, weight, bias, run) -> str:
+    """The backend op's public function runs: `run(name, x, weight, bias)` runs it on
+    backend `name`."""
     name = resolve("masked_linear", AUTO_ORDER, x.device)
-    if get_backend() == "auto" and name == "cpu" and (
-            not degree_form or x.shape[0] * weight.numel() < AUTO_MIN_MACS_CPU):
+    if get_backend() != "auto" or name == "torch":
+        return name
+    if torch.compiler.is_compiling():  # nothing measured while tracing
         return "torch"
-    return name
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias))
+    key = autotune.shape_class(op, x, weight.shape[0], weight.shape[1], grad=grad)
+    return autotune.decide(key, lambda: {
+        candidate: _timed_call(functools.partial(run, candidate), x, weight, bias, grad)
+        for candidate in ("torch", name)})
 
 
 def degree_mask(in_degrees: torch.Tensor, out_degrees: torch.Tensor) -> torch.Tensor:
@@ -60,7 +83,30 @@ def masked_linear_reference(x, weight, mask, bias=None):
 
 
 def degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias=None):
-    return F.linear(x, degree_mask(in_degrees, out_degrees).to(weight.dtype) * weight, bias)
+    return F.linear(x, _float_degree_mask(in_degrees, out_degrees, weight.dtype) * weight, bias)
+
+
+_DEGREE_MASKS: collections.OrderedDict = collections.OrderedDict()
+_DEGREE_MASKS_KEPT = 32  # a few MAFs' layers
+
+
+def _float_degree_mask(in_degrees, out_degrees, dtype):
+    """degree_mask(in_degrees, out_degrees) as `dtype`, kept (for the last 32 pairs of
+    degree tensors) while the degrees keep their values: a copy of them is compared on
+    every call, so edits of any kind, `.data` writes included, are seen."""
+    if torch.compiler.is_compiling():
+        return degree_mask(in_degrees, out_degrees).to(dtype)
+    key = (id(in_degrees), id(out_degrees), dtype, in_degrees.device)
+    entry = _DEGREE_MASKS.get(key)
+    if (entry is None or entry[0].shape != in_degrees.shape or entry[1].shape != out_degrees.shape
+            or not torch.equal(entry[0], in_degrees) or not torch.equal(entry[1], out_degrees)):
+        entry = (in_degrees.clone(), out_degrees.clone(),
+                 degree_mask(in_degrees, out_degrees).to(dtype))
+        _DEGREE_MASKS[key] = entry
+        if len(_DEGREE_MASKS) > _DEGREE_MASKS_KEPT:
+            _DEGREE_MASKS.popitem(last=False)
+    _DEGREE_MASKS.move_to_end(key)
+    return entry[2]
 
 
 def degree_plan(in_degrees: torch.Tensor, out_degrees: torch.Tensor):
@@ -230,9 +276,38 @@ if _triton.VERSION is not None:
     _register("_triton")
 
 
+def _run_masked_linear(name, x, weight, mask, bias):
+    if name == "torch":
+        return masked_linear_reference(x, weight, mask, bias)
+    op = torch.ops.fastflow.masked_linear_triton if name == "triton" else torch.ops.fastflow.masked_linear
+    return op(x, weight, mask, bias)
+
+
+def _run_degree_masked_linear(name, x, weight, in_degrees, out_degrees, bias):
+    if name == "torch":
+        return degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias)
+    op = (torch.ops.fastflow.degree_masked_linear_triton if name == "triton"
+          else torch.ops.fastflow.degree_masked_linear)
+    return op(x, weight, in_degrees, out_degrees, bias)
+
+
+def masked_linear_backend(x, weight, mask, bias=None) -> str:
+    """The backend masked_linear(x, weight, mask, bias) runs now (for checked arguments;
+    under 'auto' on the CPU, measured on the first call of its shape class)."""
+    return _choose_backend("masked_linear", x, weight, bias, lambda name, x, w, b:
+                           _run_masked_linear(name, x, w, mask, b))
+
+
+def degree_masked_linear_backend(x, weight, in_degrees, out_degrees, bias=None) -> str:
+    """The backend degree_masked_linear(x, weight, in_degrees, out_degrees, bias) runs now
+    (non-strict degrees, checked arguments)."""
+    return _choose_backend("degree_masked_linear", x, weight, bias, lambda name, x, w, b:
+                           _run_degree_masked_linear(name, x, w, in_degrees, out_degrees, b))
+
+
 def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
                   bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x·(weight⊙mask)ᵀ + bias on the current backend, the mask applied as weight tiles load.
+    """x·(weight⊙mask)ᵀ + bias on the current backend.
 
     Args:
         x: [B, in_features] (float32/float64/float16/bfloat16; rows may be strided).
@@ -243,19 +318,16 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
         mask = mask.to(x.dtype)
     check_masked_linear(x, weight, mask, bias)
-    name = _backend(x, weight, degree_form=False)
-    if name == "torch":
-        return masked_linear_reference(x, weight, mask, bias)
-    op = torch.ops.fastflow.masked_linear_triton if name == "triton" else torch.ops.fastflow.masked_linear
-    return op(x, weight, mask, bias)
+    name = masked_linear_backend(x, weight, mask, bias)
+    return _run_masked_linear(name, x, weight, mask, bias)
 
 
 def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torch.Tensor,
                          out_degrees: torch.Tensor, bias: torch.Tensor | None = None, *,
                          strict: bool = False) -> torch.Tensor:
     """masked_linear with the mask given by MADE degrees: unit j of the output sees input k
-    when in_degrees[k] <= out_degrees[j] (strictly less with strict=True). The all-zero
-    weight tiles of the degree-sorted staircase are skipped.
+    when in_degrees[k] <= out_degrees[j] (strictly less with strict=True). The kernels
+    skip the all-zero part of the degree-sorted staircase.
 
     Args:
         in_degrees: [in_features] int64; out_degrees: [out_features] int64, on x's device.
@@ -264,9 +336,5 @@ def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torc
     if strict and isinstance(out_degrees, torch.Tensor):
         out_degrees = out_degrees - 1
     check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias)
-    name = _backend(x, weight, degree_form=True)
-    if name == "torch":
-        return degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias)
-    op = (torch.ops.fastflow.degree_masked_linear_triton if name == "triton"
-          else torch.ops.fastflow.degree_masked_linear)
-    return op(x, weight, in_degrees, out_degrees, bias)
+    name = degree_masked_linear_backend(x, weight, in_degrees, out_degrees, bias)
+    return _run_degree_masked_linear(name, x, weight, in_degrees, out_degrees, bias)

@@ -1,0 +1,92 @@
+"""'auto' by measurement, where the faster path depends on the machine.
+
+Whether a fused CPU kernel beats the reference can depend on the CPU (its BLAS and vector
+width), the thread count and the sizes: the masked linear's staircase saves matrix-product
+work that the gathers around it may cost back. For such ops 'auto' times the candidates on
+the first call of each shape class, keeps the faster, and reuses that choice, the way
+torch.backends.cudnn.benchmark does.
+
+A shape class is the op, device type, dtype, thread count, whether gradients are needed,
+and the op's sizes, with the batch rounded up to a power of 2. The reference (the first
+candidate) is kept unless another is at least MARGIN faster: a tie stays on the reference.
+
+FASTFLOW_AUTOTUNE=0 (set before the first call) turns the measuring off: 'auto' then runs
+the reference wherever it would measure, the same choice on every run. Under torch.compile
+nothing is measured; a class without a decision runs the reference. `decisions()` and
+fastflow.info() list the decisions made so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+import torch
+
+ENV_VAR = "FASTFLOW_AUTOTUNE"
+MARGIN = 0.05  # a candidate must take at most 95% of the reference's time
+REPEATS = 5  # timed calls of each candidate, interleaved; the fastest counts
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    choice: str
+    seconds: dict[str, float]  # candidate -> its fastest timed call
+
+    def __str__(self) -> str:
+        times = ", ".join(f"{name} {s * 1e6:.0f} us" for name, s in self.seconds.items())
+        return f"{self.choice} ({times})" if times else self.choice
+
+
+_decisions: dict[tuple, Decision] = {}
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def shape_class(op: str, x: torch.Tensor, *sizes, grad: bool) -> tuple:
+    """The key of x's call of `op`: batch (x.shape[0]) rounded up to a power of 2, then
+    `sizes` (the op's other dimensions) and the machine state the speed depends on."""
+    batch = x.shape[0]
+    bucket = 1 << (batch - 1).bit_length() if batch > 0 else 0
+    return (op, x.device.type, x.dtype, torch.get_num_threads(), grad, bucket, *sizes)
+
+
+def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]) -> str:
+    """The candidate to run for shape class `key`.
+
+    `candidates()` gives name -> a call to time, the reference first; it is called only
+    when the class has no decision yet. Each call is made once to warm up, then REPEATS
+    times, interleaved with the others."""
+    decision = _decisions.get(key)
+    if decision is not None:
+        return decision.choice
+    calls = candidates()
+    reference = next(iter(calls))
+    if not enabled() or torch.compiler.is_compiling():
+        return reference
+    for call in calls.values():
+        call()
+    best = {name: float("inf") for name in calls}
+    for _ in range(REPEATS):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            best[name] = min(best[name], time.perf_counter() - start)
+    fastest = min(best, key=best.get)
+    choice = fastest if best[fastest] <= (1 - MARGIN) * best[reference] else reference
+    _decisions[key] = Decision(choice, best)
+    return choice
+
+
+def decisions() -> dict[tuple, Decision]:
+    """The decisions made so far in this process: shape class -> Decision."""
+    return dict(_decisions)
+
+
+def clear() -> None:
+    """Forgets every decision (the next call of each class measures again)."""
+    _decisions.clear()

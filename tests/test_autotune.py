@@ -1,0 +1,66 @@
+"""fastflow.autotune: the measured choice of 'auto' (the first call of a shape class times
+the candidates; the reference stays unless another is at least 5% faster), its cache, the
+switch that turns measuring off, and how decisions are shown."""
+
+import time
+
+import pytest
+import torch
+
+import fastflow
+from fastflow import autotune
+
+
+@pytest.fixture(autouse=True)
+def fresh_decisions(monkeypatch):
+    monkeypatch.delenv(autotune.ENV_VAR, raising=False)
+    autotune.clear()
+    yield
+    autotune.clear()
+
+
+def counting(seconds, counts, name):
+    def call():
+        counts[name] = counts.get(name, 0) + 1
+        time.sleep(seconds)
+    return call
+
+
+def test_faster_candidate_is_picked_once_and_cached():
+    counts = {}
+    made = []
+
+    def candidates():
+        made.append(1)
+        return {"torch": counting(0.003, counts, "torch"), "cpu": counting(0.0, counts, "cpu")}
+
+    key = ("op", "cpu", torch.float32, 2, False, 16, 8)
+    assert autotune.decide(key, candidates) == "cpu"
+    assert counts == {"torch": 1 + autotune.REPEATS, "cpu": 1 + autotune.REPEATS}
+    assert autotune.decide(key, candidates) == "cpu"
+    assert len(made) == 1 and counts["cpu"] == 1 + autotune.REPEATS  # cached: nothing timed
+    decision = autotune.decisions()[key]
+    assert decision.choice == "cpu" and decision.seconds["torch"] >= 0.003
+    assert str(decision).startswith("cpu (torch ")
+
+
+def test_slower_candidate_is_never_picked():
+    candidates = {"torch": counting(0.0, {}, "torch"), "cpu": counting(0.003, {}, "cpu")}
+    assert autotune.decide(("op", 1), lambda: candidates) == "torch"
+    assert autotune.decisions()[("op", 1)].choice == "torch"
+
+
+def test_measuring_off_runs_the_reference(monkeypatch):
+    monkeypatch.setenv(autotune.ENV_VAR, "0")
+    counts = {}
+    candidates = {"torch": counting(0.003, counts, "torch"), "cpu": counting(0.0, counts, "cpu")}
+    assert not autotune.enabled()
+    assert autotune.decide(("op", 2), lambda: candidates) == "torch"
+    assert counts == {} and autotune.decisions() == {}
+    assert "measured (off: FASTFLOW_AUTOTUNE=0): none yet" in str(fastflow.info())
+
+
+@pytest.mark.parametrize("batch,bucket", [(0, 0), (1, 1), (2, 2), (3, 4), (16, 16), (17, 32)])
+def test_shape_class_rounds_the_batch_up_to_a_power_of_2(batch, bucket):
+    key = autotune.shape_class("op", torch.empty(batch, 3, dtype=torch.float64), 5, 3, grad=True)
+    assert key == ("op", "cpu", torch.float64, torch.get_num_threads(), True, bucket, 5, 3)
