@@ -8,17 +8,6 @@
 
 namespace fastflow {
 
-// The output's layout is the reference's (seed 001's), so that the ops downstream see the
-// same strides and sum in the same order: channels-last for the default order (the result of
-// its permute/view), and for alt_order (a convolution's result) the input's: channels-last
-// for a channels-last input, else contiguous NCHW.
-inline at::MemoryFormat squeeze_2x2_output_format(const at::Tensor& x, bool alt_order) {
-  const bool channels_last_input =
-      x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
-  return alt_order && !channels_last_input ? at::MemoryFormat::Contiguous
-                                           : at::MemoryFormat::ChannelsLast;
-}
-
 // Validates x (same messages as seed 001's squeeze_2x2 and fastflow/ops/squeeze_2x2.py)
 // and returns the output shape.
 inline std::array<int64_t, 4> squeeze_2x2_output_shape(const at::Tensor& x, bool reverse,

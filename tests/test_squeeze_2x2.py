@@ -1,6 +1,5 @@
 """squeeze_2x2 on every backend against seed 001's reference: bit for bit (it is a
-permutation) and in the reference's memory layout, forward and backward, every float dtype,
-odd sizes, batch 0, strided inputs."""
+permutation), forward and backward, every float dtype, odd sizes, batch 0, strided inputs."""
 
 import pytest
 import torch
@@ -30,14 +29,6 @@ def reference_squeeze(x, reverse, alt_order):
     return reference.squeeze_2x2(x.detach().cpu(), reverse=reverse, alt_order=alt_order)
 
 
-def assert_same_layout(got, expected, what):
-    """The same strides along every dimension longer than 1 (the only ones that place
-    elements): channels-last for the default order, NCHW for alt_order, as the reference."""
-    placed = [(g, e) for g, e, n in zip(got.stride(), expected.stride(), expected.shape) if n > 1]
-    assert all(g == e for g, e in placed), \
-        f"{what}: strides {got.stride()}, the reference's {expected.stride()}"
-
-
 def run(backend, x, reverse, alt_order):
     with fastflow.backend(backend):
         return fastflow.squeeze_2x2(x, reverse=reverse, alt_order=alt_order)
@@ -53,7 +44,6 @@ def test_matches_reference_bit_for_bit(device, backend, reverse, alt_order, dtyp
     expected = reference_squeeze(x, reverse, alt_order)
     assert out.shape == expected.shape and out.dtype == dtype and out.device == x.device
     assert torch.equal(out.cpu(), expected)
-    assert_same_layout(out, expected, "output")
 
 
 def strided_views(x):
@@ -77,9 +67,7 @@ def test_non_contiguous_input(device, backend, reverse, alt_order, layout):
     view = strided_views(x)[layout]
     assert not view.is_contiguous()
     out = run(backend, view, reverse, alt_order)
-    expected = reference_squeeze(view, reverse, alt_order)
-    assert torch.equal(out.cpu(), expected)
-    assert_same_layout(out, expected, "output")
+    assert torch.equal(out.cpu(), reference_squeeze(view, reverse, alt_order))
 
 
 @pytest.mark.parametrize("device,backend", ALL_BACKENDS)
@@ -102,7 +90,6 @@ def test_backward_matches_reference(device, backend, reverse, alt_order, dtype):
     x_ref = x.detach().cpu().requires_grad_()
     reference.squeeze_2x2(x_ref, reverse=reverse, alt_order=alt_order).backward(grad.cpu())
     assert torch.equal(x.grad.cpu(), x_ref.grad)
-    assert_same_layout(x.grad, x_ref.grad, "gradient")
 
 
 @pytest.mark.parametrize("device,backend", ALL_BACKENDS)

@@ -1,6 +1,5 @@
-// squeeze_2x2 on the CPU: a strided gather copied as raw bits (a permutation needs no
-// arithmetic, so every float type is bit-exact), into the reference's layout
-// (../squeeze_2x2.h): NCHW or channels-last.
+// squeeze_2x2 on the CPU: a strided gather, one plane of the full tensor per task, copied
+// as raw bits (a permutation needs no arithmetic, so every float type is bit-exact).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -14,13 +13,13 @@
 namespace fastflow {
 namespace {
 
-// NCHW output. One task per (b, c) plane of the full tensor L: row y of L pairs
-// with row y/2 of the two planes of S that hold its even and odd columns,
-// squeezed_channel(c, y & 1, 0 or 1). Forward reads L's rows and writes S's; reverse the
-// other way round. Either way each task reads and writes whole rows, in order.
+// One task per (b, c) plane of the full tensor L: row y of L pairs with row y/2 of the two
+// planes of S that hold its even and odd columns, squeezed_channel(c, y & 1, 0 or 1).
+// Forward reads L's rows and writes S's; reverse the other way round. Either way each
+// task reads and writes whole rows, in order.
 template <typename bits_t, bool kReverse>
-void squeeze_planes(const bits_t* x, bits_t* out, int64_t batch, int64_t channels, int64_t h,
-                    int64_t w, const int64_t* s, bool alt_order) {
+void squeeze_rows(const bits_t* x, bits_t* out, int64_t batch, int64_t channels, int64_t h,
+                  int64_t w, const int64_t* s, bool alt_order) {
   at::parallel_for(0, batch * channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t b = plane / channels, c = plane % channels;
@@ -50,33 +49,6 @@ void squeeze_planes(const bits_t* x, bits_t* out, int64_t batch, int64_t channel
   });
 }
 
-// Channels-last output: the output is walked in memory order ([B, rows,
-// cols, channels]), one task per output row, each element gathered through x's strides.
-template <typename bits_t, bool kReverse>
-void squeeze_channels_last(const bits_t* x, bits_t* out, int64_t batch, int64_t channels,
-                           int64_t h, int64_t w, const int64_t* s, bool alt_order) {
-  const int64_t rows = kReverse ? 2 * h : h, cols = kReverse ? 2 * w : w;
-  const int64_t out_channels = kReverse ? channels : 4 * channels;
-  at::parallel_for(0, batch * rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t br = begin; br < end; ++br) {
-      const int64_t b = br / rows, r = br % rows;
-      bits_t* dst = out + br * cols * out_channels;
-      for (int64_t col = 0; col < cols; ++col) {
-        for (int64_t q = 0; q < out_channels; ++q) {
-          if constexpr (kReverse) {  // out is L: channel q at (r, col) = (2i + di, 2j + dj)
-            const int64_t sc = squeezed_channel<int64_t>(q, r & 1, col & 1, channels, alt_order);
-            *dst++ = x[b * s[0] + sc * s[1] + (r >> 1) * s[2] + (col >> 1) * s[3]];
-          } else {  // out is S: squeezed channel q at (i, j) = (r, col)
-            int64_t c, di, dj;
-            unsqueezed_channel<int64_t>(q, channels, alt_order, c, di, dj);
-            *dst++ = x[b * s[0] + c * s[1] + (2 * r + di) * s[2] + (2 * col + dj) * s[3]];
-          }
-        }
-      }
-    }
-  });
-}
-
 template <typename bits_t>
 void squeeze_2x2_bits(const at::Tensor& x, at::Tensor& out, bool reverse, bool alt_order) {
   const int64_t strides[4] = {x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
@@ -87,15 +59,10 @@ void squeeze_2x2_bits(const at::Tensor& x, at::Tensor& out, bool reverse, bool a
   const at::Tensor& squeezed = reverse ? x : out;
   const int64_t batch = x.size(0), channels = full.size(1);
   const int64_t h = squeezed.size(2), w = squeezed.size(3);
-  const bool nchw = out.is_contiguous();
-  if (nchw && reverse) {
-    squeeze_planes<bits_t, true>(src, dst, batch, channels, h, w, strides, alt_order);
-  } else if (nchw) {
-    squeeze_planes<bits_t, false>(src, dst, batch, channels, h, w, strides, alt_order);
-  } else if (reverse) {
-    squeeze_channels_last<bits_t, true>(src, dst, batch, channels, h, w, strides, alt_order);
+  if (reverse) {
+    squeeze_rows<bits_t, true>(src, dst, batch, channels, h, w, strides, alt_order);
   } else {
-    squeeze_channels_last<bits_t, false>(src, dst, batch, channels, h, w, strides, alt_order);
+    squeeze_rows<bits_t, false>(src, dst, batch, channels, h, w, strides, alt_order);
   }
 }
 
@@ -103,7 +70,7 @@ at::Tensor squeeze_2x2_cpu(const at::Tensor& x, bool reverse, bool alt_order) {
   TORCH_CHECK_VALUE(x.device().is_cpu(), "squeeze_2x2 (cpu): x must be a CPU tensor, got ",
                     x.device());
   const auto shape = squeeze_2x2_output_shape(x, reverse, alt_order);
-  at::Tensor out = at::empty(shape, x.options().memory_format(squeeze_2x2_output_format(x, alt_order)));
+  at::Tensor out = at::empty(shape, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   switch (x.element_size()) {
     case 2: squeeze_2x2_bits<uint16_t>(x, out, reverse, alt_order); break;

@@ -1,6 +1,5 @@
-// squeeze_2x2 CUDA kernel: one thread per output element, in the output's memory order
-// (NCHW or channels-last, as ../squeeze_2x2.h: coalesced writes, gathered reads),
-// grid-stride loop, 32-bit index math whenever the tensors allow it.
+// squeeze_2x2 CUDA kernel: one thread per output element (coalesced writes, gathered
+// reads), grid-stride loop, 32-bit index math whenever the tensors allow it.
 #include <cstdint>
 #include <type_traits>
 
@@ -13,7 +12,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65536;
 
-template <typename bits_t, typename index_t, bool kReverse, bool kAltOrder, bool kChannelsLast>
+template <typename bits_t, typename index_t, bool kReverse, bool kAltOrder>
 __global__ void __launch_bounds__(kThreads)
     squeeze_2x2_kernel(const bits_t* __restrict__ x, bits_t* __restrict__ out, index_t channels,
                        index_t h, index_t w, index_t s0, index_t s1, index_t s2, index_t s3,
@@ -23,43 +22,21 @@ __global__ void __launch_bounds__(kThreads)
        idx += step) {
     index_t src;
     if constexpr (kReverse) {
-      // idx walks L[B, C, 2h, 2w] (NCHW or channels-last); read S[b, sc, row/2, col/2].
-      index_t b, c, row, col;
-      if constexpr (kChannelsLast) {  // [B, 2h, 2w, C] in memory
-        c = idx % channels;
-        index_t t = idx / channels;
-        col = t % (2 * w);
-        t /= 2 * w;
-        row = t % (2 * h);
-        b = t / (2 * h);
-      } else {
-        col = idx % (2 * w);
-        index_t t = idx / (2 * w);
-        row = t % (2 * h);
-        t /= 2 * h;
-        c = t % channels;
-        b = t / channels;
-      }
+      // idx walks L[B, C, 2h, 2w]; read S[b, sc, y/2, x/2].
+      const index_t col = idx % (2 * w);
+      index_t t = idx / (2 * w);
+      const index_t row = t % (2 * h);
+      t /= 2 * h;
+      const index_t c = t % channels, b = t / channels;
       const index_t sc = squeezed_channel<index_t>(c, row & 1, col & 1, channels, kAltOrder);
       src = b * s0 + sc * s1 + (row >> 1) * s2 + (col >> 1) * s3;
     } else {
-      // idx walks S[B, 4C, h, w] (NCHW or channels-last); read L[b, c, 2i + di, 2j + dj].
-      index_t b, sc, i, j;
-      if constexpr (kChannelsLast) {  // [B, h, w, 4C] in memory
-        sc = idx % (4 * channels);
-        index_t t = idx / (4 * channels);
-        j = t % w;
-        t /= w;
-        i = t % h;
-        b = t / h;
-      } else {
-        j = idx % w;
-        index_t t = idx / w;
-        i = t % h;
-        t /= h;
-        sc = t % (4 * channels);
-        b = t / (4 * channels);
-      }
+      // idx walks S[B, 4C, h, w]; read L[b, c, 2i + di, 2j + dj].
+      const index_t j = idx % w;
+      index_t t = idx / w;
+      const index_t i = t % h;
+      t /= h;
+      const index_t sc = t % (4 * channels), b = t / (4 * channels);
       index_t c, di, dj;
       unsqueezed_channel<index_t>(sc, channels, kAltOrder, c, di, dj);
       src = b * s0 + c * s1 + (2 * i + di) * s2 + (2 * j + dj) * s3;
@@ -68,15 +45,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename bits_t, typename index_t, bool kReverse, bool kAltOrder, bool kChannelsLast>
+template <typename bits_t, typename index_t, bool kReverse, bool kAltOrder>
 cudaError_t launch_typed(const Squeeze2x2Args& a, cudaStream_t stream) {
   const int64_t total = a.batch * 4 * a.channels * a.height * a.width;
   const int64_t blocks_needed = (total + kThreads - 1) / kThreads;
   // Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
   const unsigned blocks =
       static_cast<unsigned>(blocks_needed < kMaxBlocks ? blocks_needed : kMaxBlocks);
-  squeeze_2x2_kernel<bits_t, index_t, kReverse, kAltOrder, kChannelsLast>
-      <<<blocks, kThreads, 0, stream>>>(
+  squeeze_2x2_kernel<bits_t, index_t, kReverse, kAltOrder><<<blocks, kThreads, 0, stream>>>(
       static_cast<const bits_t*>(a.x), static_cast<bits_t*>(a.out),
       static_cast<index_t>(a.channels), static_cast<index_t>(a.height),
       static_cast<index_t>(a.width), static_cast<index_t>(a.x_stride[0]),
@@ -85,20 +61,14 @@ cudaError_t launch_typed(const Squeeze2x2Args& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename bits_t, typename index_t, bool kReverse, bool kAltOrder>
-cudaError_t launch_for_layout(const Squeeze2x2Args& a, cudaStream_t stream) {
-  return a.channels_last_out ? launch_typed<bits_t, index_t, kReverse, kAltOrder, true>(a, stream)
-                             : launch_typed<bits_t, index_t, kReverse, kAltOrder, false>(a, stream);
-}
-
 template <typename bits_t, typename index_t>
 cudaError_t launch_for_mode(const Squeeze2x2Args& a, cudaStream_t stream) {
   if (a.reverse) {
-    return a.alt_order ? launch_for_layout<bits_t, index_t, true, true>(a, stream)
-                       : launch_for_layout<bits_t, index_t, true, false>(a, stream);
+    return a.alt_order ? launch_typed<bits_t, index_t, true, true>(a, stream)
+                       : launch_typed<bits_t, index_t, true, false>(a, stream);
   }
-  return a.alt_order ? launch_for_layout<bits_t, index_t, false, true>(a, stream)
-                     : launch_for_layout<bits_t, index_t, false, false>(a, stream);
+  return a.alt_order ? launch_typed<bits_t, index_t, false, true>(a, stream)
+                     : launch_typed<bits_t, index_t, false, false>(a, stream);
 }
 
 // Whether every index the kernel forms fits in 32 bits: the output indices (plus one

@@ -9,7 +9,7 @@ namespace fastflow::cuda {
 
 struct Squeeze2x2Args {
   const void* x;          // input, strided
-  void* out;              // output: NCHW or channels-last (../squeeze_2x2.h)
+  void* out;              // output, contiguous NCHW
   int64_t batch;          // B
   int64_t channels;       // C of the full tensor [B, C, 2h, 2w]
   int64_t height;         // h of the squeezed tensor [B, 4C, h, w]
@@ -18,7 +18,6 @@ struct Squeeze2x2Args {
   int element_size;       // 2, 4 or 8 bytes: the kernel moves bits, whatever the float type
   bool reverse;
   bool alt_order;
-  bool channels_last_out;  // out is channels-last, else contiguous NCHW
 };
 
 cudaError_t launch_squeeze_2x2(const Squeeze2x2Args& args, cudaStream_t stream);

@@ -15,7 +15,7 @@ namespace {
 
 at::Tensor squeeze_2x2_cuda(const at::Tensor& x, bool reverse, bool alt_order) {
   const auto shape = squeeze_2x2_output_shape(x, reverse, alt_order);
-  at::Tensor out = at::empty(shape, x.options().memory_format(squeeze_2x2_output_format(x, alt_order)));
+  at::Tensor out = at::empty(shape, x.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   const c10::cuda::CUDAGuard guard(x.device());
   // Sizes of the full tensor [B, C, 2h, 2w] and the squeezed one [B, 4C, h, w].
@@ -32,7 +32,6 @@ at::Tensor squeeze_2x2_cuda(const at::Tensor& x, bool reverse, bool alt_order) {
   args.element_size = static_cast<int>(x.element_size());
   args.reverse = reverse;
   args.alt_order = alt_order;
-  args.channels_last_out = !out.is_contiguous();
   C10_CUDA_CHECK(cuda::launch_squeeze_2x2(args, at::cuda::getCurrentCUDAStream()));
   return out;
 }

@@ -51,25 +51,12 @@ def squeeze_2x2_output_shape(x: torch.Tensor, reverse: bool, alt_order: bool) ->
     return (b, 4 * c, h // 2, w // 2)
 
 
-def squeeze_2x2_output(x: torch.Tensor, reverse: bool, alt_order: bool) -> torch.Tensor:
-    """An empty output for squeeze_2x2(x) in the reference's layout (the twin of
-    csrc/squeeze_2x2.h), so that the ops downstream see the reference's strides and sum in
-    its order: channels-last for the default order (seed 001's permute/view result), and for
-    alt_order (a convolution's result) the input's, channels-last for a channels-last x, else
-    contiguous."""
-    channels_last_input = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    memory_format = (torch.contiguous_format if alt_order and not channels_last_input
-                     else torch.channels_last)
-    return torch.empty(squeeze_2x2_output_shape(x, reverse, alt_order), dtype=x.dtype,
-                       device=x.device, memory_format=memory_format)
-
-
 def _register_fake_and_autograd(name: str) -> None:
     qualname = f"fastflow::{name}"
 
     @torch.library.register_fake(qualname)
     def _fake(x, reverse=False, alt_order=False):
-        return squeeze_2x2_output(x, reverse, alt_order)
+        return x.new_empty(squeeze_2x2_output_shape(x, reverse, alt_order))
 
     def setup_context(ctx, inputs, output):
         _, ctx.reverse, ctx.alt_order = inputs
@@ -91,7 +78,7 @@ if _triton.VERSION is not None:
     @torch.library.custom_op("fastflow::squeeze_2x2_triton", mutates_args=())
     def _squeeze_2x2_triton(x: torch.Tensor, reverse: bool = False,
                             alt_order: bool = False) -> torch.Tensor:
-        out = squeeze_2x2_output(x, reverse, alt_order)
+        out = x.new_empty(squeeze_2x2_output_shape(x, reverse, alt_order))
         _launch_triton(x, out, reverse, alt_order)
         return out
 
@@ -106,8 +93,7 @@ def squeeze_2x2(x: torch.Tensor, reverse: bool = False, alt_order: bool = False)
         reverse: undo a squeeze ([B, 4C, h, w] -> [B, C, 2h, 2w]).
         alt_order: seed 001's alternate channel order (used before the multi-scale split).
 
-    Returns a new tensor laid out as the reference's result (channels-last for the default
-    order; for alt_order, channels-last for a channels-last x, else contiguous). Raises seed 001's ValueErrors for odd H or W (forward)
+    Returns a new contiguous tensor. Raises seed 001's ValueErrors for odd H or W (forward)
     and C not divisible by 4 (reverse), a ValueError if x is not 4-D, and a TypeError for a
     non-float x.
     """

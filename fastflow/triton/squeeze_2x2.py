@@ -1,8 +1,7 @@
 """squeeze_2x2 in Triton: one program per BLOCK output elements, a strided gather.
 
 The index map is the one in csrc/squeeze_2x2_index.h (see there): squeezed S[B, 4C, h, w],
-full L[B, C, 2h, 2w], S[b, squeezed_channel(c, di, dj), i, j] == L[b, c, 2i+di, 2j+dj]. The
-output has the reference's layout (csrc/squeeze_2x2.h): NCHW or channels-last.
+full L[B, C, 2h, 2w], S[b, squeezed_channel(c, di, dj), i, j] == L[b, c, 2i+di, 2j+dj].
 """
 
 import torch
@@ -15,30 +14,20 @@ BLOCK = 1024
 @triton.jit
 def _squeeze_2x2_kernel(x_ptr, out_ptr, total, channels, h, w, s0, s1, s2, s3,
                         REVERSE: tl.constexpr, ALT_ORDER: tl.constexpr,
-                        CHANNELS_LAST: tl.constexpr, INDEX_64: tl.constexpr,
-                        BLOCK: tl.constexpr):
+                        INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     if INDEX_64:
         pid = pid.to(tl.int64)
     idx = pid * BLOCK + tl.arange(0, BLOCK)
     in_bounds = idx < total
-    # idx walks the output in memory order: channels-last or NCHW.
     if REVERSE:
-        # The output is L; read S[b, sc, row // 2, col // 2].
-        if CHANNELS_LAST:
-            c = idx % channels
-            t = idx // channels
-            col = t % (2 * w)
-            t = t // (2 * w)
-            row = t % (2 * h)
-            b = t // (2 * h)
-        else:
-            col = idx % (2 * w)
-            t = idx // (2 * w)
-            row = t % (2 * h)
-            t = t // (2 * h)
-            c = t % channels
-            b = t // channels
+        # idx walks L; read S[b, sc, row // 2, col // 2].
+        col = idx % (2 * w)
+        t = idx // (2 * w)
+        row = t % (2 * h)
+        t = t // (2 * h)
+        c = t % channels
+        b = t // channels
         di = row % 2
         dj = col % 2
         if ALT_ORDER:
@@ -47,21 +36,13 @@ def _squeeze_2x2_kernel(x_ptr, out_ptr, total, channels, h, w, s0, s1, s2, s3,
             sc = 4 * c + 2 * di + dj
         src = b * s0 + sc * s1 + (row // 2) * s2 + (col // 2) * s3
     else:
-        # The output is S; read L[b, c, 2i + di, 2j + dj].
-        if CHANNELS_LAST:
-            sc = idx % (4 * channels)
-            t = idx // (4 * channels)
-            j = t % w
-            t = t // w
-            i = t % h
-            b = t // h
-        else:
-            j = idx % w
-            t = idx // w
-            i = t % h
-            t = t // h
-            sc = t % (4 * channels)
-            b = t // (4 * channels)
+        # idx walks S; read L[b, c, 2i + di, 2j + dj].
+        j = idx % w
+        t = idx // w
+        i = t % h
+        t = t // h
+        sc = t % (4 * channels)
+        b = t // (4 * channels)
         if ALT_ORDER:
             k = sc // channels
             c = sc % channels
@@ -77,8 +58,7 @@ def _squeeze_2x2_kernel(x_ptr, out_ptr, total, channels, h, w, s0, s1, s2, s3,
 
 
 def squeeze_2x2_triton(x: torch.Tensor, out: torch.Tensor, reverse: bool, alt_order: bool) -> None:
-    """Writes squeeze_2x2(x) into `out` (already shaped, NCHW or channels-last; checked by
-    the caller)."""
+    """Writes squeeze_2x2(x) into `out` (contiguous, already shaped; checked by the caller)."""
     total = out.numel()
     if total == 0:
         return
@@ -88,5 +68,4 @@ def squeeze_2x2_triton(x: torch.Tensor, out: torch.Tensor, reverse: bool, alt_or
     grid = (triton.cdiv(total, BLOCK),)
     _squeeze_2x2_kernel[grid](x, out, total, full.shape[1], squeezed.shape[2], squeezed.shape[3],
                               *x.stride(), REVERSE=reverse, ALT_ORDER=alt_order,
-                              CHANNELS_LAST=not out.is_contiguous(), INDEX_64=index_64,
-                              BLOCK=BLOCK)
+                              INDEX_64=index_64, BLOCK=BLOCK)
