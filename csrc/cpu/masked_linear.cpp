@@ -79,7 +79,6 @@ struct Staircase {
 
   DegreePlan plan;
   bool in_identity, out_identity;
-  at::Tensor in_position;  // the inverse of plan.in_order
   // The orders as int32 for the gather loops: 8 lanes per AVX2 gather rather than 4.
   std::vector<int32_t> in_order32, out_order32, in_position32, out_position32;
   std::vector<RowBlock> row_blocks;
@@ -89,10 +88,9 @@ struct Staircase {
       : plan(degree_plan(in_degrees, out_degrees)),
         in_identity(is_identity(plan.in_order)),
         out_identity(is_identity(plan.out_order)),
-        in_position(inverse_permutation(plan.in_order)),
         in_order32(as_int32(plan.in_order)),
         out_order32(as_int32(plan.out_order)),
-        in_position32(as_int32(in_position)),
+        in_position32(as_int32(inverse_permutation(plan.in_order))),
         out_position32(as_int32(inverse_permutation(plan.out_order))) {
     const int64_t out_features = out_degrees.numel(), in_features = in_degrees.numel();
     const int64_t* prefix = plan.row_prefix.const_data_ptr<int64_t>();
@@ -168,7 +166,7 @@ at::Tensor new_matrix(int64_t rows, int64_t cols, const at::Tensor& like) {
 }
 
 // sorted[r, c] = W[out_order[r], in_order[c]] for c < row_prefix[r], else 0: W⊙M in degree
-// order, rows [begin, end).
+// order, rows [begin, end). in_order is nullptr for the identity (a plain copy).
 template <typename scalar_t>
 FASTFLOW_ALWAYS_INLINE void sort_weight_rows_body(const scalar_t* weight, const int32_t* in_order,
                                                   const int32_t* out_order,
@@ -178,17 +176,21 @@ FASTFLOW_ALWAYS_INLINE void sort_weight_rows_body(const scalar_t* weight, const 
     const scalar_t* src = weight + out_order[r] * in_features;
     scalar_t* out = sorted + r * in_features;
     const int64_t seen = row_prefix[r];
-#pragma omp simd
-    for (int64_t c = 0; c < seen; ++c) out[c] = src[in_order[c]];
+    if (in_order == nullptr) {
+      std::copy(src, src + seen, out);
+    } else {
+      for (int64_t c = 0; c < seen; ++c) out[c] = src[in_order[c]];
+    }
     std::fill(out + seen, out + in_features, scalar_t(0));
   }
 }
 FASTFLOW_CPU_DISPATCH(sort_weight_rows)
 
-// grad_weight[out_order[r], k] = g[r, in_position[k]] where the mask is 1 (in_position[k] <
-// row_prefix[r]), else 0, rows [begin, end). g's entries past a row's prefix are not read.
+// grad_weight[out_order[r], in_order[c]] = g[r, c] for c < row_prefix[r], every other entry
+// of the row 0 (the mask), rows [begin, end): the row is zeroed, then the seen entries
+// scattered (within one row, in cache), which reads only what the products wrote.
 template <typename scalar_t>
-FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(const scalar_t* g, const int32_t* in_position,
+FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(const scalar_t* g, const int32_t* in_order,
                                                   const int32_t* out_order,
                                                   const int64_t* row_prefix, int64_t in_features,
                                                   int64_t begin, int64_t end,
@@ -197,11 +199,12 @@ FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(const scalar_t* g, const int32
     const scalar_t* src = g + r * in_features;
     scalar_t* out = grad_weight + out_order[r] * in_features;
     const int64_t seen = row_prefix[r];
-#pragma omp simd
-    for (int64_t k = 0; k < in_features; ++k) {
-      const int32_t c = in_position[k];
-      const scalar_t v = src[c < seen ? c : 0];  // never reads an unwritten entry
-      out[k] = c < seen ? v : scalar_t(0);
+    if (in_order == nullptr) {
+      std::copy(src, src + seen, out);
+      std::fill(out + seen, out + in_features, scalar_t(0));
+    } else {
+      std::fill(out, out + in_features, scalar_t(0));
+      for (int64_t c = 0; c < seen; ++c) out[in_order[c]] = src[c];
     }
   }
 }
@@ -214,7 +217,8 @@ at::Tensor sorted_masked_weight(const at::Tensor& weight, const Staircase& s) {
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     scalar_t* dst = sorted.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, weight.size(0), rows_per_task(in_features), [&](int64_t begin, int64_t end) {
-      sort_weight_rows(w, s.in_order32.data(), s.out_order32.data(), s.row_prefix(), in_features,
+      sort_weight_rows(w, s.in_identity ? nullptr : s.in_order32.data(), s.out_order32.data(),
+                       s.row_prefix(), in_features,
                        begin, end, dst);
     });
   });
@@ -228,7 +232,8 @@ at::Tensor unsorted_grad_weight(const at::Tensor& g, const Staircase& s) {
     const scalar_t* src = g.const_data_ptr<scalar_t>();
     scalar_t* dst = grad_weight.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, g.size(0), rows_per_task(in_features), [&](int64_t begin, int64_t end) {
-      unsort_grad_rows(src, s.in_position32.data(), s.out_order32.data(), s.row_prefix(), in_features,
+      unsort_grad_rows(src, s.in_identity ? nullptr : s.in_order32.data(), s.out_order32.data(),
+                       s.row_prefix(), in_features,
                        begin, end, dst);
     });
   });
