@@ -28,6 +28,7 @@ import torch
 ENV_VAR = "FASTFLOW_AUTOTUNE"
 MARGIN = 0.05  # a candidate must take at most 95% of the reference's time
 REPEATS = 5  # timed calls of each candidate, interleaved; the fastest counts
+LONG_CALL_S = 0.05  # a warm-up call longer than this: one timed call each (large inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +61,7 @@ def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]
 
     `candidates()` gives name -> a call to time, the reference first; it is called only
     when the class has no decision yet. Each call is made once to warm up, then REPEATS
-    times, interleaved with the others."""
+    times, interleaved with the others (once, when a warm-up took over LONG_CALL_S)."""
     decision = _decisions.get(key)
     if decision is not None:
         return decision.choice
@@ -68,10 +69,13 @@ def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]
     reference = next(iter(calls))
     if not enabled() or torch.compiler.is_compiling():
         return reference
+    longest = 0.0
     for call in calls.values():
+        start = time.perf_counter()
         call()
+        longest = max(longest, time.perf_counter() - start)
     best = {name: float("inf") for name in calls}
-    for _ in range(REPEATS):
+    for _ in range(1 if longest > LONG_CALL_S else REPEATS):
         for name, call in calls.items():
             start = time.perf_counter()
             call()

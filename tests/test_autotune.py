@@ -64,3 +64,12 @@ def test_measuring_off_runs_the_reference(monkeypatch):
 def test_shape_class_rounds_the_batch_up_to_a_power_of_2(batch, bucket):
     key = autotune.shape_class("op", torch.empty(batch, 3, dtype=torch.float64), 5, 3, grad=True)
     assert key == ("op", "cpu", torch.float64, torch.get_num_threads(), True, bucket, 5, 3)
+
+
+def test_long_calls_are_timed_once(monkeypatch):
+    """Large inputs: a warm-up call over LONG_CALL_S makes one timed call each, not REPEATS."""
+    monkeypatch.setattr(autotune, "LONG_CALL_S", 0.001)
+    counts = {}
+    candidates = {"torch": counting(0.002, counts, "torch"), "cpu": counting(0.0, counts, "cpu")}
+    assert autotune.decide(("op", 3), lambda: candidates) == "cpu"
+    assert counts == {"torch": 2, "cpu": 2}
