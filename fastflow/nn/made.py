@@ -63,9 +63,10 @@ class FusedMaskedForward:
         self.register_load_state_dict_post_hook(_reread_degrees)
 
     def forward(self, x):
-        if (type(x) is torch.Tensor and x.dim() == 2 and get_backend() == "auto"
+        if (type(x) is torch.Tensor and x.ndim == 2 and get_backend() == "auto"
                 and not torch.compiler.is_compiling()):
-            key = (x.shape[0], x.dtype, x.device, torch.is_grad_enabled(), x.requires_grad, torch.get_num_threads())
+            key = (x.shape[0], x.dtype, x.is_cpu, torch.is_grad_enabled(), x.requires_grad,
+                   torch.get_num_threads())
             if key != self._path_key:
                 self._path_is_reference = self._fused_backend(x) == "torch"
                 self._path_key = key
