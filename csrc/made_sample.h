@@ -1,4 +1,4 @@
-// One-pass MADE / MAF sampling (DESIGN.md, "Degree-ordered MADE / MAF sampling"): the
+// One-pass MADE / MAF sampling (docs/design.md, "One-pass MADE/MAF sampling"): the
 // argument checks, shared by the CPU and CUDA bindings.
 //
 // The network is a stack of masked linear layers l = 0..L with ReLU between them. Every unit

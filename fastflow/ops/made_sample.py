@@ -1,4 +1,4 @@
-"""One-pass MADE and MAF sampling ("Degree-ordered MADE / MAF sampling" in DESIGN.md).
+"""One-pass MADE and MAF sampling (docs/design.md, "One-pass MADE/MAF sampling").
 
 The reference samplers (seed 000's generate_samples, seed 003's MADE.forward) run the whole
 network once per dimension: D full forward passes. But once every unit a hidden unit
