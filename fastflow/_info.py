@@ -79,14 +79,6 @@ def info() -> Info:
         backend=get_backend(),
         backends={name: unavailable_reason(name) for name in BACKENDS if name != "auto"},
         auto=auto,
-        autotune={_describe(key): str(d) for key, d in autotune.decisions().items()},
+        autotune={autotune.describe(key): str(d) for key, d in autotune.decisions().items()},
     )
-
-
-def _describe(key: tuple) -> str:
-    """A shape class as text: op device dtype threads grad batch sizes..."""
-    op, device, dtype, threads, grad, batch, *sizes = key
-    dims = "x".join(map(str, sizes))
-    return (f"{op} {device} {str(dtype).removeprefix('torch.')} b<={batch} {dims} "
-            f"{threads} threads{' fwd+bwd' if grad else ' fwd'}")
 

@@ -50,7 +50,8 @@ def enabled() -> bool:
 
 def shape_class(op: str, x: torch.Tensor, *sizes, grad: bool) -> tuple:
     """The key of x's call of `op`: batch (x.shape[0]) rounded up to a power of 2, then
-    `sizes` (the op's other dimensions) and the machine state the speed depends on."""
+    `sizes` (the op's other dimensions, as numbers or labels) and the machine state the
+    speed depends on."""
     batch = x.shape[0]
     bucket = 1 << (batch - 1).bit_length() if batch > 0 else 0
     return (op, x.device.type, x.dtype, torch.get_num_threads(), grad, bucket, *sizes)
@@ -84,6 +85,14 @@ def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]
     choice = fastest if best[fastest] <= (1 - MARGIN) * best[reference] else reference
     _decisions[key] = Decision(choice, best)
     return choice
+
+
+def describe(key: tuple) -> str:
+    """A shape class as text: op, device, dtype, batch bucket, sizes, threads, mode."""
+    op, device, dtype, threads, grad, batch, *sizes = key
+    dims = " ".join(map(str, sizes))
+    return (f"{op} {device} {str(dtype).removeprefix('torch.')} b<={batch} {dims} "
+            f"{threads} threads{' fwd+bwd' if grad else ' fwd'}")
 
 
 def decisions() -> dict[tuple, Decision]:

@@ -220,3 +220,18 @@ def test_every_quick_case_has_a_float64_truth():
             for expected, truth in zip(task.expected, task.truth):
                 assert truth.dtype in (torch.float64, torch.int64, torch.bool), (case.label, truth.dtype)
                 assert relative_error(expected, truth) < 1e-2, (case.op, case.label, mode)
+
+
+def test_autotune_choices_are_reported(tmp_path, capsys, monkeypatch):
+    """The run lists what `auto` measured and picked for each shape class it met."""
+    monkeypatch.delenv(fastflow.autotune.ENV_VAR, raising=False)
+    fastflow.autotune.clear()
+    code = main(["--device", "cpu", "--ops", "degree_masked_linear", "--providers", "reference,auto",
+                 "--budget", "0.01", "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    if fastflow.info().extension.loaded:
+        assert "auto's measured choices" in out
+        assert "degree_masked_linear cpu float32 b<=256 512->512" in out
+        assert "auto's measured choices" in (tmp_path / "quick.md").read_text()
+    fastflow.autotune.clear()

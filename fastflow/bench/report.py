@@ -120,6 +120,18 @@ def summary(rows) -> str:
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
+def autotune_decisions() -> str:
+    """What `auto` measured and picked in this run, per shape class (fastflow.autotune)."""
+    from .. import autotune
+
+    decisions = autotune.decisions()
+    if not decisions:
+        return ""
+    lines = ["", "auto's measured choices (fastflow.autotune; best timed call of each candidate):"]
+    lines += [f"  {autotune.describe(key)}: {decision}" for key, decision in decisions.items()]
+    return "\n".join(lines) + "\n"
+
+
 def write_csv(rows, meta, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")

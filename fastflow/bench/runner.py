@@ -379,7 +379,7 @@ def main(argv=None) -> int:
 
     report.add_speedups(rows)
     regressed = report.compare(rows, args.compare, args.threshold) if args.compare else 0
-    text = report.table(rows, meta, ceilings) + report.summary(rows)
+    text = report.table(rows, meta, ceilings) + report.summary(rows) + report.autotune_decisions()
     print(text, end="")
 
     out = args.out or (Path("benchmarks/results") if Path("benchmarks").is_dir()

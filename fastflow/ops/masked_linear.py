@@ -66,7 +66,7 @@ def _choose_backend(op: str, x, weight, bias, run) -> str:
         return "torch"
     grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias))
-    key = autotune.shape_class(op, x, weight.shape[0], weight.shape[1], grad=grad)
+    key = autotune.shape_class(op, x, f"{weight.shape[1]}->{weight.shape[0]}", grad=grad)
     return autotune.decide(key, lambda: {
         candidate: _timed_call(functools.partial(run, candidate), x, weight, bias, grad)
         for candidate in ("torch", name)})
