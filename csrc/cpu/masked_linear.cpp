@@ -210,34 +210,36 @@ FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(const scalar_t* g, const int32
 }
 FASTFLOW_CPU_DISPATCH(unsort_grad_rows)
 
-at::Tensor sorted_masked_weight(const at::Tensor& weight, const Staircase& s) {
-  at::Tensor sorted = scratch(Scratch::kWeight, weight.sizes(), weight.options());
-  const int64_t in_features = weight.size(1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "sort_weight", [&] {
-    const scalar_t* w = weight.const_data_ptr<scalar_t>();
-    scalar_t* dst = sorted.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, weight.size(0), rows_per_task(in_features), [&](int64_t begin, int64_t end) {
-      sort_weight_rows(w, s.in_identity ? nullptr : s.in_order32.data(), s.out_order32.data(),
-                       s.row_prefix(), in_features,
-                       begin, end, dst);
+// out's rows [begin, end) from in's by rows(src, dst, begin, end), in parallel, for in's
+// float type (out: in's shape, contiguous).
+template <typename Rows>
+at::Tensor map_rows(const at::Tensor& in, at::Tensor out, const Rows& rows) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "masked_linear_rows", [&] {
+    const scalar_t* src = in.const_data_ptr<scalar_t>();
+    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, in.size(0), rows_per_task(in.size(1)), [&](int64_t begin, int64_t end) {
+      rows(src, dst, begin, end);
     });
   });
-  return sorted;
+  return out;
+}
+
+at::Tensor sorted_masked_weight(const at::Tensor& weight, const Staircase& s) {
+  const int32_t* in_order = s.in_identity ? nullptr : s.in_order32.data();
+  return map_rows(weight, scratch(Scratch::kWeight, weight.sizes(), weight.options()),
+                  [&](const auto* w, auto* dst, int64_t begin, int64_t end) {
+                    sort_weight_rows(w, in_order, s.out_order32.data(), s.row_prefix(),
+                                     weight.size(1), begin, end, dst);
+                  });
 }
 
 at::Tensor unsorted_grad_weight(const at::Tensor& g, const Staircase& s) {
-  at::Tensor grad_weight = at::empty(g.sizes(), g.options());
-  const int64_t in_features = g.size(1);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "unsort_grad", [&] {
-    const scalar_t* src = g.const_data_ptr<scalar_t>();
-    scalar_t* dst = grad_weight.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, g.size(0), rows_per_task(in_features), [&](int64_t begin, int64_t end) {
-      unsort_grad_rows(src, s.in_identity ? nullptr : s.in_order32.data(), s.out_order32.data(),
-                       s.row_prefix(), in_features,
-                       begin, end, dst);
-    });
-  });
-  return grad_weight;
+  const int32_t* in_order = s.in_identity ? nullptr : s.in_order32.data();
+  return map_rows(g, at::empty(g.sizes(), g.options()),
+                  [&](const auto* src, auto* dst, int64_t begin, int64_t end) {
+                    unsort_grad_rows(src, in_order, s.out_order32.data(), s.row_prefix(),
+                                     g.size(1), begin, end, dst);
+                  });
 }
 
 // v's columns in degree order: v[:, order] (v itself when the order is the identity).
