@@ -231,6 +231,43 @@ def test_plan_cached_and_rebuilt_when_a_mask_changes():
                         made(samples).detach())
 
 
+def test_packed_weights_follow_weight_changes():
+    """The CPU kernel keeps its packed weights between calls: an in-place edit, a new
+    parameter, load_state_dict, a new dtype and a mask change must each give the new
+    model's samples; weights created under inference_mode (no version counter) too."""
+    made = bernoulli_made(12, [40, 40], seed=3)
+    uniforms = torch.rand(9, 12)
+    order = list(range(12))
+
+    def check(what):
+        with fastflow.backend("cpu"):
+            samples, log_likelihood, logits = fastflow.made_sample(made, 9, uniforms=uniforms,
+                                                                   return_logits=True)
+        assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms, logits)
+        assert_made_matches_float64(made, samples, log_likelihood, logits)
+
+    check("first call")
+    check("packed weights reused")
+    with torch.no_grad():
+        made.layers[1].weight.mul_(-3.0)
+        made.layers[2].bias.add_(2.0)
+    check("in-place edits")
+    made.layers[0].weight = torch.nn.Parameter(torch.randn_like(made.layers[0].weight))
+    check("a new parameter")
+    made.load_state_dict(bernoulli_made(12, [40, 40], seed=4).state_dict())
+    check("load_state_dict")
+    made = made.double()
+    uniforms = uniforms.double()
+    check("float64")
+    uniforms = uniforms.float()
+    with torch.inference_mode():
+        made = bernoulli_made(12, [40, 40], seed=5)
+        check("inference tensors")
+        with torch.no_grad():
+            made.layers[0].weight.mul_(0.5)
+        check("inference tensors edited in place")
+
+
 def test_not_autoregressive_refused():
     made = bernoulli_made(6, [16], seed=0)
     mask = made.layers[-1].mask.clone()

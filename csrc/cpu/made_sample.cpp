@@ -187,6 +187,79 @@ void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule&
   }
 }
 
+// The packed layers of these arguments, kept between calls (per thread, for the last
+// kPackedModels models): packing transposes every weight, about half a call's time at batch
+// 1, and a sampler is usually called again with the same weights. An entry is reused only
+// for tensors with the same data pointers, shapes, strides, dtypes and version counters (the
+// callers detach, so the tensor objects are new on every call; a detached tensor shares its
+// parameter's memory and version counter). The entry holds its tensors, so their memory
+// cannot be another tensor's while it is kept. An in-place edit, a new tensor or a new plan
+// (every mask change makes one) packs again. Writes through `.data` bump no version counter
+// and are not seen; inference tensors (no version counter) are packed on every call.
+constexpr size_t kPackedModels = 4;
+
+template <typename scalar_t, typename acc_t>
+const std::vector<PackedLayer<acc_t>>& packed_layers(
+    at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
+    at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges) {
+  struct Entry {
+    std::vector<at::Tensor> tensors;
+    std::vector<int64_t> versions;
+    std::vector<const void*> data;
+    std::vector<PackedLayer<acc_t>> layers;
+  };
+  thread_local std::vector<Entry> cache;  // most recent first
+  thread_local Entry uncached;
+  const int64_t L = weights.size();
+  std::vector<at::Tensor> tensors(weights.begin(), weights.end());
+  tensors.insert(tensors.end(), masks.begin(), masks.end());
+  tensors.insert(tensors.end(), unit_orders.begin(), unit_orders.end());
+  tensors.insert(tensors.end(), push_ranges.begin(), push_ranges.end());
+  for (int64_t l = 0; l < L; ++l) tensors.push_back(biases.get(l).value_or(at::Tensor()));
+  const bool cacheable = std::none_of(tensors.begin(), tensors.end(), [](const at::Tensor& t) {
+    return t.defined() && t.is_inference();
+  });
+  std::vector<int64_t> versions;
+  std::vector<const void*> data;
+  for (const at::Tensor& t : tensors) {
+    versions.push_back(t.defined() && cacheable ? static_cast<int64_t>(t._version()) : -1);
+    data.push_back(t.defined() ? t.const_data_ptr() : nullptr);
+  }
+  const auto same = [&](const Entry& e) {
+    if (e.tensors.size() != tensors.size() || e.versions != versions || e.data != data) return false;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const at::Tensor &a = e.tensors[i], &b = tensors[i];
+      if (a.defined() != b.defined() || (b.defined() && (a.sizes() != b.sizes() ||
+                                                         a.strides() != b.strides() ||
+                                                         a.scalar_type() != b.scalar_type()))) {
+        return false;
+      }
+    }
+    return true;
+  };
+  if (cacheable) {
+    for (size_t i = 0; i < cache.size(); ++i) {
+      if (same(cache[i])) {
+        std::rotate(cache.begin(), cache.begin() + i, cache.begin() + i + 1);
+        return cache.front().layers;
+      }
+    }
+  }
+  std::vector<PackedLayer<acc_t>> layers;
+  for (int64_t l = 0; l < L; ++l) {
+    layers.push_back(pack_layer<scalar_t, acc_t>(weights[l], masks[l], biases.get(l),
+                                                  unit_orders[l], unit_orders[l + 1], push_ranges[l]));
+  }
+  if (!cacheable) {
+    uncached.layers = std::move(layers);
+    return uncached.layers;
+  }
+  if (cache.size() == kPackedModels) cache.pop_back();
+  cache.insert(cache.begin(), Entry{std::move(tensors), std::move(versions), std::move(data),
+                                    std::move(layers)});
+  return cache.front().layers;
+}
+
 // Samples per thread block: enough to reuse each weight row from cache, few enough that
 // every thread gets a block.
 int64_t block_samples(int64_t samples) {
@@ -217,11 +290,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
   schedule.out_order = to_vector(unit_orders[L]);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, noise.scalar_type(), "made_sample", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    std::vector<PackedLayer<acc_t>> layers;
-    for (int64_t l = 0; l < L; ++l) {
-      layers.push_back(pack_layer<scalar_t, acc_t>(weights[l], masks[l], biases.get(l), unit_orders[l],
-                                                    unit_orders[l + 1], push_ranges[l]));
-    }
+    const std::vector<PackedLayer<acc_t>>& layers =
+        packed_layers<scalar_t, acc_t>(weights, biases, masks, unit_orders, push_ranges);
     const scalar_t* noise_data = noise.const_data_ptr<scalar_t>();
     scalar_t* values_data = values.mutable_data_ptr<scalar_t>();
     scalar_t* outputs_data = outputs.mutable_data_ptr<scalar_t>();
