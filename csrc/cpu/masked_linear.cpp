@@ -79,7 +79,7 @@ struct Staircase {
 
   DegreePlan plan;
   bool in_identity, out_identity;
-  // The orders as int32 for the gather loops: 8 lanes per AVX2 gather rather than 4.
+  // The orders and their inverses as int32, the index type of the row loops.
   std::vector<int32_t> in_order32, out_order32, in_position32, out_position32;
   std::vector<RowBlock> row_blocks;
   std::vector<ColumnBlock> column_blocks;

@@ -22,7 +22,6 @@ the same names with _triton (Triton). The mask and the degrees get no gradient.
 
 from __future__ import annotations
 
-import collections
 import functools
 
 import torch
@@ -86,27 +85,27 @@ def degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias=None
     return F.linear(x, _float_degree_mask(in_degrees, out_degrees, weight.dtype) * weight, bias)
 
 
-_DEGREE_MASKS: collections.OrderedDict = collections.OrderedDict()
+_DEGREE_MASKS: list = []  # (in_degrees, out_degrees, dtype, mask), most recent first
 _DEGREE_MASKS_KEPT = 32  # a few MAFs' layers
 
 
 def _float_degree_mask(in_degrees, out_degrees, dtype):
-    """degree_mask(in_degrees, out_degrees) as `dtype`, kept (for the last 32 pairs of
-    degree tensors) while the degrees keep their values: a copy of them is compared on
-    every call, so edits of any kind, `.data` writes included, are seen."""
+    """degree_mask(in_degrees, out_degrees) as `dtype`, kept for the last 32 degree pairs
+    and found by the degrees' values (a few hundred integers compared), so edits of any
+    kind are seen and a new tensor with the same values (strict=True's out_degrees − 1,
+    made on every call) finds its mask."""
     if torch.compiler.is_compiling():
         return degree_mask(in_degrees, out_degrees).to(dtype)
-    key = (id(in_degrees), id(out_degrees), dtype, in_degrees.device)
-    entry = _DEGREE_MASKS.get(key)
-    if (entry is None or entry[0].shape != in_degrees.shape or entry[1].shape != out_degrees.shape
-            or not torch.equal(entry[0], in_degrees) or not torch.equal(entry[1], out_degrees)):
-        entry = (in_degrees.clone(), out_degrees.clone(),
-                 degree_mask(in_degrees, out_degrees).to(dtype))
-        _DEGREE_MASKS[key] = entry
-        if len(_DEGREE_MASKS) > _DEGREE_MASKS_KEPT:
-            _DEGREE_MASKS.popitem(last=False)
-    _DEGREE_MASKS.move_to_end(key)
-    return entry[2]
+    for i, (ins, outs, kept_dtype, mask) in enumerate(_DEGREE_MASKS):
+        if (kept_dtype == dtype and ins.device == in_degrees.device
+                and ins.shape == in_degrees.shape and outs.shape == out_degrees.shape
+                and torch.equal(ins, in_degrees) and torch.equal(outs, out_degrees)):
+            _DEGREE_MASKS.insert(0, _DEGREE_MASKS.pop(i))
+            return mask
+    mask = degree_mask(in_degrees, out_degrees).to(dtype)
+    _DEGREE_MASKS.insert(0, (in_degrees.clone(), out_degrees.clone(), dtype, mask))
+    del _DEGREE_MASKS[_DEGREE_MASKS_KEPT:]
+    return mask
 
 
 def degree_plan(in_degrees: torch.Tensor, out_degrees: torch.Tensor):
@@ -276,33 +275,31 @@ if _triton.VERSION is not None:
     _register("_triton")
 
 
-def _run_masked_linear(name, x, weight, mask, bias):
+def _run(op: str, name: str, x, weight, mask_or_degrees: tuple, bias):
+    """fastflow::<op> (masked_linear or degree_masked_linear) on backend `name`."""
     if name == "torch":
-        return masked_linear_reference(x, weight, mask, bias)
-    op = torch.ops.fastflow.masked_linear_triton if name == "triton" else torch.ops.fastflow.masked_linear
-    return op(x, weight, mask, bias)
+        reference = (masked_linear_reference if op == "masked_linear"
+                     else degree_masked_linear_reference)
+        return reference(x, weight, *mask_or_degrees, bias)
+    return getattr(torch.ops.fastflow, op + ("_triton" if name == "triton" else ""))(
+        x, weight, *mask_or_degrees, bias)
 
 
-def _run_degree_masked_linear(name, x, weight, in_degrees, out_degrees, bias):
-    if name == "torch":
-        return degree_masked_linear_reference(x, weight, in_degrees, out_degrees, bias)
-    op = (torch.ops.fastflow.degree_masked_linear_triton if name == "triton"
-          else torch.ops.fastflow.degree_masked_linear)
-    return op(x, weight, in_degrees, out_degrees, bias)
+def _backend_of(op: str, x, weight, mask_or_degrees: tuple, bias) -> str:
+    return _choose_backend(op, x, weight, bias, lambda name, x, w, b:
+                           _run(op, name, x, w, mask_or_degrees, b))
 
 
 def masked_linear_backend(x, weight, mask, bias=None) -> str:
     """The backend masked_linear(x, weight, mask, bias) runs now (for checked arguments;
     under 'auto' on the CPU, measured on the first call of its shape class)."""
-    return _choose_backend("masked_linear", x, weight, bias, lambda name, x, w, b:
-                           _run_masked_linear(name, x, w, mask, b))
+    return _backend_of("masked_linear", x, weight, (mask,), bias)
 
 
 def degree_masked_linear_backend(x, weight, in_degrees, out_degrees, bias=None) -> str:
     """The backend degree_masked_linear(x, weight, in_degrees, out_degrees, bias) runs now
     (non-strict degrees, checked arguments)."""
-    return _choose_backend("degree_masked_linear", x, weight, bias, lambda name, x, w, b:
-                           _run_degree_masked_linear(name, x, w, in_degrees, out_degrees, b))
+    return _backend_of("degree_masked_linear", x, weight, (in_degrees, out_degrees), bias)
 
 
 def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
@@ -319,7 +316,7 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
         mask = mask.to(x.dtype)
     check_masked_linear(x, weight, mask, bias)
     name = masked_linear_backend(x, weight, mask, bias)
-    return _run_masked_linear(name, x, weight, mask, bias)
+    return _run("masked_linear", name, x, weight, (mask,), bias)
 
 
 def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torch.Tensor,
@@ -336,5 +333,6 @@ def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torc
     if strict and isinstance(out_degrees, torch.Tensor):
         out_degrees = out_degrees - 1
     check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias)
-    name = degree_masked_linear_backend(x, weight, in_degrees, out_degrees, bias)
-    return _run_degree_masked_linear(name, x, weight, in_degrees, out_degrees, bias)
+    degrees = (in_degrees, out_degrees)
+    return _run("degree_masked_linear", degree_masked_linear_backend(x, weight, *degrees, bias),
+                x, weight, degrees, bias)
