@@ -204,8 +204,7 @@ const std::vector<PackedLayer<acc_t>>& packed_layers(
     at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges) {
   struct Entry {
     std::vector<at::Tensor> tensors;
-    std::vector<int64_t> versions;
-    std::vector<const void*> data;
+    std::vector<int64_t> versions;  // when packed (the held tensors' counters move on)
     std::vector<PackedLayer<acc_t>> layers;
   };
   thread_local std::vector<Entry> cache;  // most recent first
@@ -220,18 +219,16 @@ const std::vector<PackedLayer<acc_t>>& packed_layers(
     return t.defined() && t.is_inference();
   });
   std::vector<int64_t> versions;
-  std::vector<const void*> data;
   for (const at::Tensor& t : tensors) {
     versions.push_back(t.defined() && cacheable ? static_cast<int64_t>(t._version()) : -1);
-    data.push_back(t.defined() ? t.const_data_ptr() : nullptr);
   }
   const auto same = [&](const Entry& e) {
-    if (e.tensors.size() != tensors.size() || e.versions != versions || e.data != data) return false;
+    if (e.tensors.size() != tensors.size() || e.versions != versions) return false;
     for (size_t i = 0; i < tensors.size(); ++i) {
       const at::Tensor &a = e.tensors[i], &b = tensors[i];
-      if (a.defined() != b.defined() || (b.defined() && (a.sizes() != b.sizes() ||
-                                                         a.strides() != b.strides() ||
-                                                         a.scalar_type() != b.scalar_type()))) {
+      if (a.defined() != b.defined() ||
+          (b.defined() && (a.const_data_ptr() != b.const_data_ptr() || a.sizes() != b.sizes() ||
+                           a.strides() != b.strides() || a.scalar_type() != b.scalar_type()))) {
         return false;
       }
     }
@@ -255,8 +252,7 @@ const std::vector<PackedLayer<acc_t>>& packed_layers(
     return uncached.layers;
   }
   if (cache.size() == kPackedModels) cache.pop_back();
-  cache.insert(cache.begin(), Entry{std::move(tensors), std::move(versions), std::move(data),
-                                    std::move(layers)});
+  cache.insert(cache.begin(), Entry{std::move(tensors), std::move(versions), std::move(layers)});
   return cache.front().layers;
 }
 

@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+from .. import autotune
+
 CSV_FIELDS = ["op", "case", "series", "shape", "mode", "dtype", "provider", "status", "reason", "checked",
               "median_s", "p20_s", "p80_s", "reps", "compile_s", "speedup_vs_eager", "speedup_vs_compile",
               "throughput", "throughput_unit", "ceiling_pct", "vs_stored", "regressed",
@@ -122,8 +124,6 @@ def summary(rows) -> str:
 
 def autotune_decisions() -> str:
     """What `auto` measured and picked in this run, per shape class (fastflow.autotune)."""
-    from .. import autotune
-
     decisions = autotune.decisions()
     if not decisions:
         return ""
