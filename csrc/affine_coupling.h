@@ -15,27 +15,28 @@
 #include <tuple>
 #include <utility>
 
+#include "checks.h"
 #include "layout.h"
 
 namespace fastflow {
 
 inline void check_affine_coupling(const at::Tensor& x, const at::Tensor& s, const at::Tensor& t,
                                   const at::Tensor& mask) {
+  constexpr const char* op = "affine_coupling";
   TORCH_CHECK_VALUE(x.dim() == 2, "affine_coupling: expected x of shape [B, D], got ", x.sizes());
+  require_float(op, "x", x);
   TORCH_CHECK_VALUE(s.sizes() == x.sizes(), "affine_coupling: s must have x's shape ", x.sizes(),
                     ", got ", s.sizes());
   TORCH_CHECK_VALUE(t.sizes() == x.sizes(), "affine_coupling: t must have x's shape ", x.sizes(),
                     ", got ", t.sizes());
   TORCH_CHECK_VALUE(mask.dim() == 1 && mask.size(0) == x.size(1),
-                    "affine_coupling: mask must have shape [", x.size(1), "], got ", mask.sizes());
-  for (const auto* other : {&s, &t, &mask}) {
-    TORCH_CHECK_VALUE(other->scalar_type() == x.scalar_type(),
-                     "affine_coupling: x, s, t and mask must share a dtype, got ", x.scalar_type(),
-                     " and ", other->scalar_type());
-    TORCH_CHECK_VALUE(other->device() == x.device(),
-                      "affine_coupling: x, s, t and mask must be on one device, got ", x.device(),
-                      " and ", other->device());
-  }
+                    "affine_coupling: mask must have shape [", x.size(1),
+                    "] (one entry per column of x), got ", mask.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(mask.scalar_type()),
+                   "affine_coupling: mask must be a float tensor, got ", mask.scalar_type());
+  require_like_x(op, x, "s", s);
+  require_like_x(op, x, "t", t);
+  require_like_x(op, x, "mask", mask);
 }
 
 inline at::ScalarType logdet_dtype(const at::Tensor& x) {

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include "checks.h"
 #include "image_coupling_index.h"
 
 namespace fastflow {
@@ -14,6 +15,7 @@ inline ImageCouplingGeometry image_coupling_geometry(const at::Tensor& x, const 
                                                      bool channel_wise, bool reverse_mask) {
   TORCH_CHECK_VALUE(x.dim() == 4, "image_coupling: expected x of shape [B, C, H, W], got ",
                     x.sizes());
+  require_float("image_coupling", "x", x);
   const int64_t c = x.size(1);
   TORCH_CHECK_VALUE(!channel_wise || c % 2 == 0,
                     "image_coupling: channel-wise coupling needs an even channel count in x, got ", c);
@@ -24,14 +26,8 @@ inline ImageCouplingGeometry image_coupling_geometry(const at::Tensor& x, const 
                     x.size(2), ", ", x.size(3), "], got ", st.sizes());
   TORCH_CHECK_VALUE(rescale.numel() == cc, "image_coupling: rescale must have ", cc,
                     " entries, got ", rescale.numel());
-  for (const auto* other : {&st, &rescale}) {
-    TORCH_CHECK_VALUE(other->scalar_type() == x.scalar_type(),
-                     "image_coupling: x, st and rescale must share a dtype, got ",
-                     x.scalar_type(), " and ", other->scalar_type());
-    TORCH_CHECK_VALUE(other->device() == x.device(),
-                      "image_coupling: x, st and rescale must be on one device, got ", x.device(),
-                      " and ", other->device());
-  }
+  require_like_x("image_coupling", x, "st", st);
+  require_like_x("image_coupling", x, "rescale", rescale);
   return {x.size(0), c, cc, x.size(2), x.size(3), channel_wise, reverse_mask};
 }
 

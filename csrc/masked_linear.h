@@ -26,6 +26,7 @@
 #include <optional>
 #include <utility>
 
+#include "checks.h"
 #include "layout.h"
 
 namespace fastflow {
@@ -34,18 +35,15 @@ inline void check_masked_linear_common(const char* op, const at::Tensor& x,
                                        const at::Tensor& weight,
                                        const c10::optional<at::Tensor>& bias) {
   TORCH_CHECK_VALUE(x.dim() == 2, op, ": expected x of shape [B, in_features], got ", x.sizes());
+  require_float(op, "x", x);
   TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(1) == x.size(1), op,
                     ": weight must have shape [out_features, ", x.size(1), "], got ",
                     weight.sizes());
-  TORCH_CHECK_VALUE(weight.scalar_type() == x.scalar_type() && weight.device() == x.device(), op,
-                    ": weight must have x's dtype and device (", x.scalar_type(), ", ",
-                    x.device(), "), got ", weight.scalar_type(), ", ", weight.device());
+  require_like_x(op, x, "weight", weight);
   if (bias.has_value()) {
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op,
                       ": bias must have shape [", weight.size(0), "], got ", bias->sizes());
-    TORCH_CHECK_VALUE(bias->scalar_type() == x.scalar_type() && bias->device() == x.device(),
-                      op, ": bias must have x's dtype and device, got ", bias->scalar_type(),
-                      ", ", bias->device());
+    require_like_x(op, x, "bias", *bias);
   }
 }
 
@@ -54,9 +52,9 @@ inline void check_masked_linear(const at::Tensor& x, const at::Tensor& weight,
   check_masked_linear_common("masked_linear", x, weight, bias);
   TORCH_CHECK_VALUE(mask.sizes() == weight.sizes(), "masked_linear: mask must have weight's shape ",
                     weight.sizes(), ", got ", mask.sizes());
-  TORCH_CHECK_VALUE(mask.scalar_type() == x.scalar_type() && mask.device() == x.device(),
-                    "masked_linear: mask must have x's dtype and device, got ",
-                    mask.scalar_type(), ", ", mask.device());
+  TORCH_CHECK_TYPE(at::isFloatingType(mask.scalar_type()),
+                   "masked_linear: mask must be a float tensor, got ", mask.scalar_type());
+  require_like_x("masked_linear", x, "mask", mask);
 }
 
 inline void check_degree_masked_linear(const at::Tensor& x, const at::Tensor& weight,
@@ -64,19 +62,16 @@ inline void check_degree_masked_linear(const at::Tensor& x, const at::Tensor& we
                                        const at::Tensor& out_degrees,
                                        const c10::optional<at::Tensor>& bias) {
   check_masked_linear_common("degree_masked_linear", x, weight, bias);
-  TORCH_CHECK_VALUE(in_degrees.dim() == 1 && in_degrees.size(0) == weight.size(1),
-                    "degree_masked_linear: in_degrees must have shape [", weight.size(1),
-                    "], got ", in_degrees.sizes());
-  TORCH_CHECK_VALUE(out_degrees.dim() == 1 && out_degrees.size(0) == weight.size(0),
-                    "degree_masked_linear: out_degrees must have shape [", weight.size(0),
-                    "], got ", out_degrees.sizes());
-  for (const auto* degrees : {&in_degrees, &out_degrees}) {
-    TORCH_CHECK_TYPE(degrees->scalar_type() == at::kLong,
-                     "degree_masked_linear: degrees must be int64, got ", degrees->scalar_type());
-    TORCH_CHECK_VALUE(degrees->device() == x.device(),
-                      "degree_masked_linear: degrees must be on x's device ", x.device(),
-                      ", got ", degrees->device());
-  }
+  const auto check_degrees = [&](const char* name, const at::Tensor& degrees, int64_t size) {
+    TORCH_CHECK_VALUE(degrees.dim() == 1 && degrees.size(0) == size, "degree_masked_linear: ",
+                      name, " must have shape [", size, "], got ", degrees.sizes());
+    TORCH_CHECK_TYPE(degrees.scalar_type() == at::kLong, "degree_masked_linear: ", name,
+                     " must be int64, got ", degrees.scalar_type());
+    TORCH_CHECK_VALUE(degrees.device() == x.device(), "degree_masked_linear: ", name,
+                      " must be on x's device ", x.device(), ", got ", degrees.device());
+  };
+  check_degrees("in_degrees", in_degrees, weight.size(1));
+  check_degrees("out_degrees", out_degrees, weight.size(0));
 }
 
 inline void check_grad_y(const char* op, const at::Tensor& grad_y, const at::Tensor& x,

@@ -6,6 +6,8 @@
 
 #include <array>
 
+#include "checks.h"
+
 namespace fastflow {
 
 // Validates x (same messages as seed 001's squeeze_2x2 and fastflow/ops/squeeze_2x2.py)
@@ -14,10 +16,7 @@ inline std::array<int64_t, 4> squeeze_2x2_output_shape(const at::Tensor& x, bool
                                                        bool alt_order) {
   TORCH_CHECK_VALUE(x.dim() == 4, "squeeze_2x2: expected a 4-D NCHW tensor x, got shape ",
                     x.sizes());
-  const auto dtype = x.scalar_type();
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
-                       dtype == at::kBFloat16,
-                   "squeeze_2x2: x must be float32, float64, float16 or bfloat16, got ", dtype);
+  require_float("squeeze_2x2", "x", x);
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   if (reverse) {
     if (alt_order) {

@@ -59,16 +59,16 @@ class Info:
 def info() -> Info:
     """What was built and what is available: the extension (and its CUDA arch list), Triton,
     the GPU, each backend, and what 'auto' picks for each op. `print(fastflow.info())`."""
-    from .ops import AUTO_CONDITIONS, AUTO_ORDERS
+    from .ops import registry
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    def pick(op, order, dev):
-        name = resolve(op, order, torch.device(dev), name="auto")
-        condition = AUTO_CONDITIONS.get((op, dev)) if name != "torch" else None
-        return f"{name} ({condition})" if condition else name
 
-    auto = {op: {dev: pick(op, order, dev) for dev in ("cpu", "cuda")}
-            for op, order in AUTO_ORDERS.items()}
+    def pick(op, dev):
+        name = resolve(op.name, op.auto, torch.device(dev), name="auto")
+        measured = op.measured_sizes is not None and name != "torch"
+        return f"{name} (where measured faster than torch, per shape class)" if measured else name
+
+    auto = {op.name: {dev: pick(op, dev) for dev in ("cpu", "cuda")} for op in registry.ops()}
     return Info(
         torch_version=torch.__version__,
         torch_cuda=torch.version.cuda,

@@ -13,7 +13,7 @@ from fastflow.ops.masked_linear import (degree_mask, degree_masked_linear_refere
                                         degrees_from_mask, masked_linear_reference)
 
 from backends import ALL_BACKENDS
-from utils import assert_matches_float64, reference_unless_torch
+from utils import assert_matches_float64, assert_raises_on_every_path, reference_unless_torch
 
 DTYPES = [
     pytest.param(torch.float32, id="float32"),
@@ -218,28 +218,31 @@ def test_opcheck(device, backend):
                           (x, weight, in_degrees, out_degrees, bias))
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpu"])
-def test_bad_arguments(backend):
-    x, weight, bias = make_inputs((4, 6, 5), torch.float32, "cpu")
-    mask = torch.ones(5, 6)
-    degrees_in, degrees_out = torch.arange(6), torch.arange(5)
-    masked, degree = fastflow.ops.masked_linear, fastflow.ops.degree_masked_linear
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_bad_arguments(device, backend):
+    x, weight, bias = make_inputs((4, 6, 5), torch.float32, device)
+    mask = torch.ones(5, 6, device=device)
+    degrees_in, degrees_out = torch.arange(6, device=device), torch.arange(5, device=device)
     cases = [
-        (ValueError, "x of shape", lambda: masked(x[0], weight, mask, bias)),
-        (ValueError, "weight must have shape", lambda: masked(x, weight.t(), mask.t(), bias)),
-        (ValueError, "mask must have weight's shape", lambda: masked(x, weight, mask[:4], bias)),
-        (ValueError, "bias must have shape", lambda: masked(x, weight, mask, bias[:3])),
-        (ValueError, "weight must have x's dtype", lambda: masked(x, weight.double(), mask, bias)),
-        (TypeError, "mask must be a float", lambda: masked(x, weight, mask.bool(), bias)),
-        (TypeError, "x must be float", lambda: masked(x.int(), weight, mask, bias)),
-        (TypeError, "mask must be a torch.Tensor", lambda: masked(x, weight, [[1.0]], bias)),
-        (ValueError, "in_degrees must have shape", lambda: degree(x, weight, degrees_out, degrees_out)),
-        (TypeError, "out_degrees must be int64", lambda: degree(x, weight, degrees_in, degrees_out.int())),
+        ("masked_linear", ValueError, "x of shape", (x[0], weight, mask, bias)),
+        ("masked_linear", ValueError, "weight must have shape", (x, weight.t(), mask.t(), bias)),
+        ("masked_linear", ValueError, "mask must have weight's shape", (x, weight, mask[:4], bias)),
+        ("masked_linear", ValueError, "bias must have shape", (x, weight, mask, bias[:3])),
+        ("masked_linear", ValueError, "weight must have x's dtype", (x, weight.double(), mask, bias)),
+        ("masked_linear", ValueError, "bias must be on x's device", (x, weight, mask, bias.to("meta"))),
+        ("masked_linear", TypeError, "mask must be a float", (x, weight, mask.bool(), bias)),
+        ("masked_linear", TypeError, "x must be float", (x.int(), weight, mask, bias)),
+        ("masked_linear", TypeError, "mask must be a torch.Tensor", (x, weight, [[1.0]], bias)),
+        ("degree_masked_linear", ValueError, "in_degrees must have shape",
+         (x, weight, degrees_out, degrees_out, bias)),
+        ("degree_masked_linear", TypeError, "out_degrees must be int64",
+         (x, weight, degrees_in, degrees_out.int(), bias)),
+        ("degree_masked_linear", ValueError, "out_degrees must be on x's device",
+         (x, weight, degrees_in, degrees_out.to("meta"), bias)),
     ]
-    with fastflow.backend(backend):
-        for error, message, call in cases:
-            with pytest.raises(error, match=message):
-                call()
+    for op, error, message, args in cases:
+        assert_raises_on_every_path(backend, op, error, message,
+                                    lambda: getattr(fastflow.ops, op)(*args), args)
 
 
 def test_reference_forms_agree():

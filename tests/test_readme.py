@@ -116,3 +116,13 @@ def test_resolve_sees_shadowed_submodules():
     text = ("`fastflow/ops/` `torch.ops.fastflow_emulated.<op>` `python -m fastflow.bench`\n"
             "```python\nfastflow.nowhere\n```\n")
     assert dotted_names(text) == ["fastflow.bench"]
+
+
+def test_ops_table_is_the_registry():
+    """The README's ops table is fastflow.ops.registry's, row for row (regenerate it with
+    `python -c "from fastflow.ops import registry; print(registry.ops_table())"`)."""
+    from fastflow.ops import registry
+
+    table = registry.ops_table()
+    assert len(table.splitlines()) == 2 + len(registry.ops())
+    assert table in README.read_text(), "README's ops table differs from:\n" + table

@@ -1,6 +1,7 @@
 """The tests' one way of judging a result: fastflow.accuracy's rule, against the reference
 run in float64 on the same inputs (see fastflow/accuracy.py)."""
 
+import pytest
 import torch
 
 from fastflow.accuracy import TOLERANCE, mismatch, relative_error  # noqa: F401 (re-exported)
@@ -27,3 +28,20 @@ def reference_unless_torch(backend, dtype, reference):
     if backend == "torch" and dtype in (torch.float32, torch.float64):
         return None
     return reference
+
+
+def assert_raises_on_every_path(backend, op, error, message, public_call, op_args):
+    """Bad arguments are refused with the same error and words by the public function on
+    `backend` and, for a kernel backend, by its custom op called directly (which checks its
+    own arguments: C++ for cpu and cuda, Python for triton). A non-tensor among op_args (None
+    too: a C++ op would see an undefined tensor) is left to the dispatcher and the public
+    function."""
+    import fastflow
+
+    with fastflow.backend(backend), pytest.raises(error, match=message):
+        public_call()
+    if backend == "torch" or not all(isinstance(a, (torch.Tensor, bool)) for a in op_args):
+        return
+    kernel = getattr(torch.ops.fastflow, op + ("_triton" if backend == "triton" else ""))
+    with pytest.raises(error, match=message):
+        kernel(*op_args)

@@ -24,14 +24,9 @@ from __future__ import annotations
 import torch
 
 from .. import triton as _triton
-from .._extension import EXTENSION
-from ..backend import resolve
+from . import registry
 from ._checks import require_float, require_like_x, require_tensors
 from ._registration import register_backward_op
-
-# Backends 'auto' may pick, fastest first, per device type; GPU kernels are listed once
-# they have been verified on a GPU (not yet).
-AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
 
 def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -52,7 +47,7 @@ def affine_coupling_reference(x, s, t, mask, tanh_scale=False, reverse=False):
     return y, logdet.to(logdet_dtype(x.dtype))
 
 
-def check_affine_coupling(x, s, t, mask) -> None:
+def check_affine_coupling(x, s, t, mask, *flags) -> None:
     """ValueError/TypeError naming the argument (the twin of csrc/affine_coupling.h)."""
     require_tensors("affine_coupling", x=x, s=s, t=t, mask=mask)
     if x.dim() != 2:
@@ -84,6 +79,14 @@ def split_packed(x, st):
     return st.narrow(1, 0, x.shape[1]), st.narrow(1, x.shape[1], x.shape[1])
 
 
+def check_affine_coupling_packed(x, st, mask, *flags) -> None:
+    check_affine_coupling(x, *split_packed(x, st), mask)
+
+
+def affine_coupling_packed_reference(x, st, mask, tanh_scale=False, reverse=False):
+    return affine_coupling_reference(x, *st.chunk(2, dim=1), mask, tanh_scale, reverse)
+
+
 def _register(prefix: str, suffix: str) -> None:
     """Fake implementations and autograd of fastflow::<prefix>[_packed][_backward]<suffix>."""
     @torch.library.register_fake(f"fastflow::{prefix}{suffix}")
@@ -97,7 +100,7 @@ def _register(prefix: str, suffix: str) -> None:
 
     @torch.library.register_fake(f"fastflow::{prefix}_packed{suffix}")
     def _fake_packed(x, st, mask, tanh_scale, reverse):
-        check_affine_coupling(x, *split_packed(x, st), mask)
+        check_affine_coupling_packed(x, st, mask)
         return x.new_empty(x.shape), x.new_empty(x.shape[0], dtype=logdet_dtype(x.dtype))
 
     @torch.library.register_fake(f"fastflow::{prefix}_packed_backward{suffix}")
@@ -107,9 +110,6 @@ def _register(prefix: str, suffix: str) -> None:
     register_backward_op(f"{prefix}{suffix}", f"{prefix}_backward{suffix}", num_tensors=4)
     register_backward_op(f"{prefix}_packed{suffix}", f"{prefix}_packed_backward{suffix}", num_tensors=3)
 
-
-if EXTENSION.loaded:
-    _register("affine_coupling", "")
 
 if _triton.VERSION is not None:
     from ..triton import affine_coupling as _kernels
@@ -148,9 +148,8 @@ if _triton.VERSION is not None:
     def _affine_coupling_packed_triton(x: torch.Tensor, st: torch.Tensor, mask: torch.Tensor,
                                        tanh_scale: bool,
                                        reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        s, t = split_packed(x, st)
-        check_affine_coupling(x, s, t, mask)
-        return _forward_triton(x, s, t, mask, tanh_scale, reverse)
+        check_affine_coupling_packed(x, st, mask)
+        return _forward_triton(x, *split_packed(x, st), mask, tanh_scale, reverse)
 
     @torch.library.custom_op("fastflow::affine_coupling_packed_backward_triton", mutates_args=())
     def _affine_coupling_packed_backward_triton(
@@ -162,7 +161,21 @@ if _triton.VERSION is not None:
                                   *split_packed(x, grad_st), tanh_scale, reverse)
         return grad_x, grad_st
 
-    _register("affine_coupling", "_triton")
+for _suffix in registry.KERNEL_SUFFIXES:
+    _register("affine_coupling", _suffix)
+
+# GPU kernels join `auto` once they have been verified on a GPU (not yet).
+_AUTO = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
+OP = registry.register(registry.Op(
+    name="affine_coupling", functions=("affine_coupling",),
+    summary="vector affine coupling with its log-determinant, s and t apart (MLP RealNVP)",
+    reference=affine_coupling_reference, reference_source="the RealNVPs' formula",
+    check=check_affine_coupling, tensors=("x", "s", "t", "mask"), auto=_AUTO))
+PACKED_OP = registry.register(registry.Op(
+    name="affine_coupling_packed", functions=("affine_coupling_packed",),
+    summary="the same with s and t the two halves of one conditioner output `st` (2-D RealNVP)",
+    reference=affine_coupling_packed_reference, reference_source="the RealNVPs' formula",
+    check=check_affine_coupling_packed, tensors=("x", "st", "mask"), auto=_AUTO))
 
 
 def affine_coupling(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, *,
@@ -180,12 +193,7 @@ def affine_coupling(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, mask: tor
     """
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
         mask = mask.to(x.dtype)
-    check_affine_coupling(x, s, t, mask)
-    name = resolve("affine_coupling", AUTO_ORDER, x.device)
-    if name == "torch":
-        return affine_coupling_reference(x, s, t, mask, tanh_scale, reverse)
-    op = torch.ops.fastflow.affine_coupling_triton if name == "triton" else torch.ops.fastflow.affine_coupling
-    return op(x, s, t, mask, tanh_scale, reverse)
+    return registry.call(OP, x, s, t, mask, tanh_scale, reverse)
 
 
 def affine_coupling_packed(x: torch.Tensor, st: torch.Tensor, mask: torch.Tensor, *,
@@ -196,11 +204,4 @@ def affine_coupling_packed(x: torch.Tensor, st: torch.Tensor, mask: torch.Tensor
     tensor (with `st.chunk(2, dim=1)` autograd would concatenate two)."""
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
         mask = mask.to(x.dtype)
-    s, t = split_packed(x, st)
-    check_affine_coupling(x, s, t, mask)
-    name = resolve("affine_coupling", AUTO_ORDER, x.device)
-    if name == "torch":
-        return affine_coupling_reference(x, s, t, mask, tanh_scale, reverse)
-    op = (torch.ops.fastflow.affine_coupling_packed_triton if name == "triton"
-          else torch.ops.fastflow.affine_coupling_packed)
-    return op(x, st, mask, tanh_scale, reverse)
+    return registry.call(PACKED_OP, x, st, mask, tanh_scale, reverse)

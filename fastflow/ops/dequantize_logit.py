@@ -16,12 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import triton as _triton
-from .._extension import EXTENSION
-from ..backend import resolve
+from . import registry
 from ._checks import require_float, require_like_x, require_tensors
 from .affine_coupling import logdet_dtype
-
-AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
 
 def dequantize_logit_reference(x, noise, constraint):
@@ -66,9 +63,6 @@ def _register(name: str) -> None:
     torch.library.register_autograd(f"fastflow::{name}", backward, setup_context=setup_context)
 
 
-if EXTENSION.loaded:
-    _register("dequantize_logit")
-
 if _triton.VERSION is not None:
     from ..triton import dequantize_logit as _kernels
 
@@ -82,7 +76,15 @@ if _triton.VERSION is not None:
         _kernels.dequantize_logit(x, noise, constraint.contiguous(), y, sldj)
         return y, sldj
 
-    _register("dequantize_logit_triton")
+for _suffix in registry.KERNEL_SUFFIXES:
+    _register("dequantize_logit" + _suffix)
+
+OP = registry.register(registry.Op(
+    name="dequantize_logit", functions=("dequantize_logit",),
+    summary="dequantize, logit and their log-determinant (multi-scale RealNVP's pre-process)",
+    reference=dequantize_logit_reference, reference_source="the RealNVP's `_pre_process`",
+    check=check_dequantize_logit, tensors=("x", "noise", "constraint"),
+    auto={"cpu": ("cpu", "torch"), "cuda": ("torch",)}))
 
 
 def dequantize_logit(x: torch.Tensor, noise: torch.Tensor, constraint: torch.Tensor
@@ -96,9 +98,4 @@ def dequantize_logit(x: torch.Tensor, noise: torch.Tensor, constraint: torch.Ten
     """
     if isinstance(constraint, torch.Tensor) and isinstance(x, torch.Tensor) and constraint.is_floating_point():
         constraint = constraint.to(x.dtype)
-    check_dequantize_logit(x, noise, constraint)
-    name = resolve("dequantize_logit", AUTO_ORDER, x.device)
-    if name == "torch":
-        return dequantize_logit_reference(x, noise, constraint)
-    op = torch.ops.fastflow.dequantize_logit_triton if name == "triton" else torch.ops.fastflow.dequantize_logit
-    return op(x, noise, constraint)
+    return registry.call(OP, x, noise, constraint)

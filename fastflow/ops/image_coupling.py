@@ -20,13 +20,10 @@ from __future__ import annotations
 import torch
 
 from .. import triton as _triton
-from .._extension import EXTENSION
-from ..backend import resolve
+from . import registry
 from ._checks import require_float, require_like_x, require_tensors
 from ._registration import register_backward_op
 from .affine_coupling import logdet_dtype
-
-AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
 
 def checkerboard_keep(height, width, reverse_mask, dtype, device):
@@ -55,7 +52,7 @@ def image_coupling_reference(x, st, rescale, channel_wise=False, reverse_mask=Fa
     return y, -logdet if reverse else logdet
 
 
-def check_image_coupling(x, st, rescale, channel_wise) -> None:
+def check_image_coupling(x, st, rescale, channel_wise, *flags) -> None:
     """ValueError/TypeError naming the argument (the twin of csrc/image_coupling.h)."""
     require_tensors("image_coupling", x=x, st=st, rescale=rescale)
     if x.dim() != 4:
@@ -66,13 +63,15 @@ def check_image_coupling(x, st, rescale, channel_wise) -> None:
         raise ValueError(f"image_coupling: channel-wise coupling needs an even channel count in x, got {c}")
     cond = c // 2 if channel_wise else c
     if tuple(st.shape) != (b, 2 * cond, h, w):
-        raise ValueError(f"image_coupling: st must have shape {(b, 2 * cond, h, w)}, got {tuple(st.shape)}")
+        raise ValueError(f"image_coupling: st must have shape {[b, 2 * cond, h, w]}, got {list(st.shape)}")
     if rescale.numel() != cond:
         raise ValueError(f"image_coupling: rescale must have {cond} entries, got {rescale.numel()}")
     require_like_x("image_coupling", x, st=st, rescale=rescale)
 
 
-def _register(forward: str, backward: str) -> None:
+def _register(suffix: str) -> None:
+    forward, backward = "image_coupling" + suffix, "image_coupling_backward" + suffix
+
     @torch.library.register_fake(f"fastflow::{forward}")
     def _fake(x, st, rescale, channel_wise, reverse_mask, reverse):
         check_image_coupling(x, st, rescale, channel_wise)
@@ -84,9 +83,6 @@ def _register(forward: str, backward: str) -> None:
 
     register_backward_op(forward, backward, num_tensors=3)
 
-
-if EXTENSION.loaded:
-    _register("image_coupling", "image_coupling_backward")
 
 if _triton.VERSION is not None:
     from ..triton import image_coupling as _kernels
@@ -119,7 +115,16 @@ if _triton.VERSION is not None:
                                          reverse_mask, reverse)
         return grad_x, grad_st, partial.sum(0).to(rescale.dtype).view(rescale.shape)
 
-    _register("image_coupling_triton", "image_coupling_backward_triton")
+for _suffix in registry.KERNEL_SUFFIXES:
+    _register(_suffix)
+
+OP = registry.register(registry.Op(
+    name="image_coupling", functions=("image_coupling",),
+    summary="image affine coupling with its log-determinant, checkerboard or channel-wise "
+            "(multi-scale RealNVP)",
+    reference=image_coupling_reference, reference_source="the RealNVP's coupling layer",
+    check=check_image_coupling, tensors=("x", "st", "rescale"),
+    auto={"cpu": ("cpu", "torch"), "cuda": ("torch",)}))
 
 
 def image_coupling(x: torch.Tensor, st: torch.Tensor, rescale: torch.Tensor, *,
@@ -137,9 +142,4 @@ def image_coupling(x: torch.Tensor, st: torch.Tensor, rescale: torch.Tensor, *,
     """
     if isinstance(rescale, torch.Tensor) and isinstance(x, torch.Tensor) and rescale.is_floating_point():
         rescale = rescale.reshape(-1).to(x.dtype)
-    check_image_coupling(x, st, rescale, channel_wise)
-    name = resolve("image_coupling", AUTO_ORDER, x.device)
-    if name == "torch":
-        return image_coupling_reference(x, st, rescale, channel_wise, reverse_mask, reverse)
-    op = torch.ops.fastflow.image_coupling_triton if name == "triton" else torch.ops.fastflow.image_coupling
-    return op(x, st, rescale, channel_wise, reverse_mask, reverse)
+    return registry.call(OP, x, st, rescale, channel_wise, reverse_mask, reverse)

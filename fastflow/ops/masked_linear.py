@@ -22,53 +22,12 @@ the same names with _triton (Triton). The mask and the degrees get no gradient.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
-from .. import autotune
 from .. import triton as _triton
-from .._extension import EXTENSION
-from ..backend import get_backend, resolve
+from . import registry
 from ._checks import require_float, require_like_x, require_tensors
-
-# Backends 'auto' may pick, per device type. On the CPU the C++ kernels run where they
-# were measured faster than the reference on this machine, per shape class
-# (fastflow.autotune): the staircase halves the matrix products, but the blocks run below
-# the BLAS's full speed and the gathers into degree order cost back part of the saving, so
-# which wins depends on the CPU, the thread count and the sizes. The CUDA and Triton
-# kernels wait for a GPU check (run on the CPU, emulated or interpreted, not yet on a GPU).
-AUTO_ORDER = {"cpu": ("cpu",), "cuda": ("torch",)}
-
-
-def _timed_call(run, x, weight, bias, grad: bool):
-    """A call of run(x, weight, bias) for fastflow.autotune to time: forward, and backward
-    too when gradients are needed, on fresh leaves (the caller's tensors are untouched)."""
-    def call():
-        with torch.enable_grad() if grad else torch.no_grad():
-            leaves = [None if t is None else t.detach().requires_grad_(grad and t.requires_grad)
-                      for t in (x, weight, bias)]
-            y = run(*leaves)
-            if grad:
-                y.backward(torch.ones_like(y))
-    return call
-
-
-def _choose_backend(op: str, x, weight, bias, run) -> str:
-    """The backend op's public function runs: `run(name, x, weight, bias)` runs it on
-    backend `name`."""
-    name = resolve("masked_linear", AUTO_ORDER, x.device)
-    if get_backend() != "auto" or name == "torch":
-        return name
-    if torch.compiler.is_compiling():  # nothing measured while tracing
-        return "torch"
-    grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias))
-    key = autotune.shape_class(op, x, f"{weight.shape[1]}->{weight.shape[0]}", grad=grad)
-    return autotune.decide(key, lambda: {
-        candidate: _timed_call(functools.partial(run, candidate), x, weight, bias, grad)
-        for candidate in ("torch", name)})
 
 
 def degree_mask(in_degrees: torch.Tensor, out_degrees: torch.Tensor) -> torch.Tensor:
@@ -219,9 +178,6 @@ def _register(suffix: str) -> None:
         _register_autograd(op, suffix)
 
 
-if EXTENSION.loaded:
-    _register("")
-
 if _triton.VERSION is not None:
     from ..triton import masked_linear as _kernels
 
@@ -272,34 +228,44 @@ if _triton.VERSION is not None:
         return _backward_triton(grad_y, x, weight, None, degree_plan(in_degrees, out_degrees),
                                 input_grad)
 
-    _register("_triton")
+for _suffix in registry.KERNEL_SUFFIXES:
+    _register(_suffix)
 
 
-def _run(op: str, name: str, x, weight, mask_or_degrees: tuple, bias):
-    """fastflow::<op> (masked_linear or degree_masked_linear) on backend `name`."""
-    if name == "torch":
-        reference = (masked_linear_reference if op == "masked_linear"
-                     else degree_masked_linear_reference)
-        return reference(x, weight, *mask_or_degrees, bias)
-    return getattr(torch.ops.fastflow, op + ("_triton" if name == "triton" else ""))(
-        x, weight, *mask_or_degrees, bias)
+def _sizes(x, weight, *rest):
+    return (f"{weight.shape[1]}->{weight.shape[0]}",)
 
 
-def _backend_of(op: str, x, weight, mask_or_degrees: tuple, bias) -> str:
-    return _choose_backend(op, x, weight, bias, lambda name, x, w, b:
-                           _run(op, name, x, w, mask_or_degrees, b))
+# 'auto' on the CPU: the C++ kernels where measured faster than the reference on this
+# machine, per shape class (fastflow.autotune). The staircase halves the matrix products,
+# but the blocks run below the BLAS's full speed and the gathers into degree order cost back
+# part of the saving, so which wins depends on the CPU, the thread count and the sizes. The
+# CUDA and Triton kernels wait for a GPU check (run on the CPU, emulated or interpreted).
+_AUTO = {"cpu": ("cpu",), "cuda": ("torch",)}
+OP = registry.register(registry.Op(
+    name="masked_linear", functions=("masked_linear",),
+    summary="`x·(weight⊙mask)ᵀ + bias`, the mask as a matrix (MADE, MAF)",
+    reference=masked_linear_reference, reference_source="`F.linear(x, mask * weight, bias)`",
+    check=check_masked_linear, tensors=("x", "weight", "mask"), auto=_AUTO,
+    measured_sizes=_sizes))
+DEGREE_OP = registry.register(registry.Op(
+    name="degree_masked_linear", functions=("degree_masked_linear",),
+    summary="the same, the mask given by MADE degrees; skips the sorted staircase's zeros",
+    reference=degree_masked_linear_reference, reference_source="the same, mask from degrees",
+    check=check_degree_masked_linear, tensors=("x", "weight", "in_degrees", "out_degrees"),
+    auto=_AUTO, measured_sizes=_sizes))
 
 
 def masked_linear_backend(x, weight, mask, bias=None) -> str:
     """The backend masked_linear(x, weight, mask, bias) runs now (for checked arguments;
     under 'auto' on the CPU, measured on the first call of its shape class)."""
-    return _backend_of("masked_linear", x, weight, (mask,), bias)
+    return registry.choose(OP, (x, weight, mask, bias))
 
 
 def degree_masked_linear_backend(x, weight, in_degrees, out_degrees, bias=None) -> str:
     """The backend degree_masked_linear(x, weight, in_degrees, out_degrees, bias) runs now
     (non-strict degrees, checked arguments)."""
-    return _backend_of("degree_masked_linear", x, weight, (in_degrees, out_degrees), bias)
+    return registry.choose(DEGREE_OP, (x, weight, in_degrees, out_degrees, bias))
 
 
 def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
@@ -314,9 +280,7 @@ def masked_linear(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
     """
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
         mask = mask.to(x.dtype)
-    check_masked_linear(x, weight, mask, bias)
-    name = masked_linear_backend(x, weight, mask, bias)
-    return _run("masked_linear", name, x, weight, (mask,), bias)
+    return registry.call(OP, x, weight, mask, bias)
 
 
 def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torch.Tensor,
@@ -332,7 +296,4 @@ def degree_masked_linear(x: torch.Tensor, weight: torch.Tensor, in_degrees: torc
     """
     if strict and isinstance(out_degrees, torch.Tensor):
         out_degrees = out_degrees - 1
-    check_degree_masked_linear(x, weight, in_degrees, out_degrees, bias)
-    degrees = (in_degrees, out_degrees)
-    return _run("degree_masked_linear", degree_masked_linear_backend(x, weight, *degrees, bias),
-                x, weight, degrees, bias)
+    return registry.call(DEGREE_OP, x, weight, in_degrees, out_degrees, bias)

@@ -15,21 +15,14 @@ import torch
 
 from .. import reference
 from .. import triton as _triton
-from .._extension import EXTENSION
-from ..backend import resolve
+from . import registry
 from ._checks import require_float, require_tensors
-
-# Backends 'auto' may pick, fastest first, per device type. A backend is listed only once
-# it has been verified on that device type: the CUDA and Triton kernels have run on the CPU
-# (emulated, interpreted) but not yet on a GPU, so 'auto' keeps CUDA tensors on the
-# reference for now.
-AUTO_ORDER = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
 
 
 def squeeze_2x2_output_shape(x: torch.Tensor, reverse: bool, alt_order: bool) -> tuple[int, ...]:
     """Checks the arguments as seed 001 does (same ValueErrors) and returns the output shape.
 
-    The twin of csrc/squeeze_2x2.h, for the Python-side paths (fake tensors, Triton).
+    The twin of csrc/squeeze_2x2.h, for the Python-side paths (reference, fake tensors, Triton).
     """
     require_tensors("squeeze_2x2", x=x)
     if x.dim() != 4:
@@ -69,9 +62,6 @@ def _register_fake_and_autograd(name: str) -> None:
     torch.library.register_autograd(qualname, backward, setup_context=setup_context)
 
 
-if EXTENSION.loaded:
-    _register_fake_and_autograd("squeeze_2x2")
-
 if _triton.VERSION is not None:
     from ..triton.squeeze_2x2 import squeeze_2x2_triton as _launch_triton
 
@@ -82,7 +72,22 @@ if _triton.VERSION is not None:
         _launch_triton(x, out, reverse, alt_order)
         return out
 
-    _register_fake_and_autograd("squeeze_2x2_triton")
+for _suffix in registry.KERNEL_SUFFIXES:
+    _register_fake_and_autograd("squeeze_2x2" + _suffix)
+
+
+def _reference(x, reverse, alt_order):
+    return reference.squeeze_2x2(x, reverse=reverse, alt_order=alt_order)
+
+
+# A backend is listed in `auto` only once it has been verified on that device type: the
+# CUDA and Triton kernels have run on the CPU (emulated, interpreted) but not yet on a GPU.
+OP = registry.register(registry.Op(
+    name="squeeze_2x2", functions=("squeeze_2x2",),
+    summary="2x2 blocks into channels and back, `alt_order` (multi-scale RealNVP)",
+    reference=_reference, reference_source="RealNVP's `squeeze_2x2`",
+    check=squeeze_2x2_output_shape, tensors=("x",),
+    auto={"cpu": ("cpu", "torch"), "cuda": ("torch",)}))
 
 
 def squeeze_2x2(x: torch.Tensor, reverse: bool = False, alt_order: bool = False) -> torch.Tensor:
@@ -97,10 +102,4 @@ def squeeze_2x2(x: torch.Tensor, reverse: bool = False, alt_order: bool = False)
     and C not divisible by 4 (reverse), a ValueError if x is not 4-D, and a TypeError for a
     non-float x.
     """
-    squeeze_2x2_output_shape(x, reverse, alt_order)
-    name = resolve("squeeze_2x2", AUTO_ORDER, x.device)
-    if name == "torch":
-        return reference.squeeze_2x2(x, reverse=reverse, alt_order=alt_order)
-    if name == "triton":
-        return torch.ops.fastflow.squeeze_2x2_triton(x, reverse, alt_order)
-    return torch.ops.fastflow.squeeze_2x2(x, reverse, alt_order)
+    return registry.call(OP, x, reverse, alt_order)
