@@ -235,3 +235,12 @@ def test_autotune_choices_are_reported(tmp_path, capsys, monkeypatch):
         assert "degree_masked_linear cpu float32 b<=256 512->512" in out
         assert "auto's measured choices" in (tmp_path / "quick.md").read_text()
     fastflow.autotune.clear()
+
+
+def test_every_registered_op_is_benchmarked():
+    from fastflow.bench.cases import OPS
+    from fastflow.ops import registry
+
+    for op in registry.ops():
+        assert op.bench in OPS, f"{op.name}: no benchmark cases under {op.bench!r}"
+        assert OPS[op.bench](False), f"{op.name}: {op.bench!r} has no quick cases"

@@ -188,7 +188,7 @@ def test_dequantize_logit(emu, shape, dtype):
     assert_like_cpu_kernel(emu, "dequantize_logit", args, ("y", "sldj"))
 
 
-# Masked linear: tiled products through shared memory; dense mask or degree staircase.
+# Masked linear: tiled products through shared memory; matrix mask or degree staircase.
 
 def degree_layer(batch, k, n, dtype, strided, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -207,11 +207,11 @@ MASKED_SHAPES = [(1, 1, 1), (7, 13, 17), (70, 150, 130), (0, 5, 3), (65, 64, 64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("form", ["dense", "degree"])
+@pytest.mark.parametrize("form", ["matrix", "degree"])
 @pytest.mark.parametrize("batch,k,n", MASKED_SHAPES)
 def test_masked_linear(emu, batch, k, n, form, dtype):
     x, weight, bias, in_degrees, out_degrees = degree_layer(batch, k, n, dtype, batch > 2, batch + k)
-    if form == "dense":
+    if form == "matrix":
         mask = (in_degrees[None, :] <= out_degrees[:, None]).to(dtype)
         fwd = ("masked_linear", (x, weight, mask))
     else:

@@ -9,7 +9,7 @@
 //   grad_W   tile of dW [outputs, inputs], reducing over the batch.
 //
 // The mask is applied as the weight is staged (never W⊙M in global memory), one of two ways:
-//   dense   W·M per element, every tile computed; dW is multiplied by M as it is stored;
+//   matrix  W·M per element, every tile computed; dW is multiplied by M as it is stored;
 //   degree  tiles run over sorted coordinates (sorted row r is weight row out_order[r],
 //           sorted column c weight column in_order[c]; loads and stores gather and scatter
 //           through them), where row r sees exactly the columns c < row_prefix[r] and
@@ -45,7 +45,7 @@ __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a
 __host__ __device__ constexpr int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // The weight and its mask in the tiles' coordinates: sorted ones in the degree form, the
-// weight's own in the dense form.
+// weight's own in the matrix form.
 template <typename T, bool kDegree>
 struct Layer {
   const T* weight;
@@ -61,7 +61,7 @@ struct Layer {
   __device__ int64_t out(int64_t r) const {
     if constexpr (kDegree) return out_order[r]; else return r;
   }
-  // How many columns row r sees (in the dense form all of them, the mask being a matrix).
+  // How many columns row r sees (in the matrix form all of them).
   __device__ int64_t prefix(int64_t r) const {
     if constexpr (kDegree) return row_prefix[r]; else return in_features;
   }

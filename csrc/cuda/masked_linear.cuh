@@ -12,7 +12,7 @@ namespace fastflow::cuda {
 
 // The mask is given one of two ways (a flag says which: an empty tensor's pointer may be
 // null, so the pointers can't):
-//   dense:  mask, a [out_features, in_features] contiguous matrix of the inputs' dtype;
+//   matrix: mask, a [out_features, in_features] contiguous matrix of the inputs' dtype;
 //   degree: the degree plan (int64, contiguous, on the device): in_order [in_features] and
 //     out_order [out_features] sort the units by degree, and sorted output r sees exactly
 //     the sorted inputs 0 .. row_prefix[r] − 1 (row_prefix non-decreasing), so

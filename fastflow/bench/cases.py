@@ -141,7 +141,7 @@ def _vector_coupling(b, d):
         st = _randn((b, 2 * d), device, dtype, mode)
         mask = (torch.arange(d, device=device) % 2).to(dtype)
 
-        def ref(x, st):  # seed 004's form: one conditioner output st = [s | t]
+        def ref(x, st):  # the 2-D RealNVP's form: one conditioner output st = [s | t]
             s, t = st.chunk(2, dim=1)
             return affine_coupling_reference(x, s, t, mask, tanh_scale=True)
 
@@ -198,14 +198,14 @@ def _dequantize_logit(shape):
 
 
 def dequantize_logit_cases(full):
-    # Seed 001's pre-process on its two image sizes; forward only, as its data has no gradient.
+    # The multi-scale RealNVP's pre-process on its two image sizes; forward only, as its data has no gradient.
     return [_dequantize_logit(s) for s in [(128, 1, 14, 14), (64, 3, 32, 32)]]
 
 
 # masked linear ------------------------------------------------------------------------
 
 def _degrees(n, dim, rng):
-    """Seed 000's degrees: 1..D for the input and output layers, random in 1..D-1 for
+    """MADE's degrees: 1..D for the input and output layers, random in 1..D-1 for
     hidden units."""
     return torch.arange(1, dim + 1) if n == dim else torch.from_numpy(rng.randint(1, dim, n))
 
@@ -240,7 +240,7 @@ def _masked_linear(op, batch, in_features, out_features, dim):
 
 
 def masked_linear_cases(op, full):
-    layers = [(784, 512), (512, 512), (512, 784)]  # seed 000's MADE
+    layers = [(784, 512), (512, 512), (512, 784)]  # MADE 784-[512, 512]-784
     batches = [16, 256, 4096] if full else [16, 256]
     return [_masked_linear(op, b, i, o, 784) for i, o in layers for b in batches]
 
@@ -248,7 +248,7 @@ def masked_linear_cases(op, full):
 # models -------------------------------------------------------------------------------
 
 def _model_pair(ref_cls, fast_cls, *args, device, dtype, np_seed=False):
-    if np_seed:  # seed 000's MADE draws its hidden degrees from numpy's global RNG
+    if np_seed:  # the reference MADE draws its hidden degrees from numpy's global RNG
         np.random.seed(0)
     torch.manual_seed(0)
     ref = ref_cls(*args).to(device=device, dtype=dtype)
@@ -282,8 +282,8 @@ def _made(batch, hidden, dim):
     return Case("made", f"b{batch} {layers}", (batch, dim), batch * dim, make, layers)
 
 
-def _made003(batch):
-    """Seed 003's Gaussian MADE(10, 64, 1) (10 -> 64 -> 64 -> 20): log-density terms of
+def _gaussian_made(batch):
+    """The MAF's Gaussian MADE(10, 64, 1) (10 -> 64 -> 64 -> 20): log-density terms of
     real-valued data (MADE.inverse)."""
     sizes = [10, 64, 64, 20]
     dense = sum(2 * batch * i * o for i, o in zip(sizes, sizes[1:]))
@@ -295,12 +295,13 @@ def _made003(batch):
         return _model_setup(ref, fast, lambda model, x: model.inverse(x), x, mode,
                             flops=dense * (3 if mode == FWD_BWD else 1))
     layers = "-".join(map(str, sizes))
-    return Case("made", f"b{batch} 003 {layers}", (batch, 10), batch * 10, make, "003 " + layers)
+    return Case("made", f"b{batch} {layers} (Gaussian)", (batch, 10), batch * 10, make,
+                f"{layers} (Gaussian)")
 
 
 def made_cases(full):
     batches = [16, 256, 4096] if full else [16, 256]
-    return [_made(b, (512, 512), 784) for b in batches] + [_made003(b) for b in batches]
+    return [_made(b, (512, 512), 784) for b in batches] + [_gaussian_made(b) for b in batches]
 
 
 def _sample_check(uniforms, made):
@@ -330,7 +331,7 @@ def _made_sample(batch, hidden, dim):
 
 
 def made_sample_cases(full):
-    # The reference loop runs D full passes: seed 000's D = 784 takes seconds per call on a
+    # The reference loop runs D full passes: the MADE's D = 784 takes seconds per call on a
     # small CPU, so the quick configuration uses a smaller MADE.
     if full:
         return [_made_sample(b, (512, 512), 784) for b in (1, 16, 256, 1024)]
@@ -355,8 +356,8 @@ def maf_sample_cases(full):
     return [_maf_sample(16, 64, 128, 5)]
 
 
-def _seed000(model, x):
-    """Seed 000's log_prob on x already dequantized: its torch.rand_like noise would differ
+def _mlp_realnvp_log_prob(model, x):
+    """The MLP RealNVP's log_prob on x already dequantized: its torch.rand_like noise would differ
     under torch.compile (which has its own random stream), the rest is the same."""
     log_det_sum = 0
     for layer in model.layers:
@@ -365,12 +366,12 @@ def _seed000(model, x):
     return torch.distributions.Normal(0, 1).log_prob(x).sum(dim=1) + log_det_sum
 
 
-def _seed004(model, x):
+def _realnvp2d_log_prob(model, x):
     z, log_det = model(x)
     return -0.5 * (z ** 2).sum(1) + log_det
 
 
-def _seed001(model, x):
+def _multiscale_loss(model, x):
     z, sldj = model.flows(*model._pre_process(x, noise=torch.full_like(x, 0.5)), reverse=False)
     return reference.multiscale.RealNVPLoss()(z, sldj).reshape(1)
 
@@ -389,18 +390,18 @@ def realnvp_cases(full):
     blocks = 8 if full else 2
     batch14, batch32 = (64, 64) if full else (16, 4)
     cases = [
-        _realnvp("004-2d", reference.realnvp2d.RealNVP, fastflow.nn.realnvp2d.RealNVP,
-                 (2, 128, 6), _seed004, (1024, 2), rand=False),
-        _realnvp("000-784", reference.mlp_realnvp.RealNVP, fastflow.nn.mlp_realnvp.RealNVP,
-                 (784, 256, 8), _seed000, (128, 784), rand=False),
-        _realnvp("001-1x14x14", reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP,
+        _realnvp("2-D", reference.realnvp2d.RealNVP, fastflow.nn.realnvp2d.RealNVP,
+                 (2, 128, 6), _realnvp2d_log_prob, (1024, 2), rand=False),
+        _realnvp("MLP 784", reference.mlp_realnvp.RealNVP, fastflow.nn.mlp_realnvp.RealNVP,
+                 (784, 256, 8), _mlp_realnvp_log_prob, (128, 784), rand=False),
+        _realnvp("multi-scale 1x14x14", reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP,
                  (14, 1, SimpleNamespace(num_scales=2, mid_channels=64, num_blocks=blocks)),
-                 _seed001, (batch14, 1, 14, 14), rand=True),
+                 _multiscale_loss, (batch14, 1, 14, 14), rand=True),
     ]
     if full:
-        cases.append(_realnvp("001-3x32x32", reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP,
+        cases.append(_realnvp("multi-scale 3x32x32", reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP,
                               (32, 3, SimpleNamespace(num_scales=2, mid_channels=64, num_blocks=blocks)),
-                              _seed001, (batch32, 3, 32, 32), rand=True))
+                              _multiscale_loss, (batch32, 3, 32, 32), rand=True))
     return cases
 
 

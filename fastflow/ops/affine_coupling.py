@@ -170,12 +170,14 @@ OP = registry.register(registry.Op(
     name="affine_coupling", functions=("affine_coupling",),
     summary="vector affine coupling with its log-determinant, s and t apart (MLP RealNVP)",
     reference=affine_coupling_reference, reference_source="the RealNVPs' formula",
-    check=check_affine_coupling, tensors=("x", "s", "t", "mask"), auto=_AUTO))
+    check=check_affine_coupling, tensors=("x", "s", "t", "mask"), auto=_AUTO,
+    bench="affine_coupling"))  # the benchmark's cases run the packed form: the same kernels
 PACKED_OP = registry.register(registry.Op(
     name="affine_coupling_packed", functions=("affine_coupling_packed",),
     summary="the same with s and t the two halves of one conditioner output `st` (2-D RealNVP)",
     reference=affine_coupling_packed_reference, reference_source="the RealNVPs' formula",
-    check=check_affine_coupling_packed, tensors=("x", "st", "mask"), auto=_AUTO))
+    check=check_affine_coupling_packed, tensors=("x", "st", "mask"), auto=_AUTO,
+    bench="affine_coupling"))
 
 
 def affine_coupling(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, *,

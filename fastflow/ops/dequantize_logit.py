@@ -83,7 +83,7 @@ OP = registry.register(registry.Op(
     name="dequantize_logit", functions=("dequantize_logit",),
     summary="dequantize, logit and their log-determinant (multi-scale RealNVP's pre-process)",
     reference=dequantize_logit_reference, reference_source="the RealNVP's `_pre_process`",
-    check=check_dequantize_logit, tensors=("x", "noise", "constraint"),
+    check=check_dequantize_logit, tensors=("x", "noise", "constraint"), bench="dequantize_logit",
     auto={"cpu": ("cpu", "torch"), "cuda": ("torch",)}))
 
 

@@ -123,7 +123,7 @@ OP = registry.register(registry.Op(
     summary="image affine coupling with its log-determinant, checkerboard or channel-wise "
             "(multi-scale RealNVP)",
     reference=image_coupling_reference, reference_source="the RealNVP's coupling layer",
-    check=check_image_coupling, tensors=("x", "st", "rescale"),
+    check=check_image_coupling, tensors=("x", "st", "rescale"), bench="image_coupling",
     auto={"cpu": ("cpu", "torch"), "cuda": ("torch",)}))
 
 

@@ -247,13 +247,13 @@ OP = registry.register(registry.Op(
     summary="`x·(weight⊙mask)ᵀ + bias`, the mask as a matrix (MADE, MAF)",
     reference=masked_linear_reference, reference_source="`F.linear(x, mask * weight, bias)`",
     check=check_masked_linear, tensors=("x", "weight", "mask"), auto=_AUTO,
-    measured_sizes=_sizes))
+    bench="masked_linear", measured_sizes=_sizes))
 DEGREE_OP = registry.register(registry.Op(
     name="degree_masked_linear", functions=("degree_masked_linear",),
     summary="the same, the mask given by MADE degrees; skips the sorted staircase's zeros",
     reference=degree_masked_linear_reference, reference_source="the same, mask from degrees",
     check=check_degree_masked_linear, tensors=("x", "weight", "in_degrees", "out_degrees"),
-    auto=_AUTO, measured_sizes=_sizes))
+    auto=_AUTO, bench="degree_masked_linear", measured_sizes=_sizes))
 
 
 def masked_linear_backend(x, weight, mask, bias=None) -> str:

@@ -2,7 +2,8 @@
 
 An entry (Op) says what the op is, its reference (the 'torch' backend), its kernels
 (torch.ops.fastflow.<name>: the C++ CPU and CUDA kernels; <name>_triton: Triton), the
-argument checks of its Python-side paths, and the backends 'auto' may pick per device type.
+argument checks of its Python-side paths, the backends 'auto' may pick per device type, and
+where the benchmark measures it.
 Every public op function ends in `call(op, ...)`; fastflow.info() and the README's ops table
 are generated from REGISTRY. Adding an op: docs/design.md, "Adding an op".
 
@@ -36,6 +37,7 @@ class Op:
     check: Callable                # check(*args): TypeError/ValueError naming the argument
     tensors: tuple[str, ...]       # the leading arguments that must be tensors, by name
     auto: dict[str, tuple[str, ...]]  # device type -> backends 'auto' may pick, fastest first
+    bench: str                     # its cases in the benchmark: a key of fastflow.bench.cases.OPS
     # Where the faster path depends on the machine: 'auto' times its pick against the
     # reference per shape class (fastflow.autotune). sizes(*args) names the op's sizes in
     # the shape class (the batch is added); None: no measuring.

@@ -86,7 +86,7 @@ OP = registry.register(registry.Op(
     name="squeeze_2x2", functions=("squeeze_2x2",),
     summary="2x2 blocks into channels and back, `alt_order` (multi-scale RealNVP)",
     reference=_reference, reference_source="RealNVP's `squeeze_2x2`",
-    check=squeeze_2x2_output_shape, tensors=("x",),
+    check=squeeze_2x2_output_shape, tensors=("x",), bench="squeeze_2x2",
     auto={"cpu": ("cpu", "torch"), "cuda": ("torch",)}))
 
 

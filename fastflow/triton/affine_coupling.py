@@ -8,15 +8,24 @@ import triton.language as tl
 
 @triton.jit
 def _tanh(v):
-    # tanh from exp, on |v| so that exp never overflows: 1 - 2 / (exp(2|v|) + 1). That
-    # difference loses relative accuracy as |v| -> 0 (a float32 logdet of small s was off
-    # by 1e-5), so below 0.1 the odd Taylor series to v^11 (truncation < 4e-15 relative).
+    # Beyond small |v|: 1 - 2 / (exp(2|v|) + 1), on |v| so that exp never overflows. That
+    # difference loses relative accuracy as |v| -> 0 (a float32 logdet of small s was off by
+    # 1e-5), so near 0 an odd polynomial: for float32 the one csrc/cpu/vector_math.h uses
+    # below 0.625 (Cephes' tanhf), for float64 the Taylor series to v^11 below 0.1
+    # (truncation < 4e-15 relative).
     a = tl.abs(v)
     r = 1.0 - 2.0 / (tl.exp(2.0 * a) + 1.0)
-    v2 = v * v
-    series = v * (1.0 + v2 * (-1.0 / 3 + v2 * (2.0 / 15 + v2 * (-17.0 / 315 + v2 * (
-        62.0 / 2835 + v2 * (-1382.0 / 155925))))))
-    return tl.where(a < 0.1, series, tl.where(v < 0, -r, r))
+    large = tl.where(v < 0, -r, r)
+    z = v * v
+    if v.dtype == tl.float64:
+        small = v * (1.0 + z * (-1.0 / 3 + z * (2.0 / 15 + z * (-17.0 / 315 + z * (
+            62.0 / 2835 + z * (-1382.0 / 155925))))))
+        result = tl.where(a < 0.1, small, large)
+    else:
+        small = ((((-5.70498872745e-3 * z + 2.06390887954e-2) * z - 5.37397155531e-2) * z
+                  + 1.33314422036e-1) * z - 3.33332819422e-1) * z * v + v
+        result = tl.where(a < 0.625, small, large)
+    return result
 
 
 @triton.jit
@@ -68,7 +77,7 @@ def _affine_coupling_backward_kernel(grad_y_ptr, grad_logdet_ptr, x_ptr, s_ptr, 
         gy = tl.load(grad_y_ptr + row * grad_y_row + cols, mask=valid, other=0.0).to(grad_logdet.dtype)
         if TANH:
             act = _tanh(s)
-            act_grad = 1.0 - act * act
+            act_grad = (1.0 - act) * (1.0 + act)  # no cancellation as |act| -> 1
         else:
             act = s
             act_grad = tl.full(s.shape, 1.0, s.dtype)

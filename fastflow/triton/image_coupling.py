@@ -114,7 +114,8 @@ def _image_coupling_backward_kernel(grad_y_ptr, grad_logdet_ptr, x_ptr, st_ptr, 
                 grad_x = gy * scale
                 grad_t = gy * scale * change
                 grad_s_masked = gy * (x + t_masked) * scale + grad_logdet
-            grad_s = grad_s_masked * change * weight * (1.0 - act * act)
+            # 1 − act², factored: no cancellation as |act| -> 1
+            grad_s = grad_s_masked * change * weight * ((1.0 - act) * (1.0 + act))
             tl.store(grad_x_plane + idx, grad_x.to(out_dtype), mask=valid)
             tl.store(grad_st_ptr + s_offset + idx, grad_s.to(out_dtype), mask=valid)
             tl.store(grad_st_ptr + t_offset + idx, grad_t.to(out_dtype), mask=valid)

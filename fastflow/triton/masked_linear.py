@@ -11,7 +11,7 @@ Tiling (BLOCK_M batch rows, BLOCK_N outputs, BLOCK_K inputs):
            in BLOCK_M steps; the mask is applied once, to the finished tile.
 
 The mask comes one of two ways:
-  dense    M [N, K] in x's dtype, multiplied into each weight tile as it is loaded (and into
+  matrix   M [N, K] in x's dtype, multiplied into each weight tile as it is loaded (and into
            the finished dW tile); every tile is computed.
   degree   the plan (in_order, out_order, row_prefix): sorted output r (output unit
            out_order[r]) sees exactly the sorted inputs c < row_prefix[r] (input units
@@ -52,7 +52,7 @@ def _dot(a, b, acc, OPERAND: tl.constexpr):
 
 
 @triton.jit
-def _forward_dense_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, y_ptr, batch, in_features,
+def _forward_matrix_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, y_ptr, batch, in_features,
                           out_features, x_row, HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
                           OPERAND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_K: tl.constexpr):
@@ -121,7 +121,7 @@ def _forward_degree_kernel(x_ptr, w_ptr, in_order_ptr, out_order_ptr, row_prefix
 
 
 @triton.jit
-def _grad_x_dense_kernel(grad_y_ptr, w_ptr, mask_ptr, grad_x_ptr, batch, in_features,
+def _grad_x_matrix_kernel(grad_y_ptr, w_ptr, mask_ptr, grad_x_ptr, batch, in_features,
                          out_features, grad_y_row, ACC: tl.constexpr, OPERAND: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -184,7 +184,7 @@ def _grad_x_degree_kernel(grad_y_ptr, w_ptr, in_order_ptr, out_order_ptr, row_pr
 
 
 @triton.jit
-def _grad_weight_dense_kernel(grad_y_ptr, x_ptr, mask_ptr, grad_w_ptr, batch, in_features,
+def _grad_weight_matrix_kernel(grad_y_ptr, x_ptr, mask_ptr, grad_w_ptr, batch, in_features,
                               out_features, grad_y_row, x_row, ACC: tl.constexpr,
                               OPERAND: tl.constexpr, BLOCK_M: tl.constexpr,
                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -281,7 +281,7 @@ def masked_linear_forward(x, weight, mask, in_order, out_order, row_prefix, bias
                                      batch, in_features, out_features, x.stride(0),
                                      HAS_BIAS=has_bias, **blocks)
     else:
-        _forward_dense_kernel[grid](x, weight, mask, bias_arg, y, batch, in_features,
+        _forward_matrix_kernel[grid](x, weight, mask, bias_arg, y, batch, in_features,
                                     out_features, x.stride(0), HAS_BIAS=has_bias, **blocks)
 
 
@@ -315,8 +315,8 @@ def masked_linear_backward(grad_y, x, weight, mask, in_order, out_order, row_pre
                                            grad_weight, batch, in_features, out_features,
                                            grad_y.stride(0), x.stride(0), **blocks)
     else:
-        _grad_x_dense_kernel[x_grid](grad_y, weight, mask, grad_x, batch, in_features,
+        _grad_x_matrix_kernel[x_grid](grad_y, weight, mask, grad_x, batch, in_features,
                                      out_features, grad_y.stride(0), **blocks)
-        _grad_weight_dense_kernel[w_grid](grad_y, x, mask, grad_weight, batch, in_features,
+        _grad_weight_matrix_kernel[w_grid](grad_y, x, mask, grad_weight, batch, in_features,
                                           out_features, grad_y.stride(0), x.stride(0),
                                           **blocks)
