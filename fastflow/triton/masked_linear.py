@@ -10,7 +10,8 @@ Tiling (BLOCK_M batch rows, BLOCK_N outputs, BLOCK_K inputs):
   grad_W   one program per [BLOCK_N, BLOCK_K] tile of dW = (dYᵀ·X)⊙M, looping over the batch
            in BLOCK_M steps; the mask is applied once, to the finished tile.
 
-The mask comes one of two ways:
+The mask comes one of two ways, and each kernel serves both, the constexpr DEGREE choosing
+(the other form's arguments are None):
   matrix   M [N, K] in x's dtype, multiplied into each weight tile as it is loaded (and into
            the finished dW tile); every tile is computed.
   degree   the plan (in_order, out_order, row_prefix): sorted output r (output unit
@@ -52,67 +53,66 @@ def _dot(a, b, acc, OPERAND: tl.constexpr):
 
 
 @triton.jit
-def _forward_matrix_kernel(x_ptr, w_ptr, mask_ptr, bias_ptr, y_ptr, batch, in_features,
-                          out_features, x_row, HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
-                          OPERAND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_K: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    outs = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_ok = rows < batch
-    out_ok = outs < out_features
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
-    for k0 in range(0, in_features, BLOCK_K):
-        ins = k0 + tl.arange(0, BLOCK_K)
-        in_ok = ins < in_features
-        x = tl.load(x_ptr + rows[:, None] * x_row + ins[None, :],
-                    mask=row_ok[:, None] & in_ok[None, :], other=0.0)
-        # W and M transposed to [BLOCK_K, BLOCK_N]: the tile of (W⊙M)ᵀ.
-        w_offsets = outs[None, :] * in_features + ins[:, None]
-        w_ok = out_ok[None, :] & in_ok[:, None]
-        w = tl.load(w_ptr + w_offsets, mask=w_ok, other=0.0)
-        m = tl.load(mask_ptr + w_offsets, mask=w_ok, other=0.0)
-        acc = _dot(x, w.to(OPERAND) * m.to(OPERAND), acc, OPERAND)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + outs, mask=out_ok, other=0.0).to(ACC)[None, :]
-    tl.store(y_ptr + rows[:, None] * out_features + outs[None, :],
-             acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & out_ok[None, :])
+def _units(order_ptr, tile_units, ok, DEGREE: tl.constexpr):
+    # The weight's rows (columns) at a tile's coordinates: sorted ones mapped through
+    # out_order (in_order) in the degree form, the weight's own in the matrix form.
+    if DEGREE:
+        return tl.load(order_ptr + tile_units, mask=ok, other=0)
+    else:
+        return tile_units
 
 
 @triton.jit
-def _forward_degree_kernel(x_ptr, w_ptr, in_order_ptr, out_order_ptr, row_prefix_ptr, bias_ptr,
-                           y_ptr, batch, in_features, out_features, x_row,
-                           HAS_BIAS: tl.constexpr, ACC: tl.constexpr, OPERAND: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _weight_tile(w_ptr, mask_ptr, offsets, ok, DEGREE: tl.constexpr, OPERAND: tl.constexpr):
+    # W⊙M at offsets, zero where not ok. The degree form has no mask to load: the caller's
+    # ok carries the staircase's c < row_prefix[r] test where the tile straddles it.
+    w = tl.load(w_ptr + offsets, mask=ok, other=0.0).to(OPERAND)
+    if not DEGREE:
+        w = w * tl.load(mask_ptr + offsets, mask=ok, other=0.0).to(OPERAND)
+    return w
+
+
+@triton.jit
+def _forward_kernel(x_ptr, w_ptr, mask_ptr, in_order_ptr, out_order_ptr, row_prefix_ptr,
+                    bias_ptr, y_ptr, batch, in_features, out_features, x_row,
+                    DEGREE: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
+                    OPERAND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     first = tl.program_id(1).to(tl.int64) * BLOCK_N
-    sorted_outs = first + tl.arange(0, BLOCK_N)
+    tile_outs = first + tl.arange(0, BLOCK_N)
     row_ok = rows < batch
-    out_ok = sorted_outs < out_features
-    outs = tl.load(out_order_ptr + sorted_outs, mask=out_ok, other=0)
-    # Rows past the end see nothing; they are not stored.
-    prefix = tl.load(row_prefix_ptr + sorted_outs, mask=out_ok, other=0)
-    seen_by_all = tl.load(row_prefix_ptr + first)
-    seen_by_any = tl.load(row_prefix_ptr + tl.minimum(first + BLOCK_N, out_features) - 1)
-    all_end = (seen_by_all // BLOCK_K) * BLOCK_K
+    out_ok = tile_outs < out_features
+    outs = _units(out_order_ptr, tile_outs, out_ok, DEGREE)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
-    # Input steps that every row of the tile sees whole: no mask on the inputs.
-    for k0 in range(0, all_end, BLOCK_K):
-        sorted_ins = k0 + tl.arange(0, BLOCK_K)
-        ins = tl.load(in_order_ptr + sorted_ins)
-        x = tl.load(x_ptr + rows[:, None] * x_row + ins[None, :], mask=row_ok[:, None],
-                    other=0.0)
-        w = tl.load(w_ptr + outs[None, :] * in_features + ins[:, None], mask=out_ok[None, :],
-                    other=0.0)
-        acc = _dot(x, w, acc, OPERAND)
-    # The staircase: W loaded under c < row_prefix[r]; inputs past seen_by_any never loaded.
-    for k0 in range(all_end, seen_by_any, BLOCK_K):
-        sorted_ins = k0 + tl.arange(0, BLOCK_K)
-        in_ok = sorted_ins < seen_by_any
-        ins = tl.load(in_order_ptr + sorted_ins, mask=in_ok, other=0)
+    if DEGREE:
+        # Rows past the end see nothing; they are not stored.
+        prefix = tl.load(row_prefix_ptr + tile_outs, mask=out_ok, other=0)
+        seen_by_all = (tl.load(row_prefix_ptr + first) // BLOCK_K) * BLOCK_K
+        seen_by_any = tl.load(row_prefix_ptr + tl.minimum(first + BLOCK_N, out_features) - 1)
+        # Input steps that every row of the tile sees whole: no mask on the inputs.
+        for k0 in range(0, seen_by_all, BLOCK_K):
+            ins = tl.load(in_order_ptr + k0 + tl.arange(0, BLOCK_K))
+            x = tl.load(x_ptr + rows[:, None] * x_row + ins[None, :], mask=row_ok[:, None],
+                        other=0.0)
+            w = _weight_tile(w_ptr, mask_ptr, outs[None, :] * in_features + ins[:, None],
+                             out_ok[None, :], DEGREE, OPERAND)
+            acc = _dot(x, w, acc, OPERAND)
+    else:
+        prefix = tl.where(out_ok, in_features, 0)  # every row sees every input
+        seen_by_all = 0
+        seen_by_any = in_features
+    # The staircase (the matrix form: every input): W loaded under c < prefix[r], W and M
+    # transposed to [BLOCK_K, BLOCK_N], the tile of (W⊙M)ᵀ; inputs past seen_by_any never
+    # loaded.
+    for k0 in range(seen_by_all, seen_by_any, BLOCK_K):
+        tile_ins = k0 + tl.arange(0, BLOCK_K)
+        in_ok = tile_ins < seen_by_any
+        ins = _units(in_order_ptr, tile_ins, in_ok, DEGREE)
         x = tl.load(x_ptr + rows[:, None] * x_row + ins[None, :],
                     mask=row_ok[:, None] & in_ok[None, :], other=0.0)
-        w = tl.load(w_ptr + outs[None, :] * in_features + ins[:, None],
-                    mask=sorted_ins[:, None] < prefix[None, :], other=0.0)
+        w = _weight_tile(w_ptr, mask_ptr, outs[None, :] * in_features + ins[:, None],
+                         tile_ins[:, None] < prefix[None, :], DEGREE, OPERAND)
         acc = _dot(x, w, acc, OPERAND)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + outs, mask=out_ok, other=0.0).to(ACC)[None, :]
@@ -121,79 +121,72 @@ def _forward_degree_kernel(x_ptr, w_ptr, in_order_ptr, out_order_ptr, row_prefix
 
 
 @triton.jit
-def _grad_x_matrix_kernel(grad_y_ptr, w_ptr, mask_ptr, grad_x_ptr, batch, in_features,
-                         out_features, grad_y_row, ACC: tl.constexpr, OPERAND: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    ins = tl.program_id(1).to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
-    row_ok = rows < batch
-    in_ok = ins < in_features
-    acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=ACC)
-    for n0 in range(0, out_features, BLOCK_N):
-        outs = n0 + tl.arange(0, BLOCK_N)
-        out_ok = outs < out_features
-        gy = tl.load(grad_y_ptr + rows[:, None] * grad_y_row + outs[None, :],
-                     mask=row_ok[:, None] & out_ok[None, :], other=0.0)
-        w_offsets = outs[:, None] * in_features + ins[None, :]
-        w_ok = out_ok[:, None] & in_ok[None, :]
-        w = tl.load(w_ptr + w_offsets, mask=w_ok, other=0.0)
-        m = tl.load(mask_ptr + w_offsets, mask=w_ok, other=0.0)
-        acc = _dot(gy, w.to(OPERAND) * m.to(OPERAND), acc, OPERAND)
-    tl.store(grad_x_ptr + rows[:, None] * in_features + ins[None, :],
-             acc.to(grad_x_ptr.dtype.element_ty), mask=row_ok[:, None] & in_ok[None, :])
-
-
-@triton.jit
-def _grad_x_degree_kernel(grad_y_ptr, w_ptr, in_order_ptr, out_order_ptr, row_prefix_ptr,
-                          first_row_ptr, full_row_ptr, grad_x_ptr, batch, in_features,
-                          out_features, grad_y_row, ACC: tl.constexpr, OPERAND: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _grad_x_kernel(grad_y_ptr, w_ptr, mask_ptr, in_order_ptr, out_order_ptr, row_prefix_ptr,
+                   first_row_ptr, full_row_ptr, grad_x_ptr, batch, in_features, out_features,
+                   grad_y_row, DEGREE: tl.constexpr, ACC: tl.constexpr, OPERAND: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     tile = tl.program_id(1)
-    sorted_ins = tile.to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
+    tile_ins = tile.to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
     row_ok = rows < batch
-    in_ok = sorted_ins < in_features
-    ins = tl.load(in_order_ptr + sorted_ins, mask=in_ok, other=0)
-    # Sorted outputs before first_row see none of this tile's inputs; from full_row on they
-    # see all of them.
-    first_row = tl.load(first_row_ptr + tile)
-    full_row = tl.load(full_row_ptr + tile)
-    staircase_end = first_row + tl.cdiv(full_row - first_row, BLOCK_N) * BLOCK_N
+    in_ok = tile_ins < in_features
+    ins = _units(in_order_ptr, tile_ins, in_ok, DEGREE)
     acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=ACC)
-    for n0 in range(first_row, staircase_end, BLOCK_N):
-        sorted_outs = n0 + tl.arange(0, BLOCK_N)
-        out_ok = sorted_outs < out_features
-        outs = tl.load(out_order_ptr + sorted_outs, mask=out_ok, other=0)
-        prefix = tl.load(row_prefix_ptr + sorted_outs, mask=out_ok, other=0)
-        gy = tl.load(grad_y_ptr + rows[:, None] * grad_y_row + outs[None, :],
-                     mask=row_ok[:, None] & out_ok[None, :], other=0.0)
-        w = tl.load(w_ptr + outs[:, None] * in_features + ins[None, :],
-                    mask=(sorted_ins[None, :] < prefix[:, None]) & in_ok[None, :], other=0.0)
-        acc = _dot(gy, w, acc, OPERAND)
+    if DEGREE:
+        # Sorted outputs before first_row see none of this tile's inputs; from full_row on
+        # they see all of them. The staircase between is rounded up to whole steps.
+        first_row = tl.load(first_row_ptr + tile)
+        full_row = tl.load(full_row_ptr + tile)
+        staircase_end = first_row + tl.cdiv(full_row - first_row, BLOCK_N) * BLOCK_N
+        for n0 in range(first_row, staircase_end, BLOCK_N):
+            tile_outs = n0 + tl.arange(0, BLOCK_N)
+            out_ok = tile_outs < out_features
+            outs = _units(out_order_ptr, tile_outs, out_ok, DEGREE)
+            prefix = tl.load(row_prefix_ptr + tile_outs, mask=out_ok, other=0)
+            gy = tl.load(grad_y_ptr + rows[:, None] * grad_y_row + outs[None, :],
+                         mask=row_ok[:, None] & out_ok[None, :], other=0.0)
+            w = _weight_tile(w_ptr, mask_ptr, outs[:, None] * in_features + ins[None, :],
+                             (tile_ins[None, :] < prefix[:, None]) & in_ok[None, :], DEGREE,
+                             OPERAND)
+            acc = _dot(gy, w, acc, OPERAND)
+    else:
+        staircase_end = 0
+    # Outputs that see the whole tile (the matrix form: every output).
     for n0 in range(staircase_end, out_features, BLOCK_N):
-        sorted_outs = n0 + tl.arange(0, BLOCK_N)
-        out_ok = sorted_outs < out_features
-        outs = tl.load(out_order_ptr + sorted_outs, mask=out_ok, other=0)
+        tile_outs = n0 + tl.arange(0, BLOCK_N)
+        out_ok = tile_outs < out_features
+        outs = _units(out_order_ptr, tile_outs, out_ok, DEGREE)
         gy = tl.load(grad_y_ptr + rows[:, None] * grad_y_row + outs[None, :],
                      mask=row_ok[:, None] & out_ok[None, :], other=0.0)
-        w = tl.load(w_ptr + outs[:, None] * in_features + ins[None, :],
-                    mask=out_ok[:, None] & in_ok[None, :], other=0.0)
+        w = _weight_tile(w_ptr, mask_ptr, outs[:, None] * in_features + ins[None, :],
+                         out_ok[:, None] & in_ok[None, :], DEGREE, OPERAND)
         acc = _dot(gy, w, acc, OPERAND)
     tl.store(grad_x_ptr + rows[:, None] * in_features + ins[None, :],
              acc.to(grad_x_ptr.dtype.element_ty), mask=row_ok[:, None] & in_ok[None, :])
 
 
 @triton.jit
-def _grad_weight_matrix_kernel(grad_y_ptr, x_ptr, mask_ptr, grad_w_ptr, batch, in_features,
-                              out_features, grad_y_row, x_row, ACC: tl.constexpr,
-                              OPERAND: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    outs = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    ins = tl.program_id(1).to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
-    out_ok = outs < out_features
-    in_ok = ins < in_features
+def _grad_weight_kernel(grad_y_ptr, x_ptr, mask_ptr, in_order_ptr, out_order_ptr,
+                        row_prefix_ptr, grad_w_ptr, batch, in_features, out_features,
+                        grad_y_row, x_row, DEGREE: tl.constexpr, ACC: tl.constexpr,
+                        OPERAND: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr):
+    first = tl.program_id(0).to(tl.int64) * BLOCK_N
+    first_in = tl.program_id(1).to(tl.int64) * BLOCK_K
+    tile_outs = first + tl.arange(0, BLOCK_N)
+    tile_ins = first_in + tl.arange(0, BLOCK_K)
+    out_ok = tile_outs < out_features
+    in_ok = tile_ins < in_features
+    outs = _units(out_order_ptr, tile_outs, out_ok, DEGREE)
+    ins = _units(in_order_ptr, tile_ins, in_ok, DEGREE)
+    if DEGREE:
+        # A tile left of the staircase is all masked: empty batch loop, zeros stored.
+        seen_by_any = tl.load(row_prefix_ptr + tl.minimum(first + BLOCK_N, out_features) - 1)
+        batch_end = tl.where(first_in < seen_by_any, batch, 0)
+    else:
+        batch_end = batch
     acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=ACC)
-    for m0 in range(0, batch, BLOCK_M):
+    for m0 in range(0, batch_end, BLOCK_M):
         rows = m0 + tl.arange(0, BLOCK_M)
         row_ok = rows < batch
         # dY transposed to [BLOCK_N, BLOCK_M].
@@ -204,54 +197,28 @@ def _grad_weight_matrix_kernel(grad_y_ptr, x_ptr, mask_ptr, grad_w_ptr, batch, i
         acc = _dot(gy_t, x, acc, OPERAND)
     w_offsets = outs[:, None] * in_features + ins[None, :]
     w_ok = out_ok[:, None] & in_ok[None, :]
-    m = tl.load(mask_ptr + w_offsets, mask=w_ok, other=0.0).to(ACC)
-    tl.store(grad_w_ptr + w_offsets, (acc * m).to(grad_w_ptr.dtype.element_ty), mask=w_ok)
-
-
-@triton.jit
-def _grad_weight_degree_kernel(grad_y_ptr, x_ptr, in_order_ptr, out_order_ptr, row_prefix_ptr,
-                               grad_w_ptr, batch, in_features, out_features, grad_y_row, x_row,
-                               ACC: tl.constexpr, OPERAND: tl.constexpr, BLOCK_M: tl.constexpr,
-                               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    first = tl.program_id(0).to(tl.int64) * BLOCK_N
-    first_in = tl.program_id(1).to(tl.int64) * BLOCK_K
-    sorted_outs = first + tl.arange(0, BLOCK_N)
-    sorted_ins = first_in + tl.arange(0, BLOCK_K)
-    out_ok = sorted_outs < out_features
-    in_ok = sorted_ins < in_features
-    outs = tl.load(out_order_ptr + sorted_outs, mask=out_ok, other=0)
-    ins = tl.load(in_order_ptr + sorted_ins, mask=in_ok, other=0)
-    prefix = tl.load(row_prefix_ptr + sorted_outs, mask=out_ok, other=0)
-    seen_by_any = tl.load(row_prefix_ptr + tl.minimum(first + BLOCK_N, out_features) - 1)
-    # A tile left of the staircase is all masked: empty batch loop, zeros stored.
-    batch_end = tl.where(first_in < seen_by_any, batch, 0)
-    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=ACC)
-    for m0 in range(0, batch_end, BLOCK_M):
-        rows = m0 + tl.arange(0, BLOCK_M)
-        row_ok = rows < batch
-        gy_t = tl.load(grad_y_ptr + rows[None, :] * grad_y_row + outs[:, None],
-                       mask=row_ok[None, :] & out_ok[:, None], other=0.0)
-        x = tl.load(x_ptr + rows[:, None] * x_row + ins[None, :],
-                    mask=row_ok[:, None] & in_ok[None, :], other=0.0)
-        acc = _dot(gy_t, x, acc, OPERAND)
-    visible = sorted_ins[None, :] < prefix[:, None]
-    tl.store(grad_w_ptr + outs[:, None] * in_features + ins[None, :],
-             tl.where(visible, acc, 0.0).to(grad_w_ptr.dtype.element_ty),
-             mask=out_ok[:, None] & in_ok[None, :])
+    if DEGREE:
+        prefix = tl.load(row_prefix_ptr + tile_outs, mask=out_ok, other=0)
+        grad_w = tl.where(tile_ins[None, :] < prefix[:, None], acc, 0.0)
+    else:
+        grad_w = acc * tl.load(mask_ptr + w_offsets, mask=w_ok, other=0.0).to(ACC)
+    tl.store(grad_w_ptr + w_offsets, grad_w.to(grad_w_ptr.dtype.element_ty), mask=w_ok)
 
 
 _TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
              torch.float64: tl.float64}
 
 
-def _dtypes(x):
-    """Constexprs: ACC, the accumulator's dtype, and OPERAND, the dtype tiles are multiplied
-    in: x's own, except bfloat16 under the interpreter, which stores bfloat16 as raw uint16
-    bits and multiplies those (wrong results); there tiles go to float32 first, which is
-    exact and gives what a bfloat16 tl.dot with float32 accumulation gives."""
+def _constexprs(x):
+    """The kernels' constexprs: the tile sizes, ACC, the accumulator's dtype, and OPERAND,
+    the dtype tiles are multiplied in: x's own, except bfloat16 under the interpreter, which
+    stores bfloat16 as raw uint16 bits and multiplies those (wrong results); there tiles go
+    to float32 first, which is exact and gives what a bfloat16 tl.dot with float32
+    accumulation gives."""
     acc = tl.float64 if x.dtype == torch.float64 else tl.float32
     operand = tl.float32 if INTERPRETED and x.dtype == torch.bfloat16 else _TL_DTYPE[x.dtype]
-    return dict(ACC=acc, OPERAND=operand)
+    return dict(ACC=acc, OPERAND=operand, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+                BLOCK_K=BLOCK_K)
 
 
 def _is_degree_form(mask, in_order, out_order, row_prefix):
@@ -271,18 +238,12 @@ def masked_linear_forward(x, weight, mask, in_order, out_order, row_prefix, bias
     out_features = weight.shape[0]
     if batch == 0 or out_features == 0:
         return
-    has_bias = bias is not None
+    degree = _is_degree_form(mask, in_order, out_order, row_prefix)
     grid = (triton.cdiv(batch, BLOCK_M), triton.cdiv(out_features, BLOCK_N))
-    blocks = dict(**_dtypes(x), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
-    # Without a bias, y stands in for its pointer (never read).
-    bias_arg = bias if has_bias else y
-    if _is_degree_form(mask, in_order, out_order, row_prefix):
-        _forward_degree_kernel[grid](x, weight, in_order, out_order, row_prefix, bias_arg, y,
-                                     batch, in_features, out_features, x.stride(0),
-                                     HAS_BIAS=has_bias, **blocks)
-    else:
-        _forward_matrix_kernel[grid](x, weight, mask, bias_arg, y, batch, in_features,
-                                    out_features, x.stride(0), HAS_BIAS=has_bias, **blocks)
+    # None arguments (the other mask form's, a missing bias) are constexprs, never read.
+    _forward_kernel[grid](x, weight, mask, in_order, out_order, row_prefix, bias, y, batch,
+                          in_features, out_features, x.stride(0), DEGREE=degree,
+                          HAS_BIAS=bias is not None, **_constexprs(x))
 
 
 def masked_linear_backward(grad_y, x, weight, mask, in_order, out_order, row_prefix, grad_x,
@@ -298,9 +259,7 @@ def masked_linear_backward(grad_y, x, weight, mask, in_order, out_order, row_pre
         grad_weight.zero_()
         return
     degree = _is_degree_form(mask, in_order, out_order, row_prefix)
-    blocks = dict(**_dtypes(x), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
-    x_grid = (triton.cdiv(batch, BLOCK_M), triton.cdiv(in_features, BLOCK_K))
-    w_grid = (triton.cdiv(out_features, BLOCK_N), triton.cdiv(in_features, BLOCK_K))
+    first_row = full_row = None
     if degree:
         # Per column tile [c0, c1): the first sorted output with row_prefix > c0 (sees some
         # of the tile) and the first with row_prefix >= c1 (sees all of it).
@@ -308,15 +267,12 @@ def masked_linear_backward(grad_y, x, weight, mask, in_order, out_order, row_pre
         ends = torch.clamp(starts + BLOCK_K, max=in_features)
         first_row = torch.searchsorted(row_prefix, starts, right=True)
         full_row = torch.searchsorted(row_prefix, ends - 1, right=True)
-        _grad_x_degree_kernel[x_grid](grad_y, weight, in_order, out_order, row_prefix,
-                                      first_row, full_row, grad_x, batch, in_features,
-                                      out_features, grad_y.stride(0), **blocks)
-        _grad_weight_degree_kernel[w_grid](grad_y, x, in_order, out_order, row_prefix,
-                                           grad_weight, batch, in_features, out_features,
-                                           grad_y.stride(0), x.stride(0), **blocks)
-    else:
-        _grad_x_matrix_kernel[x_grid](grad_y, weight, mask, grad_x, batch, in_features,
-                                     out_features, grad_y.stride(0), **blocks)
-        _grad_weight_matrix_kernel[w_grid](grad_y, x, mask, grad_weight, batch, in_features,
-                                          out_features, grad_y.stride(0), x.stride(0),
-                                          **blocks)
+    plan = (in_order, out_order, row_prefix)
+    x_grid = (triton.cdiv(batch, BLOCK_M), triton.cdiv(in_features, BLOCK_K))
+    _grad_x_kernel[x_grid](grad_y, weight, mask, *plan, first_row, full_row, grad_x, batch,
+                           in_features, out_features, grad_y.stride(0), DEGREE=degree,
+                           **_constexprs(x))
+    w_grid = (triton.cdiv(out_features, BLOCK_N), triton.cdiv(in_features, BLOCK_K))
+    _grad_weight_kernel[w_grid](grad_y, x, mask, *plan, grad_weight, batch, in_features,
+                                out_features, grad_y.stride(0), x.stride(0), DEGREE=degree,
+                                **_constexprs(x))
