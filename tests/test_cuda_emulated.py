@@ -8,7 +8,6 @@ order, another exp) within the dtype's tolerance. Also: the emulator's own check
 limits, shuffles, conversions)."""
 
 import ctypes
-import importlib
 import os
 import subprocess
 
@@ -17,13 +16,14 @@ import pytest
 import torch
 
 from fastflow import reference
+from fastflow.ops import made_plan
+from fastflow.ops.made_model import masked_stack
 
 import cuda_cpu
 from fastflow.accuracy import float64_copy
 from utils import assert_matches_float64
 
 pytestmark = pytest.mark.cuda_emulated
-sampling = importlib.import_module("fastflow.ops.made_sample")
 
 CPU = torch.ops.fastflow
 
@@ -231,8 +231,8 @@ def test_masked_linear(emu, batch, k, n, form, dtype):
 # they fit, else in global scratch. Same push order as the CPU kernel: identical results.
 
 def sample_args(made, noise, rule):
-    layers = sampling.masked_stack(made, "test")
-    plan = sampling.plan_for(made, layers, 2 if rule else 1, "test")
+    layers = masked_stack(made, "test")
+    plan = made_plan.plan_for(made, layers, 2 if rule else 1, "test")
     return (noise, [l.weight for l in layers], [l.bias for l in layers], [l.mask for l in layers],
             *plan.to(noise.device), rule)
 

@@ -7,7 +7,6 @@ following mask changes, opcheck and bad arguments. The Triton kernel runs the sa
 at small sizes (its interpreter is too slow for D = 784)."""
 
 import copy
-import importlib
 
 import numpy as np
 import pytest
@@ -19,11 +18,11 @@ from fastflow import reference
 from fastflow import triton as fastflow_triton
 from fastflow._extension import EXTENSION
 from fastflow.backend import unavailable_reason
+from fastflow.ops import made_plan
+from fastflow.ops.made_model import masked_stack
 
 from backends import HAS_GPU
 from utils import assert_matches_float64
-
-sampling = importlib.import_module("fastflow.ops.made_sample")
 
 # These tests run on CPU tensors: Triton takes them only under its interpreter.
 _TRITON_REASON = unavailable_reason("triton") or (
@@ -120,7 +119,7 @@ def test_any_input_order(backend):
         samples, _ = fastflow.made_sample(made, 9, uniforms=uniforms)
     assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms,
                         made(samples).detach())
-    plan = sampling.plan_for(made, sampling.masked_stack(made, "test"), 1, "test")
+    plan = made_plan.plan_for(made, masked_stack(made, "test"), 1, "test")
     assert plan.unit_orders[0].tolist()[0] == order[0]
 
 
@@ -217,16 +216,16 @@ def test_batch_zero_generator_and_strided_uniforms():
 
 def test_plan_cached_and_rebuilt_when_a_mask_changes():
     made = bernoulli_made(8, [24, 24], seed=6)
-    layers = sampling.masked_stack(made, "test")
-    plan = sampling.plan_for(made, layers, 1, "test")
-    assert sampling.plan_for(made, layers, 1, "test") is plan
+    layers = masked_stack(made, "test")
+    plan = made_plan.plan_for(made, layers, 1, "test")
+    assert made_plan.plan_for(made, layers, 1, "test") is plan
     order = [7, 6, 5, 4, 3, 2, 1, 0]
     reordered = bernoulli_made(8, [24, 24], seed=6, order=order)
     for layer, new in zip(made.layers, reordered.layers):
         layer.set_mask(new.mask.numpy())  # a copy through .data: no version counter change
     uniforms = torch.rand(5, 8)
     samples, _ = fastflow.made_sample(made, 5, uniforms=uniforms)
-    assert sampling.plan_for(made, sampling.masked_stack(made, "test"), 1, "test") is not plan
+    assert made_plan.plan_for(made, masked_stack(made, "test"), 1, "test") is not plan
     assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms,
                         made(samples).detach())
 
@@ -301,8 +300,8 @@ def test_bad_arguments():
 
 
 def _op_args(made, noise, rule):
-    layers = sampling.masked_stack(made, "test")
-    plan = sampling.plan_for(made, layers, 2 if rule else 1, "test")
+    layers = masked_stack(made, "test")
+    plan = made_plan.plan_for(made, layers, 2 if rule else 1, "test")
     return (noise, [l.weight for l in layers], [l.bias for l in layers],
             [l.mask for l in layers], *plan.to(noise.device), rule)
 
@@ -438,7 +437,7 @@ def test_plan_cyclic_degrees_share_steps():
     """Seed 003's cyclic hidden degrees: dimension d depends on all dimensions < d, so the
     plan has D steps, one dimension each."""
     made = reference.maf.MADE(7, 20, 1)
-    plan = sampling.plan_for(made, sampling.masked_stack(made, "test"), 2, "test")
+    plan = made_plan.plan_for(made, masked_stack(made, "test"), 2, "test")
     assert plan.steps == 7 and plan.step_of.tolist() == list(range(1, 8))
 
 

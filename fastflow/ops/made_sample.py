@@ -1,17 +1,12 @@
-"""One-pass MADE and MAF sampling (docs/design.md, "One-pass MADE/MAF sampling").
+"""One-pass MADE and MAF sampling (docs/design.md, "One-pass MADE/MAF sampling"): the
+public functions, the ops and the reference loop.
 
 The reference samplers (seed 000's generate_samples, seed 003's MADE.forward) run the whole
 network once per dimension: D full forward passes. But once every unit a hidden unit
-depends on is known, its value never changes again. The plan built here from the masks
-gives every unit a ready step: an input is ready at the step it is sampled, a hidden unit
-at the largest ready step among the units its mask connects it to. The kernels then keep
-running pre-activations and add each unit's contribution once, when it becomes final: the
-arithmetic of about one forward pass.
-
-The plan depends only on the masks (any autoregressive stack: seed 000's random degrees,
-seed 003's cyclic ones, any input order). It is built once per model and rebuilt when a
-mask changes (each call compares the masks with the ones the plan was built from). A stack
-whose masks are not autoregressive is refused with a ValueError.
+depends on is known, its value never changes again. The kernels keep running
+pre-activations and add each unit's contribution once, when it becomes final, in the order
+of the model's sampling plan (fastflow.ops.made_plan; the model is read by
+fastflow.ops.made_model): the arithmetic of about one forward pass.
 
 Public functions: made_sample (Bernoulli MADE, seed 000), gaussian_made_sample (seed 003's
 MADE.forward: x = μ + z·exp(α)) and iaf_inverse (the same loop run the other way, an IAF's
@@ -24,10 +19,6 @@ picks them.
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
-
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,6 +27,8 @@ from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import BackendUnavailableError, resolve
 from ._checks import FLOAT_DTYPES
+from .made_model import MaskedLayer, masked_stack
+from .made_plan import SamplePlan, plan_for
 
 # The kernels' rules (csrc/made_sample.h).
 BERNOULLI, GAUSSIAN, GAUSSIAN_INVERSE = 0, 1, 2
@@ -46,151 +39,6 @@ _OUTPUTS_PER_DIM = {BERNOULLI: 1, GAUSSIAN: 2, GAUSSIAN_INVERSE: 2}
 # only, the Triton kernel tested under the interpreter only), so only an explicit 'cuda' or
 # 'triton' backend picks them.
 AUTO_ORDER = {"cpu": ("cpu",), "cuda": ()}
-
-
-@dataclass
-class MaskedLayer:
-    """One masked linear layer of a stack: y = x·(weight⊙mask)ᵀ + bias."""
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    mask: torch.Tensor
-
-
-def masked_stack(model: nn.Module, caller: str) -> list[MaskedLayer]:
-    """The masked linear layers of a MADE: `model.net` (or the model itself) must be an
-    nn.Sequential of layers that have `weight`, `bias` and a `mask` of the weight's shape,
-    with an nn.ReLU between each two (seeds 000 and 003, reference and fastflow.nn)."""
-    net = getattr(model, "net", model)
-    if not isinstance(net, nn.Sequential):
-        raise TypeError(f"{caller}: expected a MADE (a module whose `net` is an nn.Sequential of "
-                        f"masked linear layers and ReLUs), got {type(model).__name__}")
-    layers, expect_layer = [], True
-    for index, module in enumerate(net):
-        if expect_layer:
-            weight, mask = getattr(module, "weight", None), getattr(module, "mask", None)
-            if not (isinstance(weight, torch.Tensor) and isinstance(mask, torch.Tensor)
-                    and weight.dim() == 2 and mask.shape == weight.shape):
-                raise TypeError(f"{caller}: module {index} of the MADE's net must be a masked "
-                                f"linear layer (weight and a mask of its shape), got "
-                                f"{type(module).__name__}")
-            if layers and weight.shape[1] != layers[-1].weight.shape[0]:
-                raise ValueError(f"{caller}: layer {index} takes {weight.shape[1]} inputs, the "
-                                 f"layer before gives {layers[-1].weight.shape[0]}")
-            layers.append(MaskedLayer(weight.detach(), None if module.bias is None
-                                      else module.bias.detach(), mask.detach()))
-        elif not isinstance(module, nn.ReLU):
-            raise TypeError(f"{caller}: module {index} of the MADE's net must be an nn.ReLU "
-                            f"between masked linear layers, got {type(module).__name__}")
-        expect_layer = not expect_layer
-    if not layers or expect_layer:
-        raise TypeError(f"{caller}: the MADE's net must start and end with a masked linear layer")
-    return layers
-
-
-@dataclass
-class SamplePlan:
-    """Sorted positions and schedule of a masked stack (csrc/made_sample.h), int64 on the CPU.
-
-    steps: the number of sampling steps T (dimensions that depend on the same earlier ones
-    are sampled in the same step); step_of[d]: the step of dimension d (1..T).
-    """
-    unit_orders: list[torch.Tensor]
-    push_ranges: list[torch.Tensor]
-    finalize_offsets: list[torch.Tensor]
-    step_offsets: torch.Tensor
-    step_of: torch.Tensor
-    steps: int
-    _on_device: dict = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> tuple:
-        """(unit_orders, push_ranges, finalize_offsets, step_offsets) on `device`."""
-        if device not in self._on_device:
-            move = lambda ts: [t.to(device) for t in ts]  # noqa: E731
-            self._on_device[device] = (move(self.unit_orders), move(self.push_ranges),
-                                       move(self.finalize_offsets), self.step_offsets.to(device))
-        return self._on_device[device]
-
-
-def _sampling_steps(depends: np.ndarray, caller: str) -> np.ndarray:
-    """Step (1..T) of each dimension: 1 + the largest step among the dimensions it depends
-    on (Kahn's algorithm, one level at a time). ValueError when there is none (a cycle)."""
-    dims = depends.shape[0]
-    unresolved = depends.sum(axis=1).astype(np.int64)
-    step = np.zeros(dims, dtype=np.int64)
-    frontier = np.flatnonzero(unresolved == 0)
-    t = 0
-    while frontier.size:
-        t += 1
-        step[frontier] = t
-        unresolved -= depends[:, frontier].sum(axis=1)
-        unresolved[frontier] = -1
-        frontier = np.flatnonzero(unresolved == 0)
-    if (step == 0).any():
-        stuck = np.flatnonzero(step == 0)
-        own = stuck[depends[stuck, stuck]]
-        why = (f"the output of dimension {int(own[0])} depends on input {int(own[0])}" if own.size
-               else f"dimensions {stuck[:5].tolist()} depend on each other in a cycle")
-        raise ValueError(f"{caller}: the masks are not autoregressive: {why} (through the masks)")
-    return step
-
-
-def _ranges(connected: torch.Tensor) -> torch.Tensor:
-    """[inputs, 2]: the first and one past the last connected output position of each input
-    column of a bool [outputs, inputs] matrix ((0, 0) for a column connected to nothing)."""
-    outputs = connected.shape[0]
-    any_ = connected.any(dim=0)
-    first = connected.int().argmax(dim=0)
-    last = outputs - connected.flip(0).int().argmax(dim=0)
-    return torch.stack([torch.where(any_, first, 0), torch.where(any_, last, 0)], dim=1).long()
-
-
-def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_sample") -> SamplePlan:
-    """The sampling plan of a stack with these masks ([out, in] each, nonzero = connected);
-    the last layer has per_dim outputs per dimension (the units of dimension d are rows
-    d, D + d, ...)."""
-    connected = [m.detach().cpu() != 0 for m in masks]
-    dims = connected[0].shape[1]
-    if connected[-1].shape[0] != per_dim * dims:
-        raise ValueError(f"{caller}: the last layer must have {per_dim * dims} outputs "
-                         f"({per_dim} per input dimension), got {connected[-1].shape[0]}")
-    reach = connected[0].float()  # reach[j, k]: unit j depends on input k
-    for m in connected[1:]:
-        reach = (m.float() @ reach).clamp_(max=1.0)
-    depends = (reach.view(per_dim, dims, dims).amax(dim=0) > 0).numpy()
-    step_of = torch.from_numpy(_sampling_steps(depends, caller))
-    steps = int(step_of.max()) if dims else 0
-
-    dim_order = torch.sort(step_of, stable=True).indices
-    step_offsets = torch.searchsorted(step_of[dim_order], torch.arange(steps + 1), right=True)
-    unit_orders, finalize_offsets = [dim_order], []
-    ready = step_of  # of the current layer's inputs
-    for m in connected[:-1]:
-        ready = (m.long() * ready[None, :]).amax(dim=1) if m.shape[1] else \
-            torch.zeros(m.shape[0], dtype=torch.long)
-        order = torch.sort(ready, stable=True).indices
-        unit_orders.append(order)
-        finalize_offsets.append(torch.searchsorted(ready[order], torch.arange(steps + 2)))
-    unit_orders.append((dim_order[:, None] + dims * torch.arange(per_dim)[None, :]).reshape(-1))
-    push_ranges = [_ranges(m[unit_orders[l + 1]][:, unit_orders[l]])
-                   for l, m in enumerate(connected)]
-    return SamplePlan(unit_orders, push_ranges, finalize_offsets, step_offsets, step_of, steps)
-
-
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def plan_for(model: nn.Module, layers: list[MaskedLayer], per_dim: int, caller: str) -> SamplePlan:
-    """The model's plan, rebuilt when any mask differs from the masks it was built from."""
-    cached = _PLANS.get(model)
-    if cached is not None:
-        masks, cached_per_dim, plan = cached
-        if cached_per_dim == per_dim and len(masks) == len(layers) and all(
-                m.shape == layer.mask.shape and torch.equal(m, layer.mask.to(m.device))
-                for m, layer in zip(masks, layers)):
-            return plan
-    plan = build_plan([layer.mask for layer in layers], per_dim, caller)
-    _PLANS[model] = ([layer.mask.clone() for layer in layers], per_dim, plan)
-    return plan
 
 
 def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor) -> torch.Tensor:
