@@ -1,10 +1,10 @@
-// One-pass MADE / MAF sampling (docs/design.md, "One-pass MADE/MAF sampling"): the
-// argument checks, shared by the CPU and CUDA bindings.
+// One-pass MADE / MAF sampling (docs/design.md, "One-pass MADE/MAF sampling"): the rules and
+// the argument checks, shared by the CPU and CUDA bindings.
 //
 // The network is a stack of masked linear layers l = 0..L with ReLU between them. Every unit
 // has a sorted *position* in its layer: the units of layer l's output are sorted by the step
 // at which they become final (their ready step), the inputs by the step at which they are
-// sampled. The plan, built once per model from the masks (fastflow/ops/made_sample.py):
+// sampled. The plan, built once per model from the masks (fastflow/ops/made_plan.py):
 //
 //   unit_orders[0]        [D]        position -> input dimension (the sampling order)
 //   unit_orders[l + 1]    [n_l]      position -> output unit of layer l (for the output
@@ -17,31 +17,36 @@
 //   step_offsets          [T + 1]    the dimensions sampled at step t = 1..T are the input
 //                                    positions [offsets[t − 1], offsets[t])
 //
-// Rules (the `rule` argument): what a step does with the outputs of one dimension and its
-// noise e, and the value v it feeds back into the network:
-//   kBernoulli:     logit l, v = [e < sigmoid(l)], log term += log p(v | l)  (seed 000)
-//   kGaussian:      μ, α, v = μ + e·exp(α), log term −= α     (seed 003's MADE.forward, MAF)
-//   kGaussianInverse: μ, α, v = (e − μ)·exp(−α), log term −= α  (an IAF's slow direction)
+// Rules (the `rule` argument, by name): what a step does with the outputs of one dimension
+// and its noise e, and the value v it feeds back into the network:
+//   "bernoulli":        logit l, v = [e < sigmoid(l)], log term += log p(v | l)  (seed 000)
+//   "gaussian":         μ, α, v = μ + e·exp(α), log term −= α   (seed 003's MADE.forward, MAF)
+//   "gaussian_inverse": μ, α, v = (e − μ)·exp(−α), log term −= α (an IAF's slow direction)
 #pragma once
 
 #include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <c10/util/StringUtil.h>
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 namespace fastflow {
 
-enum class SampleRule : int64_t { kBernoulli = 0, kGaussian = 1, kGaussianInverse = 2 };
+enum class SampleRule : int { kBernoulli, kGaussian, kGaussianInverse };
 
 inline int64_t outputs_per_dim(SampleRule rule) { return rule == SampleRule::kBernoulli ? 1 : 2; }
 
-inline SampleRule check_sample_rule(int64_t rule) {
-  TORCH_CHECK_VALUE(rule >= 0 && rule <= 2, "made_sample: rule must be 0 (Bernoulli), "
-                    "1 (Gaussian) or 2 (Gaussian inverse), got ", rule);
-  return static_cast<SampleRule>(rule);
+// The rule of this name (fastflow/ops/made_sample.py's OUTPUTS_PER_DIM names the same).
+inline SampleRule parse_sample_rule(std::string_view name) {
+  if (name == "bernoulli") return SampleRule::kBernoulli;
+  if (name == "gaussian") return SampleRule::kGaussian;
+  if (name == "gaussian_inverse") return SampleRule::kGaussianInverse;
+  C10_THROW_ERROR(ValueError, c10::str("made_sample: rule must be one of 'bernoulli', "
+                                       "'gaussian', 'gaussian_inverse', got '", name, "'"));
 }
 
 namespace detail {
@@ -91,8 +96,8 @@ inline SampleRule check_made_sample(const at::Tensor& noise, at::TensorList weig
                                     const c10::List<std::optional<at::Tensor>>& biases,
                                     at::TensorList masks, at::TensorList unit_orders,
                                     at::TensorList push_ranges, at::TensorList finalize_offsets,
-                                    const at::Tensor& step_offsets, int64_t rule_in) {
-  const SampleRule rule = check_sample_rule(rule_in);
+                                    const at::Tensor& step_offsets, std::string_view rule_name) {
+  const SampleRule rule = parse_sample_rule(rule_name);
   TORCH_CHECK_VALUE(noise.dim() == 2, "made_sample: noise must be [N, D], got ", noise.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(noise.scalar_type()), "made_sample: noise must be a float "
                    "tensor, got ", noise.scalar_type());

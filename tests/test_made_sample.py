@@ -20,9 +20,12 @@ from fastflow._extension import EXTENSION
 from fastflow.backend import unavailable_reason
 from fastflow.ops import made_plan
 from fastflow.ops.made_model import masked_stack
+from fastflow.ops.made_sample import OUTPUTS_PER_DIM
 
 from backends import HAS_GPU
 from utils import assert_matches_float64
+
+RULES = list(OUTPUTS_PER_DIM)
 
 # These tests run on CPU tensors: Triton takes them only under its interpreter.
 _TRITON_REASON = unavailable_reason("triton") or (
@@ -301,7 +304,7 @@ def test_bad_arguments():
 
 def _op_args(made, noise, rule):
     layers = masked_stack(made, "test")
-    plan = made_plan.plan_for(made, layers, 2 if rule else 1, "test")
+    plan = made_plan.plan_for(made, layers, OUTPUTS_PER_DIM[rule], "test")
     return (noise, [l.weight for l in layers], [l.bias for l in layers],
             [l.mask for l in layers], *plan.to(noise.device), rule)
 
@@ -310,13 +313,13 @@ def _op_args(made, noise, rule):
 def test_op_checks_its_plan(op_name):
     op = getattr(torch.ops.fastflow, op_name)
     made = bernoulli_made(6, [16], seed=0)
-    args = list(_op_args(made, torch.rand(3, 6), 0))
+    args = list(_op_args(made, torch.rand(3, 6), "bernoulli"))
     bad = [r.clone() for r in args[5]]
     bad[0][0, 1] = 99  # a push range past the layer's width
     with pytest.raises(ValueError, match="push_ranges"):
         op(*args[:5], bad, *args[6:])
     with pytest.raises(ValueError, match="rule"):
-        op(*args[:-1], 5)
+        op(*args[:-1], "poisson")
     with pytest.raises(ValueError, match="finalize_offsets"):
         op(*args[:6], [], *args[7:])
     orders = [o.clone() for o in args[4]]
@@ -326,9 +329,9 @@ def test_op_checks_its_plan(op_name):
 
 
 @pytest.mark.parametrize("op_name", SAMPLE_OPS)
-@pytest.mark.parametrize("rule", [0, 1, 2])
+@pytest.mark.parametrize("rule", RULES)
 def test_opcheck(op_name, rule):
-    if rule:
+    if rule != "bernoulli":
         made = reference.maf.MADE(5, 12, 1)
         noise = torch.randn(4, 5)
     else:
@@ -531,9 +534,9 @@ def test_cuda_batch_zero():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("rule", [0, 1, 2])
+@pytest.mark.parametrize("rule", RULES)
 def test_cuda_opcheck(rule):
-    if rule:
+    if rule != "bernoulli":
         made = reference.maf.MADE(5, 12, 1).cuda()
         noise = torch.randn(4, 5, device="cuda")
     else:

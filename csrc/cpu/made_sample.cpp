@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -266,9 +267,9 @@ int64_t block_samples(int64_t samples) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
     const at::Tensor& noise_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
     at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges,
-    at::TensorList finalize_offsets, const at::Tensor& step_offsets, int64_t rule_in) {
+    at::TensorList finalize_offsets, const at::Tensor& step_offsets, std::string_view rule_name) {
   const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
-                                            push_ranges, finalize_offsets, step_offsets, rule_in);
+                                            push_ranges, finalize_offsets, step_offsets, rule_name);
   const at::Tensor noise = noise_in.contiguous();
   const int64_t samples = noise.size(0), dims = noise.size(1), L = weights.size();
   const int64_t out_width = weights[L - 1].size(0);

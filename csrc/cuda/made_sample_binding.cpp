@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -40,9 +41,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
     const at::Tensor& noise_in, at::TensorList weights,
     const c10::List<std::optional<at::Tensor>>& biases, at::TensorList masks,
     at::TensorList unit_orders, at::TensorList push_ranges, at::TensorList finalize_offsets,
-    const at::Tensor& step_offsets, int64_t rule_in) {
+    const at::Tensor& step_offsets, std::string_view rule_name) {
   const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
-                                            push_ranges, finalize_offsets, step_offsets, rule_in);
+                                            push_ranges, finalize_offsets, step_offsets, rule_name);
   const cuda::DType dtype = cuda_dtype(noise_in.scalar_type());
   const c10::cuda::CUDAGuard guard(noise_in.device());
   const at::Tensor noise = noise_in.contiguous();

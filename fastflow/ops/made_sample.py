@@ -30,9 +30,9 @@ from ._checks import FLOAT_DTYPES
 from .made_model import MaskedLayer, masked_stack
 from .made_plan import SamplePlan, plan_for
 
-# The kernels' rules (csrc/made_sample.h).
-BERNOULLI, GAUSSIAN, GAUSSIAN_INVERSE = 0, 1, 2
-_OUTPUTS_PER_DIM = {BERNOULLI: 1, GAUSSIAN: 2, GAUSSIAN_INVERSE: 2}
+# The sampling rules, the ops' `rule` (csrc/made_sample.h says what each does), and the
+# network outputs each reads per dimension.
+OUTPUTS_PER_DIM = {"bernoulli": 1, "gaussian": 2, "gaussian_inverse": 2}
 
 # Backends 'auto' may pick, fastest first, per device type: the C++ CPU kernel is checked
 # against the reference loop here; no GPU kernel has run yet (the CUDA kernel is compiled
@@ -49,10 +49,10 @@ def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _log_terms(rule: int, outputs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def _log_terms(rule: str, outputs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """log p(values | logits) for Bernoulli; −Σ α for the Gaussian rules (seed 003's log_det)."""
     acc = torch.float64 if values.dtype == torch.float64 else torch.float32
-    if rule == BERNOULLI:
+    if rule == "bernoulli":
         return -F.binary_cross_entropy_with_logits(outputs.to(acc), values.to(acc),
                                                    reduction="none").sum(dim=1)
     return -outputs.chunk(2, dim=1)[1].to(acc).sum(dim=1)
@@ -60,7 +60,7 @@ def _log_terms(rule: int, outputs: torch.Tensor, values: torch.Tensor) -> torch.
 
 @torch.no_grad()
 def sample_reference(layers: list[MaskedLayer], plan: SamplePlan, noise: torch.Tensor,
-                     rule: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     rule: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference algorithm (the 'torch' backend): one full forward pass per sampling
     step, as seed 000's generate_samples and seed 003's MADE.forward, in the plan's order."""
     dims = noise.shape[1]
@@ -69,9 +69,9 @@ def sample_reference(layers: list[MaskedLayer], plan: SamplePlan, noise: torch.T
     for t in range(1, plan.steps + 1):
         out = _stack_forward(layers, values)
         d = dim_order[offsets[t - 1]:offsets[t]]
-        if rule == BERNOULLI:
+        if rule == "bernoulli":
             values[:, d] = (noise[:, d] < torch.sigmoid(out[:, d])).to(values.dtype)
-        elif rule == GAUSSIAN:
+        elif rule == "gaussian":
             values[:, d] = out[:, d] + noise[:, d] * torch.exp(out[:, dims + d])
         else:
             values[:, d] = (noise[:, d] - out[:, d]) * torch.exp(-out[:, dims + d])
@@ -96,9 +96,9 @@ def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
     twin of csrc/made_sample.h). plan_values: also check the plan's values (one copy to
     the CPU; not possible on fake tensors)."""
     op = "made_sample"
-    if rule not in _OUTPUTS_PER_DIM:
-        raise ValueError(f"{op}: rule must be 0 (Bernoulli), 1 (Gaussian) or 2 (Gaussian "
-                         f"inverse), got {rule}")
+    if not isinstance(rule, str) or rule not in OUTPUTS_PER_DIM:
+        raise ValueError(f"{op}: rule must be one of {', '.join(map(repr, OUTPUTS_PER_DIM))}, "
+                         f"got {rule!r}")
     if noise.dim() != 2 or noise.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{op}: noise must be a float [N, D] tensor, got {noise.dtype} "
                          f"{tuple(noise.shape)}")
@@ -126,9 +126,9 @@ def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
         if l < layers - 1:
             index.append(("finalize_offsets", finalize_offsets[l], (steps + 2,)))
         width = weight.shape[0]
-    if width != _OUTPUTS_PER_DIM[rule] * noise.shape[1]:
-        raise ValueError(f"{op}: the last layer must have {_OUTPUTS_PER_DIM[rule]} outputs per "
-                         f"dimension for rule {rule}, got {width}")
+    if width != OUTPUTS_PER_DIM[rule] * noise.shape[1]:
+        raise ValueError(f"{op}: the last layer must have {OUTPUTS_PER_DIM[rule]} outputs per "
+                         f"dimension for rule {rule!r}, got {width}")
     index.append(("unit_orders", unit_orders[layers], (width,)))
     for name, t, shape in index:
         if t.dtype != torch.int64 or t.shape != shape or t.device != noise.device:
@@ -169,7 +169,7 @@ if _triton.VERSION is not None:
                             biases: list[torch.Tensor | None], masks: list[torch.Tensor],
                             unit_orders: list[torch.Tensor], push_ranges: list[torch.Tensor],
                             finalize_offsets: list[torch.Tensor], step_offsets: torch.Tensor,
-                            rule: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            rule: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
                           finalize_offsets, step_offsets, rule)
         return _kernels.made_sample(noise.contiguous(), weights, biases, masks, unit_orders,
@@ -193,7 +193,7 @@ def _backend(device: torch.device) -> str:
     return name
 
 
-def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Tensor, rule: int,
+def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Tensor, rule: str,
                     caller: str):
     """(values, log terms, outputs) of `model` (whose masked_stack is `layers`) on `noise`
     [N, D] under `rule`."""
@@ -208,7 +208,7 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
     if not noise.is_floating_point():
         raise TypeError(f"{caller}: noise must be a float tensor, got {noise.dtype}")
     noise = noise.to(device=weight.device, dtype=weight.dtype).contiguous()
-    plan = plan_for(model, layers, _OUTPUTS_PER_DIM[rule], caller)
+    plan = plan_for(model, layers, OUTPUTS_PER_DIM[rule], caller)
     name = _backend(weight.device)
     if name == "torch":
         return sample_reference(layers, plan, noise, rule)
@@ -248,7 +248,7 @@ def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | N
     elif isinstance(uniforms, torch.Tensor) and uniforms.shape[:1] != (num_samples,):
         raise ValueError(f"{caller}: expected uniforms of shape [{num_samples}, "
                          f"{weight.shape[1]}], got {tuple(uniforms.shape)}")
-    samples, log_likelihood, logits = run_made_sample(made, layers, uniforms, BERNOULLI, caller)
+    samples, log_likelihood, logits = run_made_sample(made, layers, uniforms, "bernoulli", caller)
     return (samples, log_likelihood, logits) if return_logits else (samples, log_likelihood)
 
 
@@ -256,7 +256,7 @@ def gaussian_made_sample(made: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor
     """Seed 003's MADE.forward in one pass: x_d = μ_d + z_d·exp(α_d), where the network's
     2D outputs are [μ | α]. Returns (x [N, D], log_det [N] = −Σ_d α_d), as the seed."""
     caller = "gaussian_made_sample"
-    x, log_det, _ = run_made_sample(made, masked_stack(made, caller), z, GAUSSIAN, caller)
+    x, log_det, _ = run_made_sample(made, masked_stack(made, caller), z, "gaussian", caller)
     return x, log_det
 
 
@@ -264,6 +264,6 @@ def iaf_inverse(made: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """The slow direction of an IAF (x_d = z_d·exp(α_d) + μ_d, μ and α functions of z_<d):
     z_d = (x_d − μ_d)·exp(−α_d), with the network fed z. Returns (z, log_det = −Σ_d α_d)."""
     caller = "iaf_inverse"
-    z, log_det, _ = run_made_sample(made, masked_stack(made, caller), x, GAUSSIAN_INVERSE,
+    z, log_det, _ = run_made_sample(made, masked_stack(made, caller), x, "gaussian_inverse",
                                     caller)
     return z, log_det

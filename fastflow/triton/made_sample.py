@@ -96,7 +96,7 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
         for i in range(i0, i1):
             d = tl.load(dim_order_ptr + i)
             e = tl.load(noise_ptr + samples * dims + d, mask=live, other=0.0).to(ACC)
-            if RULE == 0:
+            if RULE == "bernoulli":
                 out = acc_ptr + samples * acc_stride + last_col + i
                 logit = _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
                 prob = _rounded(1.0 / (1.0 + tl.exp(-logit)), STORE, BF16_BY_BITS).to(ACC)
@@ -111,7 +111,7 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                 mu = _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
                 alpha = _rounded(tl.load(out + 1, mask=live, other=0.0), STORE,
                                  BF16_BY_BITS).to(ACC)
-                if RULE == 1:
+                if RULE == "gaussian":
                     v = mu + _rounded(e * tl.exp(alpha), STORE, BF16_BY_BITS).to(ACC)
                 else:
                     v = _rounded(e - mu, STORE, BF16_BY_BITS).to(ACC) * tl.exp(-alpha)
