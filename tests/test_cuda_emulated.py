@@ -22,6 +22,7 @@ from fastflow.ops.made_sample import OUTPUTS_PER_DIM
 
 import cuda_cpu
 from fastflow.accuracy import float64_copy
+from test_made_sample import out_of_range_plans
 from utils import assert_matches_float64
 
 pytestmark = pytest.mark.cuda_emulated
@@ -313,6 +314,20 @@ def test_made_sample_wide_layers_opt_in_past_48k(emu):
     launch, = emu.take_launches()
     assert launch["dynamic_shared"] > 48 * 1024
     assert_sampling_identical(got, CPU.made_sample(*args), torch.float32)
+
+
+@pytest.mark.parametrize("rule", list(OUTPUTS_PER_DIM))
+def test_made_sample_bad_plan_stays_in_bounds(emu, rule):
+    """The binding does not read the plan's values (made_sample.cuh): it clamps the unit
+    orders into range, and the kernel every offset and range it reads. A bad plan gives wrong
+    samples, never an access out of bounds: indexes of ±2³⁰ would crash the process, and
+    under tests/cuda_cpu/sanitize.py address,undefined ASan checks every access."""
+    made = sampling_model(rule, 10, torch.float32)
+    args = sample_args(made, sampling_noise(rule, 19, 10, torch.float32), rule)
+    for what, bad in out_of_range_plans(args):
+        values, log_terms, outputs = emu.ops.made_sample(*bad)
+        assert values.shape == (19, 10) and log_terms.shape == (19,), what
+        assert outputs.shape == (19, 10 * OUTPUTS_PER_DIM[rule]), what
 
 
 # The emulator's own checks: launches beyond the hardware's limits fail with the limit named.

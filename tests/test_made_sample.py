@@ -3,8 +3,9 @@ identical given the same uniforms (a mismatch only where |u − p| < 1e-6), logi
 finished samples equal to one full pass, log-likelihoods equal to the reference's, MAF
 samples mapping back to their z, schedules from any autoregressive mask stack (random
 degrees, cyclic degrees, any input order), refused non-autoregressive masks, the plan cache
-following mask changes, opcheck and bad arguments. The Triton kernel runs the same tests
-at small sizes (its interpreter is too slow for D = 784)."""
+following mask changes, plans checked when made, bad plans given to the ops, opcheck and
+bad arguments. The Triton kernel runs the same tests at small sizes (its interpreter is too
+slow for D = 784)."""
 
 import copy
 
@@ -122,8 +123,7 @@ def test_any_input_order(backend):
         samples, _ = fastflow.made_sample(made, 9, uniforms=uniforms)
     assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms,
                         made(samples).detach())
-    plan = made_plan.plan_for(made, masked_stack(made, "test"), 1, "test")
-    assert plan.unit_orders[0].tolist()[0] == order[0]
+    assert model_plan(made).unit_orders[0].tolist()[0] == order[0]
 
 
 def test_fastflow_made_matches_reference_made():
@@ -217,18 +217,21 @@ def test_batch_zero_generator_and_strided_uniforms():
     assert torch.equal(got, fastflow.made_sample(made, 6, uniforms=wide.contiguous())[0])
 
 
+def model_plan(made, per_dim=1):
+    return made_plan.plan_for(made, masked_stack(made, "test"), per_dim, "test")
+
+
 def test_plan_cached_and_rebuilt_when_a_mask_changes():
     made = bernoulli_made(8, [24, 24], seed=6)
-    layers = masked_stack(made, "test")
-    plan = made_plan.plan_for(made, layers, 1, "test")
-    assert made_plan.plan_for(made, layers, 1, "test") is plan
+    plan = model_plan(made)
+    assert model_plan(made) is plan
     order = [7, 6, 5, 4, 3, 2, 1, 0]
     reordered = bernoulli_made(8, [24, 24], seed=6, order=order)
     for layer, new in zip(made.layers, reordered.layers):
         layer.set_mask(new.mask.numpy())  # a copy through .data: no version counter change
     uniforms = torch.rand(5, 8)
     samples, _ = fastflow.made_sample(made, 5, uniforms=uniforms)
-    assert made_plan.plan_for(made, masked_stack(made, "test"), 1, "test") is not plan
+    assert model_plan(made) is not plan
     assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms,
                         made(samples).detach())
 
@@ -304,28 +307,91 @@ def test_bad_arguments():
 
 def _op_args(made, noise, rule):
     layers = masked_stack(made, "test")
-    plan = made_plan.plan_for(made, layers, OUTPUTS_PER_DIM[rule], "test")
+    plan = model_plan(made, OUTPUTS_PER_DIM[rule])
     return (noise, [l.weight for l in layers], [l.bias for l in layers],
             [l.mask for l in layers], *plan.to(noise.device), rule)
 
 
+# The plan's place in _op_args's arguments.
+PLAN_ARGS = {"unit_orders": 4, "push_ranges": 5, "finalize_offsets": 6, "step_offsets": 7}
+
+
+def out_of_range_plans(args):
+    """(what, op arguments) with one plan field's values replaced by -2³⁰ and 2³⁰ in turn
+    (every range [-2³⁰, 2³⁰)), then all of them at once (`what` matches each field's name)."""
+    def far(t):
+        flat = torch.full((t.numel(),), 2 ** 30, dtype=t.dtype)
+        flat[::2] = -2 ** 30
+        return flat.view(t.shape)
+
+    every = list(args)
+    for name, i in PLAN_ARGS.items():
+        bad = list(args)
+        bad[i] = far(args[i]) if isinstance(args[i], torch.Tensor) else [far(t) for t in args[i]]
+        every[i] = bad[i]
+        yield name, tuple(bad)
+    yield "|".join(PLAN_ARGS), tuple(every)
+
+
 @pytest.mark.parametrize("op_name", SAMPLE_OPS)
 def test_op_checks_its_plan(op_name):
+    """A plan given to an op directly. The CPU kernel reads the plan on the host and refuses
+    bad values. The GPU kernels (Triton here, CUDA in test_cuda_emulated.py) do not read it
+    on the host, which would make the host wait at every call, but clamp every index they
+    read from it: a bad plan gives wrong samples, never an access out of bounds (an index of
+    2³⁰ would crash the process)."""
     op = getattr(torch.ops.fastflow, op_name)
     made = bernoulli_made(6, [16], seed=0)
-    args = list(_op_args(made, torch.rand(3, 6), "bernoulli"))
-    bad = [r.clone() for r in args[5]]
-    bad[0][0, 1] = 99  # a push range past the layer's width
-    with pytest.raises(ValueError, match="push_ranges"):
-        op(*args[:5], bad, *args[6:])
+    args = _op_args(made, torch.rand(3, 6), "bernoulli")
     with pytest.raises(ValueError, match="rule"):
         op(*args[:-1], "poisson")
     with pytest.raises(ValueError, match="finalize_offsets"):
         op(*args[:6], [], *args[7:])
+    if op_name == "made_sample_triton":
+        for what, bad in out_of_range_plans(args):
+            values, log_terms, outputs = op(*bad)
+            assert values.shape == outputs.shape == (3, 6) and log_terms.shape == (3,), what
+        return
+    bad = [r.clone() for r in args[5]]
+    bad[0][0, 1] = 99  # a push range past the layer's width
+    with pytest.raises(ValueError, match="push_ranges"):
+        op(*args[:5], bad, *args[6:])
     orders = [o.clone() for o in args[4]]
     orders[1][0] = orders[1][1]  # a repeated unit: some output would never be written
     with pytest.raises(ValueError, match="permutation"):
         op(*args[:4], orders, *args[5:])
+    for what, bad in out_of_range_plans(args):
+        with pytest.raises(ValueError, match=what):
+            op(*bad)
+
+
+def test_plan_checked_when_made():
+    plan = model_plan(bernoulli_made(6, [16, 16], seed=0))
+    fields = dict(unit_orders=plan.unit_orders, push_ranges=plan.push_ranges,
+                  finalize_offsets=plan.finalize_offsets, step_offsets=plan.step_offsets)
+
+    def remade(**changes):
+        return made_plan.SamplePlan(**{**fields, **changes})
+
+    assert torch.equal(remade().step_of, plan.step_of)
+    ranges = [r.clone() for r in plan.push_ranges]
+    ranges[1][0, 1] = 17  # past the layer's width
+    with pytest.raises(ValueError, match=r"push_ranges\[1\] must hold ranges within \[0, 16\]"):
+        remade(push_ranges=ranges)
+    orders = [o.clone() for o in plan.unit_orders]
+    orders[2][0] = orders[2][1]
+    with pytest.raises(ValueError, match=r"unit_orders\[2\] must be a permutation"):
+        remade(unit_orders=orders)
+    with pytest.raises(ValueError, match="step_offsets must run non-decreasing from 0 to D = 6"):
+        remade(step_offsets=plan.step_offsets.flip(0))
+    with pytest.raises(ValueError, match=r"finalize_offsets\[0\] must run"):
+        remade(finalize_offsets=[o + 1 for o in plan.finalize_offsets])
+    with pytest.raises(ValueError, match=r"finalize_offsets\[1\] must have shape"):
+        remade(finalize_offsets=[plan.finalize_offsets[0], plan.finalize_offsets[1][1:]])
+    with pytest.raises(ValueError, match="L - 1 finalize_offsets"):
+        remade(finalize_offsets=[])
+    with pytest.raises(TypeError, match="step_offsets must be an int64 tensor on the CPU"):
+        remade(step_offsets=plan.step_offsets.int())
 
 
 @pytest.mark.parametrize("op_name", SAMPLE_OPS)
@@ -440,7 +506,7 @@ def test_plan_cyclic_degrees_share_steps():
     """Seed 003's cyclic hidden degrees: dimension d depends on all dimensions < d, so the
     plan has D steps, one dimension each."""
     made = reference.maf.MADE(7, 20, 1)
-    plan = made_plan.plan_for(made, masked_stack(made, "test"), 2, "test")
+    plan = model_plan(made, 2)
     assert plan.steps == 7 and plan.step_of.tolist() == list(range(1, 8))
 
 

@@ -23,6 +23,12 @@ constexpr int kChunk = 32;  // kTile · kChunk = kThreads: one value per thread 
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
 
+// An offset read from the plan, clamped into [0, high] (made_sample.cuh: the plan's values are
+// not checked).
+__device__ __forceinline__ int64_t clamped(int64_t offset, int64_t high) {
+  return offset < 0 ? 0 : (offset > high ? high : offset);
+}
+
 // Rounded through the storage type, as the reference's tensors are.
 template <typename T>
 __device__ __forceinline__ opmath_t<T> round_to(opmath_t<T> v) {
@@ -39,7 +45,7 @@ __device__ __forceinline__ void push_chunk(const acc_t* __restrict__ rows,
                                            int64_t acc_width) {
   for (int j = 0; j < len; ++j) {
     const int64_t p = first + j;
-    const int64_t begin = ranges[2 * p], end = ranges[2 * p + 1];
+    const int64_t begin = clamped(ranges[2 * p], width), end = clamped(ranges[2 * p + 1], width);
     const acc_t* row = rows + p * width;
     // This thread's output positions are those ≡ threadIdx.x (mod kThreads).
     const int64_t shift = (threadIdx.x - begin % kThreads + kThreads) % kThreads;
@@ -91,8 +97,8 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t* finalize = a.finalize + l * (steps + 2);
         const int64_t* from = a.layers + l * kMadeLayerFields;
         const int64_t* to = from + kMadeLayerFields;
-        const int64_t p1 = finalize[t];
-        for (int64_t c0 = finalize[t - 1]; c0 < p1; c0 += kChunk) {
+        const int64_t p1 = clamped(finalize[t], from[kMadeOutputs]);
+        for (int64_t c0 = clamped(finalize[t - 1], from[kMadeOutputs]); c0 < p1; c0 += kChunk) {
           const int len = static_cast<int>(p1 - c0 < kChunk ? p1 - c0 : kChunk);
           for (int k = threadIdx.x; k < n * len; k += kThreads) {
             const int b = k / len, j = k % len;
@@ -106,8 +112,8 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
       // The dimensions of step t: their outputs are final now.
-      const int64_t i1 = a.step_offsets[t];
-      for (int64_t c0 = a.step_offsets[t - 1]; c0 < i1; c0 += kChunk) {
+      const int64_t i1 = clamped(a.step_offsets[t], a.dims);
+      for (int64_t c0 = clamped(a.step_offsets[t - 1], a.dims); c0 < i1; c0 += kChunk) {
         const int len = static_cast<int>(i1 - c0 < kChunk ? i1 - c0 : kChunk);
         for (int k = threadIdx.x; k < n * len; k += kThreads) {
           const int b = k / len, j = k % len;

@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/clamp.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
@@ -57,21 +58,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   at::Tensor log_terms = at::empty({samples}, opts.dtype(acc_type));
   if (samples == 0) return {values, log_terms, outputs};
 
+  // The unit orders clamped into range (made_sample.cuh: the plan's values are not checked).
+  std::vector<at::Tensor> orders{unit_orders[0].clamp(0, dims - 1)};
+  for (int64_t l = 0; l < L; ++l) {
+    orders.push_back(unit_orders[l + 1].clamp(0, weights[l].size(0) - 1));
+  }
+
   const auto acc_opts = noise.options().dtype(acc_type);
   std::vector<at::Tensor> rows, sorted_biases, ranges, finalize;
   std::vector<int64_t> info;
   int64_t weight_offset = 0, range_offset = 0, acc_offset = 0;
   for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor& in_order = unit_orders[l];
-    const at::Tensor& out_order = unit_orders[l + 1];
     const int64_t inputs = weights[l].size(1), outputs_l = weights[l].size(0);
     // Both factors in the opmath type before the product, as the CPU kernel.
     const at::Tensor masked = weights[l].to(acc_type).mul(masks[l].to(acc_type));
-    rows.push_back(masked.index_select(0, out_order).index_select(1, in_order).t().contiguous()
-                       .view({-1}));
+    rows.push_back(masked.index_select(0, orders[l + 1]).index_select(1, orders[l]).t()
+                       .contiguous().view({-1}));
     const std::optional<at::Tensor> bias = biases.get(l);
     sorted_biases.push_back(bias.has_value()
-                                ? bias->to(acc_type).index_select(0, out_order)
+                                ? bias->to(acc_type).index_select(0, orders[l + 1])
                                 : at::zeros({outputs_l}, acc_opts));
     ranges.push_back(push_ranges[l].contiguous().view({-1}));
     if (l + 1 < L) finalize.push_back(finalize_offsets[l].contiguous());
@@ -90,8 +95,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
       at::from_blob(info.data(), {L, cuda::kMadeLayerFields}, at::TensorOptions(at::kLong))
           .to(noise.device());
   const at::Tensor steps = step_offsets.contiguous();
-  const at::Tensor dim_order = unit_orders[0].contiguous();
-  const at::Tensor out_order = unit_orders[L].contiguous();
 
   const cuda::MadeSampleArgs args{noise.const_data_ptr(),
                                   weights_flat.const_data_ptr(),
@@ -100,8 +103,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
                                   ranges_flat.const_data_ptr<int64_t>(),
                                   finalize_flat.const_data_ptr<int64_t>(),
                                   steps.const_data_ptr<int64_t>(),
-                                  dim_order.const_data_ptr<int64_t>(),
-                                  out_order.const_data_ptr<int64_t>(),
+                                  orders[0].const_data_ptr<int64_t>(),
+                                  orders[L].const_data_ptr<int64_t>(),
                                   samples,
                                   dims,
                                   L,

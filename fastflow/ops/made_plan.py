@@ -8,6 +8,11 @@ to (layout: csrc/made_sample.h). It depends only on the masks (any autoregressiv
 seed 000's random degrees, seed 003's cyclic ones, any input order); a stack whose masks are
 not autoregressive is refused with a ValueError. It is built once per model and rebuilt when
 a mask changes (each call compares the masks with the ones the plan was built from).
+
+A SamplePlan checks its values once, when it is made: build_plan's plans and plans made by
+hand alike. The ops do not trust it either: the CPU kernel checks the values it reads on
+the host, and the GPU kernels clamp every index they read from a plan, so a call costs no
+copy to the host.
 """
 
 from __future__ import annotations
@@ -22,28 +27,90 @@ import torch.nn as nn
 from .made_model import MaskedLayer
 
 
-@dataclass
+@dataclass(eq=False)
 class SamplePlan:
-    """Sorted positions and schedule of a masked stack (csrc/made_sample.h), int64 on the CPU.
+    """Sorted positions and schedule of a masked stack (csrc/made_sample.h), int64 on the CPU:
+    unit_orders (L + 1), push_ranges (L), finalize_offsets (L − 1) and step_offsets [T + 1].
 
-    steps: the number of sampling steps T (dimensions that depend on the same earlier ones
-    are sampled in the same step); step_of[d]: the step of dimension d (1..T).
+    Checked when made (TypeError or ValueError naming the field): a plan the kernels could
+    read out of bounds with, or that would leave some output unwritten, is refused.
     """
     unit_orders: list[torch.Tensor]
     push_ranges: list[torch.Tensor]
     finalize_offsets: list[torch.Tensor]
     step_offsets: torch.Tensor
-    step_of: torch.Tensor
-    steps: int
-    _on_device: dict = field(default_factory=dict)
+    _on_device: dict = field(init=False, default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        _check_plan(self)
+
+    @property
+    def steps(self) -> int:
+        """The number of sampling steps T (dimensions that depend on the same earlier ones
+        are sampled in the same step)."""
+        return self.step_offsets.shape[0] - 1
+
+    @property
+    def step_of(self) -> torch.Tensor:
+        """The step (1..T) of each dimension."""
+        step_of = torch.empty_like(self.unit_orders[0])
+        step_of[self.unit_orders[0]] = torch.arange(1, self.steps + 1).repeat_interleave(
+            self.step_offsets.diff())
+        return step_of
 
     def to(self, device: torch.device) -> tuple:
-        """(unit_orders, push_ranges, finalize_offsets, step_offsets) on `device`."""
+        """(unit_orders, push_ranges, finalize_offsets, step_offsets) on `device`, copied
+        there once."""
         if device not in self._on_device:
             move = lambda ts: [t.to(device) for t in ts]  # noqa: E731
             self._on_device[device] = (move(self.unit_orders), move(self.push_ranges),
                                        move(self.finalize_offsets), self.step_offsets.to(device))
         return self._on_device[device]
+
+
+def _check_index_tensor(name: str, t, shape: tuple) -> None:
+    """TypeError or ValueError unless t is an int64 tensor on the CPU of this shape (None: any
+    size)."""
+    if not (isinstance(t, torch.Tensor) and t.dtype == torch.int64 and t.device.type == "cpu"):
+        got = f"{t.dtype} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise TypeError(f"SamplePlan: {name} must be an int64 tensor on the CPU, got {got}")
+    if t.dim() != len(shape) or any(n is not None and n != m for n, m in zip(shape, t.shape)):
+        expected = ", ".join("any" if n is None else str(n) for n in shape)
+        raise ValueError(f"SamplePlan: {name} must have shape [{expected}], got {list(t.shape)}")
+
+
+def _require(ok, what: str) -> None:
+    if not ok:
+        raise ValueError(f"SamplePlan: {what}")
+
+
+def _check_plan(plan: SamplePlan) -> None:
+    layers = len(plan.push_ranges)
+    _require(layers >= 1 and (len(plan.unit_orders), len(plan.finalize_offsets)) ==
+             (layers + 1, layers - 1),
+             f"expected L >= 1 push_ranges, L + 1 unit_orders and L - 1 finalize_offsets, got "
+             f"{layers}, {len(plan.unit_orders)} and {len(plan.finalize_offsets)}")
+    widths = []
+    for l, order in enumerate(plan.unit_orders):
+        _check_index_tensor(f"unit_orders[{l}]", order, (None,))
+        widths.append(order.shape[0])
+        _require(torch.equal(order.sort().values, torch.arange(widths[l])),
+                 f"unit_orders[{l}] must be a permutation of 0..{widths[l] - 1}")
+    offsets = plan.step_offsets
+    _check_index_tensor("step_offsets", offsets, (None,))
+    _require(offsets.shape[0] >= 1 and offsets[0] == 0 and offsets[-1] == widths[0] and
+             (offsets.diff() >= 0).all(),
+             f"step_offsets must run non-decreasing from 0 to D = {widths[0]}")
+    for l, ranges in enumerate(plan.push_ranges):
+        _check_index_tensor(f"push_ranges[{l}]", ranges, (widths[l], 2))
+        _require(((ranges >= 0) & (ranges <= widths[l + 1])).all() and
+                 (ranges[:, 0] <= ranges[:, 1]).all(),
+                 f"push_ranges[{l}] must hold ranges within [0, {widths[l + 1]}]")
+    for l, offsets in enumerate(plan.finalize_offsets):
+        _check_index_tensor(f"finalize_offsets[{l}]", offsets, (plan.steps + 2,))
+        _require(offsets[0] == 0 and offsets[-1] <= widths[l + 1] and (offsets.diff() >= 0).all(),
+                 f"finalize_offsets[{l}] must run non-decreasing from 0 to at most "
+                 f"{widths[l + 1]}")
 
 
 def _sampling_steps(depends: np.ndarray, caller: str) -> np.ndarray:
@@ -108,7 +175,7 @@ def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_samp
     unit_orders.append((dim_order[:, None] + dims * torch.arange(per_dim)[None, :]).reshape(-1))
     push_ranges = [_ranges(m[unit_orders[l + 1]][:, unit_orders[l]])
                    for l, m in enumerate(connected)]
-    return SamplePlan(unit_orders, push_ranges, finalize_offsets, step_offsets, step_of, steps)
+    return SamplePlan(unit_orders, push_ranges, finalize_offsets, step_offsets)
 
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

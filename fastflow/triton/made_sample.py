@@ -13,6 +13,10 @@ A push adds value[b] · row_p[begin:end) into the next layer's accumulators in c
 BLOCK_N positions. The accumulators live in global memory and are read back by other
 threads of the program (a hidden unit's value in the next step or layer, a position pushed
 again with a different chunk alignment), hence a barrier after every push.
+
+The plan's values are not checked (that would be a copy to the host per call): the launcher
+clamps the unit orders into range (they feed its gathers) and the kernel clamps every offset
+and range it reads, so that a bad plan gives wrong samples, never an access out of bounds.
 """
 
 import torch
@@ -38,6 +42,12 @@ def _rounded(x, STORE: tl.constexpr, BF16_BY_BITS: tl.constexpr):
 
 
 @triton.jit
+def _clamped(index, high):
+    """index clamped into [0, high]: what the kernel makes of an offset read from the plan."""
+    return tl.minimum(tl.maximum(index, 0), high)
+
+
+@triton.jit
 def _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, layer, position, value, samples, live,
           acc_stride, BLOCK_N: tl.constexpr):
     """acc[b, layer's begin:end) += value[b] · row[begin:end) for the input `position` of
@@ -49,8 +59,8 @@ def _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, layer, position, value, samp
     acc_col = tl.load(info + 1)
     ranges = tl.load(info + 2)
     width = tl.load(info + 3)
-    begin = tl.load(ranges_ptr + (ranges + position) * 2)
-    end = tl.load(ranges_ptr + (ranges + position) * 2 + 1)
+    begin = _clamped(tl.load(ranges_ptr + (ranges + position) * 2), width)
+    end = _clamped(tl.load(ranges_ptr + (ranges + position) * 2 + 1), width)
     end = tl.where(tl.max(tl.abs(value), axis=0) != 0, end, begin)
     row = rows_ptr + rows + position * width
     acc_rows = acc_ptr + samples[:, None] * acc_stride + acc_col
@@ -81,8 +91,9 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
         # layer l + 1 ready at t − 1 may need units of layer l that just became final).
         for l in range(0, last):
             hidden_col = tl.load(table_ptr + l * 4 + 1)
-            p0 = tl.load(finalize_ptr + l * (steps + 2) + t - 1)
-            p1 = tl.load(finalize_ptr + l * (steps + 2) + t)
+            hidden_width = tl.load(table_ptr + l * 4 + 3)
+            p0 = _clamped(tl.load(finalize_ptr + l * (steps + 2) + t - 1), hidden_width)
+            p1 = _clamped(tl.load(finalize_ptr + l * (steps + 2) + t), hidden_width)
             for p in range(p0, p1):
                 h = tl.load(acc_ptr + samples * acc_stride + hidden_col + p, mask=live,
                             other=0.0)
@@ -91,8 +102,8 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                 _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, l + 1, p, h, samples, live,
                       acc_stride, BLOCK_N)
         # The dimensions of step t: their outputs are final now.
-        i0 = tl.load(steps_ptr + t - 1)
-        i1 = tl.load(steps_ptr + t)
+        i0 = _clamped(tl.load(steps_ptr + t - 1), dims)
+        i1 = _clamped(tl.load(steps_ptr + t), dims)
         for i in range(i0, i1):
             d = tl.load(dim_order_ptr + i)
             e = tl.load(noise_ptr + samples * dims + d, mask=live, other=0.0).to(ACC)
@@ -170,6 +181,7 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
     outputs = torch.empty(samples, out_width, dtype=noise.dtype, device=device)
     if samples == 0:
         return values, log_terms, outputs
+    unit_orders = [order.clamp(0, order.shape[0] - 1) for order in unit_orders]
     rows, table, sorted_biases = _pack(weights, biases, masks, unit_orders, acc_dtype)
     range_starts = [0]
     for ranges in push_ranges[:-1]:
@@ -183,8 +195,8 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
     finalize = (torch.stack(finalize_offsets) if finalize_offsets else step_offsets).contiguous()
     grid = (triton.cdiv(samples, BLOCK_B),)
     _made_sample_kernel[grid](noise, rows, ranges, table, acc, finalize,
-                              step_offsets.contiguous(), unit_orders[0].contiguous(),
-                              unit_orders[-1].contiguous(), values, log_terms, outputs,
+                              step_offsets.contiguous(), unit_orders[0],
+                              unit_orders[-1], values, log_terms, outputs,
                               samples, dims, step_offsets.shape[0] - 1, len(weights),
                               acc.shape[1], RULE=rule, STORE=_TL_DTYPE[noise.dtype],
                               ACC=_TL_DTYPE[acc_dtype],
