@@ -234,7 +234,7 @@ def test_masked_linear(emu, batch, k, n, form, dtype):
 
 def sample_args(made, noise, rule):
     layers = masked_stack(made, "test")
-    plan = made_plan.plan_for(made, layers, OUTPUTS_PER_DIM[rule], "test")
+    plan = made_plan.cached_plan(made, layers, OUTPUTS_PER_DIM[rule], "test").plan
     return (noise, [l.weight for l in layers], [l.bias for l in layers], [l.mask for l in layers],
             *plan.to(noise.device), rule)
 

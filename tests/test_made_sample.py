@@ -3,15 +3,17 @@ identical given the same uniforms (a mismatch only where |u − p| < 1e-6), logi
 finished samples equal to one full pass, log-likelihoods equal to the reference's, MAF
 samples mapping back to their z, schedules from any autoregressive mask stack (random
 degrees, cyclic degrees, any input order), refused non-autoregressive masks, the plan cache
-following mask changes, plans checked when made, bad plans given to the ops, opcheck and
-bad arguments. The Triton kernel runs the same tests at small sizes (its interpreter is too
-slow for D = 784)."""
+following mask changes, plans checked when made, bad plans given to the ops, no host sync
+after the first call, opcheck and bad arguments. The Triton kernel runs the same tests at
+small sizes (its interpreter is too slow for D = 784)."""
 
+import contextlib
 import copy
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastflow
 from fastflow import nn as ffnn
@@ -218,7 +220,7 @@ def test_batch_zero_generator_and_strided_uniforms():
 
 
 def model_plan(made, per_dim=1):
-    return made_plan.plan_for(made, masked_stack(made, "test"), per_dim, "test")
+    return made_plan.cached_plan(made, masked_stack(made, "test"), per_dim, "test").plan
 
 
 def test_plan_cached_and_rebuilt_when_a_mask_changes():
@@ -234,6 +236,31 @@ def test_plan_cached_and_rebuilt_when_a_mask_changes():
     assert model_plan(made) is not plan
     assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms,
                         made(samples).detach())
+
+
+@pytest.fixture
+def masks_compared_by_version(monkeypatch):
+    """The plan cache as on a GPU, on CPU tensors: masks matched by memory and version
+    counter, never read."""
+    monkeypatch.setattr(made_plan, "MASKS_COMPARED_BY_VALUE_ON", frozenset())
+
+
+def test_plan_cache_off_the_cpu_follows_versions(masks_compared_by_version):
+    made = bernoulli_made(8, [24, 24], seed=6)
+    plan = model_plan(made)
+    assert model_plan(made) is plan
+    with torch.no_grad():
+        made.layers[2].mask.mul_(1.0)  # an in-place edit: a new version
+    edited = model_plan(made)
+    assert edited is not plan
+    reordered = bernoulli_made(8, [24, 24], seed=6, order=[7, 6, 5, 4, 3, 2, 1, 0])
+    for layer, new in zip(made.layers, reordered.layers):
+        layer.set_mask(new.mask.numpy())  # through .data: not seen off the CPU ...
+    assert model_plan(made) is edited
+    fastflow.ops.clear_sample_plans()  # ... until the plans are dropped
+    assert model_plan(made).unit_orders[0].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
+    cached = made_plan.cached_plan(made, masked_stack(made, "test"), 1, "test")
+    assert cached.masks_as(torch.float64) is cached.masks_as(torch.float64)  # converted once
 
 
 def test_packed_weights_follow_weight_changes():
@@ -406,6 +433,62 @@ def test_opcheck(op_name, rule):
     torch.library.opcheck(getattr(torch.ops.fastflow, op_name).default,
                           _op_args(made, noise, rule),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@contextlib.contextmanager
+def recorded_host_syncs():
+    """A list of what, meanwhile, would make the host wait for a GPU: values read on the host
+    (item, bool, torch.equal, tolist, numpy, cpu) and tensors made from host data (copied to
+    the device). The dispatcher shows the ops that Python code runs, but not those inside a
+    custom op's Python implementation (the Triton launcher), nor tolist, numpy or cpu: those
+    functions are patched."""
+    syncs = []
+    recorded_ops = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.equal.default,
+                    torch.ops.aten.lift_fresh.default}
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in recorded_ops:
+                syncs.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def recording(owner, name):
+        function = getattr(owner, name)
+
+        def recorded(*args, **kwargs):
+            syncs.append(f"{owner.__name__}.{name}")
+            return function(*args, **kwargs)
+        return recorded
+
+    with pytest.MonkeyPatch.context() as patch:
+        for owner, name in ((torch.Tensor, "tolist"), (torch.Tensor, "numpy"),
+                            (torch.Tensor, "cpu"), (torch.Tensor, "item"),
+                            (torch.Tensor, "__bool__"), (torch, "equal"), (torch, "tensor")):
+            patch.setattr(owner, name, recording(owner, name))
+        with Recorder():
+            yield syncs
+
+
+@pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
+@pytest.mark.parametrize("rule", RULES)
+def test_no_host_sync_after_the_first_call(masks_compared_by_version, backend, rule):
+    """On a GPU a call after the model's first reads nothing on the host: run here on CPU
+    tensors with the plan cache as on a GPU (the C++ kernels are not seen, only what Python
+    runs around them)."""
+    if rule == "bernoulli":
+        made, noise = bernoulli_made(6, [16, 16], seed=0), torch.rand(3, 6)
+    else:
+        made, noise = reference.maf.MADE(6, 16, 1), torch.randn(3, 6)
+    sample = {"bernoulli": lambda: fastflow.made_sample(made, 3, uniforms=noise),
+              "gaussian": lambda: fastflow.gaussian_made_sample(made, noise),
+              "gaussian_inverse": lambda: fastflow.iaf_inverse(made, noise)}[rule]
+    with fastflow.backend(backend):
+        first = sample()
+        with recorded_host_syncs() as syncs:
+            second = sample()
+    assert syncs == []
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
 
 
 # Seed 003: the Gaussian MADE and MAF.
@@ -610,6 +693,22 @@ def test_cuda_opcheck(rule):
         noise = torch.rand(4, 5, device="cuda")
     torch.library.opcheck(torch.ops.fastflow.made_sample.default, _op_args(made, noise, rule),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["torch", "cuda", pytest.param("triton", marks=pytest.mark.skipif(
+    unavailable_reason("triton") is not None, reason=f"{unavailable_reason('triton')}"))])
+def test_cuda_no_host_sync_after_the_first_call(backend):
+    made = bernoulli_made(10, [32, 32], seed=0).cuda()
+    uniforms = torch.rand(4, 10, device="cuda")
+    with fastflow.backend(backend):
+        expected, _ = fastflow.made_sample(made, 4, uniforms=uniforms)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got, _ = fastflow.made_sample(made, 4, uniforms=uniforms)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(got, expected)
 
 
 @pytest.mark.cuda

@@ -20,23 +20,24 @@ namespace fastflow::cuda {
 // The values of fastflow::SampleRule (checked by the binding).
 enum class MadeRule : int { Bernoulli = 0, Gaussian = 1, GaussianInverse = 2 };
 
-// Fields of one row of MadeSampleArgs::layers.
-enum MadeLayerField : int {
-  kMadeWeightOffset,  // first element of the layer's packed rows in `weights`
-  kMadeRangeOffset,   // first input position of the layer in `ranges` (Σ inputs before it)
-  kMadeAccOffset,     // first output position of the layer in `biases` and in the
-                      // accumulators (Σ outputs before it)
-  kMadeInputs,
-  kMadeOutputs,
-  kMadeLayerFields
+// Where one layer's data lie in the flat arrays of MadeSampleArgs.
+struct MadeLayer {
+  int64_t weight_offset;  // first element of the layer's packed rows in `weights`
+  int64_t range_offset;   // first input position of the layer in `ranges` (Σ inputs before it)
+  int64_t acc_offset;     // first output position of the layer in `biases` and in the
+                          // accumulators (Σ outputs before it)
+  int64_t inputs, outputs;
 };
+
+// The layer table travels in the kernel's arguments (a table in device memory would be a copy
+// to the device, and a wait, at every call), which must fit in 4 KiB.
+constexpr int kMaxMadeLayers = 64;
 
 struct MadeSampleArgs {
   const void* noise;              // [samples, dims] storage type, contiguous
   const void* weights;            // per layer [inputs, outputs]: W⊙M in sorted positions
                                   // (row = input position), opmath type, concatenated
   const void* biases;             // per layer [outputs], sorted, opmath type: [acc_width]
-  const int64_t* layers;          // [num_layers, kMadeLayerFields]
   const int64_t* ranges;          // per layer push_ranges [inputs, 2], concatenated: any values
   const int64_t* finalize;        // [num_layers − 1, steps + 2]: the finalize_offsets, any values
   const int64_t* step_offsets;    // [steps + 1], any values
@@ -47,6 +48,7 @@ struct MadeSampleArgs {
   int64_t acc_width;              // Σ outputs over the layers
   MadeRule rule;
   DType dtype;
+  MadeLayer layers[kMaxMadeLayers];  // the first num_layers
 };
 
 // Bytes of global scratch the launch needs for the accumulators: 0 when they fit in shared

@@ -6,7 +6,6 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/clamp.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -45,11 +44,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
     const at::Tensor& step_offsets, std::string_view rule_name) {
   const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
                                             push_ranges, finalize_offsets, step_offsets, rule_name);
+  const int64_t L = static_cast<int64_t>(weights.size());
+  TORCH_CHECK_VALUE(L <= cuda::kMaxMadeLayers, "made_sample: the CUDA kernel takes at most ",
+                    cuda::kMaxMadeLayers, " layers, got ", L);
   const cuda::DType dtype = cuda_dtype(noise_in.scalar_type());
   const c10::cuda::CUDAGuard guard(noise_in.device());
   const at::Tensor noise = noise_in.contiguous();
   const int64_t samples = noise.size(0), dims = noise.size(1);
-  const int64_t L = static_cast<int64_t>(weights.size());
   const int64_t out_width = weights[L - 1].size(0);
   const at::ScalarType acc_type = noise.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto opts = noise.options().memory_format(at::MemoryFormat::Contiguous);
@@ -64,9 +65,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
     orders.push_back(unit_orders[l + 1].clamp(0, weights[l].size(0) - 1));
   }
 
+  cuda::MadeSampleArgs args{};
   const auto acc_opts = noise.options().dtype(acc_type);
   std::vector<at::Tensor> rows, sorted_biases, ranges, finalize;
-  std::vector<int64_t> info;
   int64_t weight_offset = 0, range_offset = 0, acc_offset = 0;
   for (int64_t l = 0; l < L; ++l) {
     const int64_t inputs = weights[l].size(1), outputs_l = weights[l].size(0);
@@ -80,8 +81,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
                                 : at::zeros({outputs_l}, acc_opts));
     ranges.push_back(push_ranges[l].contiguous().view({-1}));
     if (l + 1 < L) finalize.push_back(finalize_offsets[l].contiguous());
-    info.insert(info.end(), {weight_offset, range_offset, acc_offset, inputs, outputs_l});
-    static_assert(cuda::kMadeLayerFields == 5, "one value per field above");
+    args.layers[l] = {weight_offset, range_offset, acc_offset, inputs, outputs_l};
     weight_offset += inputs * outputs_l;
     range_offset += inputs;
     acc_offset += outputs_l;
@@ -91,27 +91,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   const at::Tensor biases_flat = flat_cat(sorted_biases, acc_opts);
   const at::Tensor ranges_flat = flat_cat(ranges, index_opts);
   const at::Tensor finalize_flat = flat_cat(finalize, index_opts);
-  const at::Tensor layers =
-      at::from_blob(info.data(), {L, cuda::kMadeLayerFields}, at::TensorOptions(at::kLong))
-          .to(noise.device());
   const at::Tensor steps = step_offsets.contiguous();
 
-  const cuda::MadeSampleArgs args{noise.const_data_ptr(),
-                                  weights_flat.const_data_ptr(),
-                                  biases_flat.const_data_ptr(),
-                                  layers.const_data_ptr<int64_t>(),
-                                  ranges_flat.const_data_ptr<int64_t>(),
-                                  finalize_flat.const_data_ptr<int64_t>(),
-                                  steps.const_data_ptr<int64_t>(),
-                                  orders[0].const_data_ptr<int64_t>(),
-                                  orders[L].const_data_ptr<int64_t>(),
-                                  samples,
-                                  dims,
-                                  L,
-                                  steps.size(0) - 1,
-                                  acc_offset,
-                                  static_cast<cuda::MadeRule>(rule),
-                                  dtype};
+  args.noise = noise.const_data_ptr();
+  args.weights = weights_flat.const_data_ptr();
+  args.biases = biases_flat.const_data_ptr();
+  args.ranges = ranges_flat.const_data_ptr<int64_t>();
+  args.finalize = finalize_flat.const_data_ptr<int64_t>();
+  args.step_offsets = steps.const_data_ptr<int64_t>();
+  args.dim_order = orders[0].const_data_ptr<int64_t>();
+  args.out_order = orders[L].const_data_ptr<int64_t>();
+  args.samples = samples;
+  args.dims = dims;
+  args.num_layers = L;
+  args.steps = steps.size(0) - 1;
+  args.acc_width = acc_offset;
+  args.rule = static_cast<cuda::MadeRule>(rule);
+  args.dtype = dtype;
+
   size_t scratch_bytes = 0;
   C10_CUDA_CHECK(cuda::made_sample_scratch_bytes(args, &scratch_bytes));
   at::Tensor scratch;

@@ -12,6 +12,7 @@ function, not the module. Helpers meant for users are exported here by name
 from . import affine_coupling as _affine_coupling
 from . import dequantize_logit as _dequantize_logit
 from . import image_coupling as _image_coupling
+from . import made_plan as _made_plan
 from . import made_sample as _made_sample
 from . import masked_linear as _masked_linear
 from . import squeeze_2x2 as _squeeze_2x2
@@ -27,6 +28,7 @@ squeeze_2x2 = _squeeze_2x2.squeeze_2x2
 made_sample = _made_sample.made_sample
 gaussian_made_sample = _made_sample.gaussian_made_sample
 iaf_inverse = _made_sample.iaf_inverse
+clear_sample_plans = _made_plan.clear_sample_plans
 
 # Each op's 'auto' choices per device type (see fastflow.backend.resolve).
 AUTO_ORDERS = {
@@ -43,6 +45,6 @@ AUTO_CONDITIONS = {
 }
 
 __all__ = ["affine_coupling", "affine_coupling_packed", "degree_masked_linear", "degrees_from_mask",
-           "dequantize_logit",
+           "clear_sample_plans", "dequantize_logit",
            "gaussian_made_sample", "iaf_inverse", "image_coupling", "made_sample", "masked_linear",
            "squeeze_2x2", "AUTO_CONDITIONS", "AUTO_ORDERS"]

@@ -6,13 +6,19 @@ the largest ready step among the units its mask connects it to. The plan sorts e
 units by ready step and records, for each unit, the range of the next layer it is connected
 to (layout: csrc/made_sample.h). It depends only on the masks (any autoregressive stack:
 seed 000's random degrees, seed 003's cyclic ones, any input order); a stack whose masks are
-not autoregressive is refused with a ValueError. It is built once per model and rebuilt when
-a mask changes (each call compares the masks with the ones the plan was built from).
+not autoregressive is refused with a ValueError.
 
 A SamplePlan checks its values once, when it is made: build_plan's plans and plans made by
 hand alike. The ops do not trust it either: the CPU kernel checks the values it reads on
 the host, and the GPU kernels clamp every index they read from a plan, so a call costs no
 copy to the host.
+
+cached_plan keeps each model's plan with the masks it was built from, and rebuilds it when a
+mask changes. On the CPU it compares the masks by value at every call; on other devices
+that would make the host wait for the device, so there a mask counts as unchanged while it
+is the same memory with the same version counter: in-place edits, load_state_dict and new
+tensors are seen, but not writes through `mask.data` (set_mask, of the reference MADE and
+of fastflow.nn's, writes so): call clear_sample_plans() after those.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ class SamplePlan:
     push_ranges: list[torch.Tensor]
     finalize_offsets: list[torch.Tensor]
     step_offsets: torch.Tensor
+    step_sizes: tuple[int, ...] = field(init=False)  # dimensions sampled at steps 1..T
     _on_device: dict = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self):
         _check_plan(self)
+        self.step_sizes = tuple(self.step_offsets.diff().tolist())
 
     @property
     def steps(self) -> int:
@@ -178,18 +186,69 @@ def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_samp
     return SamplePlan(unit_orders, push_ranges, finalize_offsets, step_offsets)
 
 
+# Device types on which the plan cache compares the masks by value: free on the CPU, and it
+# sees writes through `mask.data`. Elsewhere it compares memory and version counters.
+MASKS_COMPARED_BY_VALUE_ON = frozenset({"cpu"})
+
+
+def _mask_key(mask: torch.Tensor) -> tuple | None:
+    """What identifies a mask's contents without reading them, or None where the cache must
+    compare values (on a device in MASKS_COMPARED_BY_VALUE_ON, and for inference tensors,
+    which have no version counter)."""
+    if mask.device.type in MASKS_COMPARED_BY_VALUE_ON or mask.is_inference():
+        return None
+    return (mask.data_ptr(), mask._version, mask.shape, mask.stride(), mask.dtype, mask.device)
+
+
+class CachedPlan:
+    """A model's plan and the masks it was built from (held, so that their memory is not
+    another tensor's while cached; copies where compared by value)."""
+
+    def __init__(self, masks: list[torch.Tensor], per_dim: int, plan: SamplePlan):
+        keys = [_mask_key(m) for m in masks]
+        self._masks = [m if key is not None else m.clone() for m, key in zip(masks, keys)]
+        self._keys = keys
+        self._in_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        self.per_dim = per_dim
+        self.plan = plan
+
+    def holds(self, masks: list[torch.Tensor], per_dim: int) -> bool:
+        """Whether `masks` are the masks this plan was built from."""
+        if per_dim != self.per_dim or len(masks) != len(self._masks):
+            return False
+        for mask, held, key in zip(masks, self._masks, self._keys):
+            if key is None:
+                if not (mask.shape == held.shape and mask.device == held.device and
+                        torch.equal(mask, held)):
+                    return False
+            elif _mask_key(mask) != key:
+                return False
+        return True
+
+    def masks_as(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """The masks in `dtype`, converted once: the same tensors at every call, which the CPU
+        kernel's cache of packed weights recognises."""
+        if dtype not in self._in_dtype:
+            self._in_dtype[dtype] = [m.to(dtype) for m in self._masks]
+        return self._in_dtype[dtype]
+
+
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def plan_for(model: nn.Module, layers: list[MaskedLayer], per_dim: int, caller: str) -> SamplePlan:
-    """The model's plan, rebuilt when any mask differs from the masks it was built from."""
+def cached_plan(model: nn.Module, layers: list[MaskedLayer], per_dim: int,
+                caller: str) -> CachedPlan:
+    """The model's plan, rebuilt when a mask changes (module docstring)."""
+    masks = [layer.mask for layer in layers]
     cached = _PLANS.get(model)
-    if cached is not None:
-        masks, cached_per_dim, plan = cached
-        if cached_per_dim == per_dim and len(masks) == len(layers) and all(
-                m.shape == layer.mask.shape and torch.equal(m, layer.mask.to(m.device))
-                for m, layer in zip(masks, layers)):
-            return plan
-    plan = build_plan([layer.mask for layer in layers], per_dim, caller)
-    _PLANS[model] = ([layer.mask.clone() for layer in layers], per_dim, plan)
-    return plan
+    if cached is None or not cached.holds(masks, per_dim):
+        cached = CachedPlan(masks, per_dim, build_plan(masks, per_dim, caller))
+        _PLANS[model] = cached
+    return cached
+
+
+def clear_sample_plans() -> None:
+    """Drops every model's cached sampling plan. Needed after writing a mask through
+    `mask.data` on a GPU (set_mask does), which the cache does not see there; on the CPU it
+    compares the masks by value and sees every change."""
+    _PLANS.clear()

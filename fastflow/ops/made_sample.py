@@ -15,6 +15,11 @@ one persistent launch per call) and torch.ops.fastflow.made_sample_triton (Trito
 arguments); the 'torch' backend runs the reference algorithm (one full pass per sampling
 step). The CUDA and Triton kernels have not run on a GPU yet: only an explicit backend
 picks them.
+
+After a model's first call, a call on a GPU makes the host wait for nothing: the plan, its
+copy on the device and the masks in the weights' dtype are kept, and the ops check their
+arguments' shapes, dtypes and devices, not the plan's values (made_plan says why that is
+safe).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from .._extension import EXTENSION
 from ..backend import BackendUnavailableError, resolve
 from ._checks import FLOAT_DTYPES
 from .made_model import MaskedLayer, masked_stack
-from .made_plan import SamplePlan, plan_for
+from .made_plan import SamplePlan, cached_plan
 
 # The sampling rules, the ops' `rule` (csrc/made_sample.h says what each does), and the
 # network outputs each reads per dimension.
@@ -65,10 +70,9 @@ def sample_reference(layers: list[MaskedLayer], plan: SamplePlan, noise: torch.T
     step, as seed 000's generate_samples and seed 003's MADE.forward, in the plan's order."""
     dims = noise.shape[1]
     values = torch.zeros_like(noise)
-    dim_order, offsets = plan.unit_orders[0].to(noise.device), plan.step_offsets.tolist()
-    for t in range(1, plan.steps + 1):
+    dim_order = plan.to(noise.device)[0][0]  # unit_orders[0], copied to the device once
+    for d in dim_order.split(plan.step_sizes):
         out = _stack_forward(layers, values)
-        d = dim_order[offsets[t - 1]:offsets[t]]
         if rule == "bernoulli":
             values[:, d] = (noise[:, d] < torch.sigmoid(out[:, d])).to(values.dtype)
         elif rule == "gaussian":
@@ -183,15 +187,14 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
     if not noise.is_floating_point():
         raise TypeError(f"{caller}: noise must be a float tensor, got {noise.dtype}")
     noise = noise.to(device=weight.device, dtype=weight.dtype).contiguous()
-    plan = plan_for(model, layers, OUTPUTS_PER_DIM[rule], caller)
+    cached = cached_plan(model, layers, OUTPUTS_PER_DIM[rule], caller)
     name = _backend(weight.device)
     if name == "torch":
-        return sample_reference(layers, plan, noise, rule)
+        return sample_reference(layers, cached.plan, noise, rule)
     op = (torch.ops.fastflow.made_sample_triton if name == "triton"
           else torch.ops.fastflow.made_sample)
-    return op(
-        noise, [layer.weight for layer in layers], [layer.bias for layer in layers],
-        [layer.mask.to(layer.weight.dtype) for layer in layers], *plan.to(weight.device), rule)
+    return op(noise, [layer.weight for layer in layers], [layer.bias for layer in layers],
+              cached.masks_as(weight.dtype), *cached.plan.to(weight.device), rule)
 
 
 def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | None = None,
@@ -211,6 +214,11 @@ def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | N
     Returns:
         (samples [N, D] in the parameters' dtype, log_likelihood [N]: log p(sample), float32
         or float64) and, with return_logits, the logits [N, D].
+
+    The model's sampling plan is kept between calls (fastflow.ops.made_plan). On a GPU a
+    mask written through `mask.data` (as set_mask does) is not seen until
+    fastflow.ops.clear_sample_plans() is called; other mask changes, and any on the CPU,
+    are.
     """
     caller = "made_sample"
     layers = masked_stack(made, caller)

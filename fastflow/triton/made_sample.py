@@ -19,6 +19,8 @@ clamps the unit orders into range (they feed its gathers) and the kernel clamps 
 and range it reads, so that a bad plan gives wrong samples, never an access out of bounds.
 """
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -151,20 +153,30 @@ _TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float
 
 
 def _pack(weights, biases, masks, unit_orders, acc_dtype):
-    """(rows, table, biases): every layer's W⊙M in sorted positions, [inputs, outputs] each,
-    flat; the int64 layer table without the ranges column; the sorted biases, concatenated."""
-    rows, sorted_biases, table, row_start, acc_start = [], [], [], 0, 0
+    """(rows, biases): every layer's W⊙M in sorted positions, [inputs, outputs] each, flat;
+    the sorted biases, concatenated."""
+    rows, sorted_biases = [], []
     for l, (weight, bias, mask) in enumerate(zip(weights, biases, masks)):
         packed = (weight.to(acc_dtype) * mask.to(acc_dtype)).index_select(0, unit_orders[l + 1])
         rows.append(packed.index_select(1, unit_orders[l]).t().contiguous().reshape(-1))
-        width = weight.shape[0]
         sorted_biases.append(
-            torch.zeros(width, dtype=acc_dtype, device=weight.device) if bias is None
+            torch.zeros(weight.shape[0], dtype=acc_dtype, device=weight.device) if bias is None
             else bias.to(acc_dtype).index_select(0, unit_orders[l + 1]))
-        table.append((row_start, acc_start, width))
-        row_start += rows[-1].numel()
-        acc_start += width
-    return torch.cat(rows), table, torch.cat(sorted_biases)
+    return torch.cat(rows), torch.cat(sorted_biases)
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_table(shapes: tuple, device: torch.device) -> torch.Tensor:
+    """The int64 layer table [L, 4] of layers of these (outputs, inputs) shapes: where each
+    layer's packed rows, accumulators and push ranges start, and its outputs. Made once per
+    shape and device: a table copied to the device at every call would make the host wait."""
+    table, row_start, acc_start, range_start = [], 0, 0, 0
+    for outputs, inputs in shapes:
+        table.append((row_start, acc_start, range_start, outputs))
+        row_start += inputs * outputs
+        acc_start += outputs
+        range_start += inputs
+    return torch.tensor(table, dtype=torch.int64, device=device)
 
 
 def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
@@ -182,12 +194,8 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
     if samples == 0:
         return values, log_terms, outputs
     unit_orders = [order.clamp(0, order.shape[0] - 1) for order in unit_orders]
-    rows, table, sorted_biases = _pack(weights, biases, masks, unit_orders, acc_dtype)
-    range_starts = [0]
-    for ranges in push_ranges[:-1]:
-        range_starts.append(range_starts[-1] + ranges.shape[0])
-    table = torch.tensor([(r, a, s, w) for (r, a, w), s in zip(table, range_starts)],
-                         dtype=torch.int64, device=device)
+    rows, sorted_biases = _pack(weights, biases, masks, unit_orders, acc_dtype)
+    table = _layer_table(tuple(tuple(w.shape) for w in weights), device)
     ranges = torch.cat([r.contiguous() for r in push_ranges])
     acc = sorted_biases[None, :].repeat(samples, 1)
     # With a single layer there are no hidden units to finalise: step_offsets stands in for
