@@ -50,12 +50,12 @@ inline void define_ops(torch::Library& m) {
         "Tensor in_degrees, Tensor out_degrees, bool input_grad) -> (Tensor, Tensor, Tensor)");
 
   // One-pass MADE / MAF sampling, see csrc/made_sample.h: the masked linear stack (ReLU
-  // between layers), its plan from fastflow/ops/made_sample.py and the noise [N, D]
-  // (uniforms, or normals z, or data x for rule 2) -> (values [N, D], log terms [N],
-  // the last layer's outputs [N, out] of the finished samples). No gradient.
+  // between layers), its plan from fastflow/ops/made_plan.py and the noise [N, D]
+  // (uniforms, or normals z, or data x for rule "gaussian_inverse") -> (values [N, D], log
+  // terms [N], the last layer's outputs [N, out] of the finished samples). No gradient.
   m.def("made_sample(Tensor noise, Tensor[] weights, Tensor?[] biases, Tensor[] masks, "
         "Tensor[] unit_orders, Tensor[] push_ranges, Tensor[] finalize_offsets, "
-        "Tensor step_offsets, int rule) -> (Tensor, Tensor, Tensor)");
+        "Tensor step_offsets, str rule) -> (Tensor, Tensor, Tensor)");
 }
 
 }  // namespace fastflow

@@ -8,7 +8,6 @@ order, another exp) within the dtype's tolerance. Also: the emulator's own check
 limits, shuffles, conversions)."""
 
 import ctypes
-import importlib
 import os
 import subprocess
 
@@ -17,13 +16,16 @@ import pytest
 import torch
 
 from fastflow import reference
+from fastflow.ops import made_plan
+from fastflow.ops.made_model import masked_stack
+from fastflow.ops.made_sample import OUTPUTS_PER_DIM
 
 import cuda_cpu
 from fastflow.accuracy import float64_copy
+from test_made_sample import out_of_range_plans
 from utils import assert_matches_float64
 
 pytestmark = pytest.mark.cuda_emulated
-sampling = importlib.import_module("fastflow.ops.made_sample")
 
 CPU = torch.ops.fastflow
 
@@ -231,8 +233,8 @@ def test_masked_linear(emu, batch, k, n, form, dtype):
 # they fit, else in global scratch. Same push order as the CPU kernel: identical results.
 
 def sample_args(made, noise, rule):
-    layers = sampling.masked_stack(made, "test")
-    plan = sampling.plan_for(made, layers, 2 if rule else 1, "test")
+    layers = masked_stack(made, "test")
+    plan = made_plan.cached_plan(made, layers, OUTPUTS_PER_DIM[rule], "test").plan
     return (noise, [l.weight for l in layers], [l.bias for l in layers], [l.mask for l in layers],
             *plan.to(noise.device), rule)
 
@@ -240,13 +242,13 @@ def sample_args(made, noise, rule):
 def sampling_model(rule, dims, dtype, hidden=37):
     np.random.seed(dims)
     torch.manual_seed(dims)
-    if rule == 0:
+    if rule == "bernoulli":
         return reference.made.MADE(dims, [hidden + 3, hidden - 4], dims).to(dtype)
     return reference.maf.MADE(dims, hidden, 2).to(dtype)
 
 
 def sampling_noise(rule, batch, dims, dtype, strided=False):
-    noise = torch.rand(batch, dims + 3) if rule == 0 else torch.randn(batch, dims + 3)
+    noise = torch.rand(batch, dims + 3) if rule == "bernoulli" else torch.randn(batch, dims + 3)
     noise = noise.to(dtype)[:, 1:1 + dims]
     return noise if strided else noise.contiguous()
 
@@ -263,7 +265,7 @@ def assert_sampling_identical(got, expected, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("rule", [0, 1, 2], ids=["bernoulli", "gaussian", "gaussian_inverse"])
+@pytest.mark.parametrize("rule", list(OUTPUTS_PER_DIM))
 @pytest.mark.parametrize("batch,dims", [(19, 10), (1, 6), (0, 5), (8, 2)])
 def test_made_sample(emu, batch, dims, rule, dtype):
     made = sampling_model(rule, dims, dtype)
@@ -277,7 +279,7 @@ def test_made_sample(emu, batch, dims, rule, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("rule", [0, 1])
+@pytest.mark.parametrize("rule", ["bernoulli", "gaussian"])
 def test_made_sample_global_scratch_and_small_grid(emu, rule, dtype):
     made = sampling_model(rule, 12, dtype, hidden=300)
     args = sample_args(made, sampling_noise(rule, 29, 12, dtype), rule)
@@ -307,11 +309,25 @@ def test_made_sample_wide_layers_opt_in_past_48k(emu):
     np.random.seed(0)
     torch.manual_seed(0)
     made = reference.made.MADE(20, [800, 792], 20)
-    args = sample_args(made, torch.rand(9, 20), 0)
+    args = sample_args(made, torch.rand(9, 20), "bernoulli")
     got = emu.ops.made_sample(*args)
     launch, = emu.take_launches()
     assert launch["dynamic_shared"] > 48 * 1024
     assert_sampling_identical(got, CPU.made_sample(*args), torch.float32)
+
+
+@pytest.mark.parametrize("rule", list(OUTPUTS_PER_DIM))
+def test_made_sample_bad_plan_stays_in_bounds(emu, rule):
+    """The binding does not read the plan's values (made_sample.cuh): it clamps the unit
+    orders into range, and the kernel every offset and range it reads. A bad plan gives wrong
+    samples, never an access out of bounds: indexes of ±2³⁰ would crash the process, and
+    under tests/cuda_cpu/sanitize.py address,undefined ASan checks every access."""
+    made = sampling_model(rule, 10, torch.float32)
+    args = sample_args(made, sampling_noise(rule, 19, 10, torch.float32), rule)
+    for what, bad in out_of_range_plans(args):
+        values, log_terms, outputs = emu.ops.made_sample(*bad)
+        assert values.shape == (19, 10) and log_terms.shape == (19,), what
+        assert outputs.shape == (19, 10 * OUTPUTS_PER_DIM[rule]), what
 
 
 # The emulator's own checks: launches beyond the hardware's limits fail with the limit named.

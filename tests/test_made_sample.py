@@ -3,15 +3,17 @@ identical given the same uniforms (a mismatch only where |u − p| < 1e-6), logi
 finished samples equal to one full pass, log-likelihoods equal to the reference's, MAF
 samples mapping back to their z, schedules from any autoregressive mask stack (random
 degrees, cyclic degrees, any input order), refused non-autoregressive masks, the plan cache
-following mask changes, opcheck and bad arguments. The Triton kernel runs the same tests
-at small sizes (its interpreter is too slow for D = 784)."""
+following mask changes, plans checked when made, bad plans given to the ops, no host sync
+after the first call, opcheck and bad arguments. The Triton kernel runs the same tests at
+small sizes (its interpreter is too slow for D = 784)."""
 
+import contextlib
 import copy
-import importlib
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastflow
 from fastflow import nn as ffnn
@@ -19,11 +21,14 @@ from fastflow import reference
 from fastflow import triton as fastflow_triton
 from fastflow._extension import EXTENSION
 from fastflow.backend import unavailable_reason
+from fastflow.ops import made_plan
+from fastflow.ops.made_model import masked_stack
+from fastflow.ops.made_sample import OUTPUTS_PER_DIM
 
 from backends import HAS_GPU
 from utils import assert_matches_float64
 
-sampling = importlib.import_module("fastflow.ops.made_sample")
+RULES = list(OUTPUTS_PER_DIM)
 
 # These tests run on CPU tensors: Triton takes them only under its interpreter.
 _TRITON_REASON = unavailable_reason("triton") or (
@@ -120,8 +125,7 @@ def test_any_input_order(backend):
         samples, _ = fastflow.made_sample(made, 9, uniforms=uniforms)
     assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms,
                         made(samples).detach())
-    plan = sampling.plan_for(made, sampling.masked_stack(made, "test"), 1, "test")
-    assert plan.unit_orders[0].tolist()[0] == order[0]
+    assert model_plan(made).unit_orders[0].tolist()[0] == order[0]
 
 
 def test_fastflow_made_matches_reference_made():
@@ -215,20 +219,48 @@ def test_batch_zero_generator_and_strided_uniforms():
     assert torch.equal(got, fastflow.made_sample(made, 6, uniforms=wide.contiguous())[0])
 
 
+def model_plan(made, per_dim=1):
+    return made_plan.cached_plan(made, masked_stack(made, "test"), per_dim, "test").plan
+
+
 def test_plan_cached_and_rebuilt_when_a_mask_changes():
     made = bernoulli_made(8, [24, 24], seed=6)
-    layers = sampling.masked_stack(made, "test")
-    plan = sampling.plan_for(made, layers, 1, "test")
-    assert sampling.plan_for(made, layers, 1, "test") is plan
+    plan = model_plan(made)
+    assert model_plan(made) is plan
     order = [7, 6, 5, 4, 3, 2, 1, 0]
     reordered = bernoulli_made(8, [24, 24], seed=6, order=order)
     for layer, new in zip(made.layers, reordered.layers):
         layer.set_mask(new.mask.numpy())  # a copy through .data: no version counter change
     uniforms = torch.rand(5, 8)
     samples, _ = fastflow.made_sample(made, 5, uniforms=uniforms)
-    assert sampling.plan_for(made, sampling.masked_stack(made, "test"), 1, "test") is not plan
+    assert model_plan(made) is not plan
     assert_same_samples(samples, loop_reference(made, uniforms, order), uniforms,
                         made(samples).detach())
+
+
+@pytest.fixture
+def masks_compared_by_version(monkeypatch):
+    """The plan cache as on a GPU, on CPU tensors: masks matched by memory and version
+    counter, never read."""
+    monkeypatch.setattr(made_plan, "MASKS_COMPARED_BY_VALUE_ON", frozenset())
+
+
+def test_plan_cache_off_the_cpu_follows_versions(masks_compared_by_version):
+    made = bernoulli_made(8, [24, 24], seed=6)
+    plan = model_plan(made)
+    assert model_plan(made) is plan
+    with torch.no_grad():
+        made.layers[2].mask.mul_(1.0)  # an in-place edit: a new version
+    edited = model_plan(made)
+    assert edited is not plan
+    reordered = bernoulli_made(8, [24, 24], seed=6, order=[7, 6, 5, 4, 3, 2, 1, 0])
+    for layer, new in zip(made.layers, reordered.layers):
+        layer.set_mask(new.mask.numpy())  # through .data: not seen off the CPU ...
+    assert model_plan(made) is edited
+    fastflow.ops.clear_sample_plans()  # ... until the plans are dropped
+    assert model_plan(made).unit_orders[0].tolist() == [7, 6, 5, 4, 3, 2, 1, 0]
+    cached = made_plan.cached_plan(made, masked_stack(made, "test"), 1, "test")
+    assert cached.masks_as(torch.float64) is cached.masks_as(torch.float64)  # converted once
 
 
 def test_packed_weights_follow_weight_changes():
@@ -301,35 +333,98 @@ def test_bad_arguments():
 
 
 def _op_args(made, noise, rule):
-    layers = sampling.masked_stack(made, "test")
-    plan = sampling.plan_for(made, layers, 2 if rule else 1, "test")
+    layers = masked_stack(made, "test")
+    plan = model_plan(made, OUTPUTS_PER_DIM[rule])
     return (noise, [l.weight for l in layers], [l.bias for l in layers],
             [l.mask for l in layers], *plan.to(noise.device), rule)
 
 
+# The plan's place in _op_args's arguments.
+PLAN_ARGS = {"unit_orders": 4, "push_ranges": 5, "finalize_offsets": 6, "step_offsets": 7}
+
+
+def out_of_range_plans(args):
+    """(what, op arguments) with one plan field's values replaced by -2³⁰ and 2³⁰ in turn
+    (every range [-2³⁰, 2³⁰)), then all of them at once (`what` matches each field's name)."""
+    def far(t):
+        flat = torch.full((t.numel(),), 2 ** 30, dtype=t.dtype)
+        flat[::2] = -2 ** 30
+        return flat.view(t.shape)
+
+    every = list(args)
+    for name, i in PLAN_ARGS.items():
+        bad = list(args)
+        bad[i] = far(args[i]) if isinstance(args[i], torch.Tensor) else [far(t) for t in args[i]]
+        every[i] = bad[i]
+        yield name, tuple(bad)
+    yield "|".join(PLAN_ARGS), tuple(every)
+
+
 @pytest.mark.parametrize("op_name", SAMPLE_OPS)
 def test_op_checks_its_plan(op_name):
+    """A plan given to an op directly. The CPU kernel reads the plan on the host and refuses
+    bad values. The GPU kernels (Triton here, CUDA in test_cuda_emulated.py) do not read it
+    on the host, which would make the host wait at every call, but clamp every index they
+    read from it: a bad plan gives wrong samples, never an access out of bounds (an index of
+    2³⁰ would crash the process)."""
     op = getattr(torch.ops.fastflow, op_name)
     made = bernoulli_made(6, [16], seed=0)
-    args = list(_op_args(made, torch.rand(3, 6), 0))
+    args = _op_args(made, torch.rand(3, 6), "bernoulli")
+    with pytest.raises(ValueError, match="rule"):
+        op(*args[:-1], "poisson")
+    with pytest.raises(ValueError, match="finalize_offsets"):
+        op(*args[:6], [], *args[7:])
+    if op_name == "made_sample_triton":
+        for what, bad in out_of_range_plans(args):
+            values, log_terms, outputs = op(*bad)
+            assert values.shape == outputs.shape == (3, 6) and log_terms.shape == (3,), what
+        return
     bad = [r.clone() for r in args[5]]
     bad[0][0, 1] = 99  # a push range past the layer's width
     with pytest.raises(ValueError, match="push_ranges"):
         op(*args[:5], bad, *args[6:])
-    with pytest.raises(ValueError, match="rule"):
-        op(*args[:-1], 5)
-    with pytest.raises(ValueError, match="finalize_offsets"):
-        op(*args[:6], [], *args[7:])
     orders = [o.clone() for o in args[4]]
     orders[1][0] = orders[1][1]  # a repeated unit: some output would never be written
     with pytest.raises(ValueError, match="permutation"):
         op(*args[:4], orders, *args[5:])
+    for what, bad in out_of_range_plans(args):
+        with pytest.raises(ValueError, match=what):
+            op(*bad)
+
+
+def test_plan_checked_when_made():
+    plan = model_plan(bernoulli_made(6, [16, 16], seed=0))
+    fields = dict(unit_orders=plan.unit_orders, push_ranges=plan.push_ranges,
+                  finalize_offsets=plan.finalize_offsets, step_offsets=plan.step_offsets)
+
+    def remade(**changes):
+        return made_plan.SamplePlan(**{**fields, **changes})
+
+    assert torch.equal(remade().step_of, plan.step_of)
+    ranges = [r.clone() for r in plan.push_ranges]
+    ranges[1][0, 1] = 17  # past the layer's width
+    with pytest.raises(ValueError, match=r"push_ranges\[1\] must hold ranges within \[0, 16\]"):
+        remade(push_ranges=ranges)
+    orders = [o.clone() for o in plan.unit_orders]
+    orders[2][0] = orders[2][1]
+    with pytest.raises(ValueError, match=r"unit_orders\[2\] must be a permutation"):
+        remade(unit_orders=orders)
+    with pytest.raises(ValueError, match="step_offsets must run non-decreasing from 0 to D = 6"):
+        remade(step_offsets=plan.step_offsets.flip(0))
+    with pytest.raises(ValueError, match=r"finalize_offsets\[0\] must run"):
+        remade(finalize_offsets=[o + 1 for o in plan.finalize_offsets])
+    with pytest.raises(ValueError, match=r"finalize_offsets\[1\] must have shape"):
+        remade(finalize_offsets=[plan.finalize_offsets[0], plan.finalize_offsets[1][1:]])
+    with pytest.raises(ValueError, match="L - 1 finalize_offsets"):
+        remade(finalize_offsets=[])
+    with pytest.raises(TypeError, match="step_offsets must be an int64 tensor on the CPU"):
+        remade(step_offsets=plan.step_offsets.int())
 
 
 @pytest.mark.parametrize("op_name", SAMPLE_OPS)
-@pytest.mark.parametrize("rule", [0, 1, 2])
+@pytest.mark.parametrize("rule", RULES)
 def test_opcheck(op_name, rule):
-    if rule:
+    if rule != "bernoulli":
         made = reference.maf.MADE(5, 12, 1)
         noise = torch.randn(4, 5)
     else:
@@ -338,6 +433,62 @@ def test_opcheck(op_name, rule):
     torch.library.opcheck(getattr(torch.ops.fastflow, op_name).default,
                           _op_args(made, noise, rule),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@contextlib.contextmanager
+def recorded_host_syncs():
+    """A list of what, meanwhile, would make the host wait for a GPU: values read on the host
+    (item, bool, torch.equal, tolist, numpy, cpu) and tensors made from host data (copied to
+    the device). The dispatcher shows the ops that Python code runs, but not those inside a
+    custom op's Python implementation (the Triton launcher), nor tolist, numpy or cpu: those
+    functions are patched."""
+    syncs = []
+    recorded_ops = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.equal.default,
+                    torch.ops.aten.lift_fresh.default}
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in recorded_ops:
+                syncs.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def recording(owner, name):
+        function = getattr(owner, name)
+
+        def recorded(*args, **kwargs):
+            syncs.append(f"{owner.__name__}.{name}")
+            return function(*args, **kwargs)
+        return recorded
+
+    with pytest.MonkeyPatch.context() as patch:
+        for owner, name in ((torch.Tensor, "tolist"), (torch.Tensor, "numpy"),
+                            (torch.Tensor, "cpu"), (torch.Tensor, "item"),
+                            (torch.Tensor, "__bool__"), (torch, "equal"), (torch, "tensor")):
+            patch.setattr(owner, name, recording(owner, name))
+        with Recorder():
+            yield syncs
+
+
+@pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
+@pytest.mark.parametrize("rule", RULES)
+def test_no_host_sync_after_the_first_call(masks_compared_by_version, backend, rule):
+    """On a GPU a call after the model's first reads nothing on the host: run here on CPU
+    tensors with the plan cache as on a GPU (the C++ kernels are not seen, only what Python
+    runs around them)."""
+    if rule == "bernoulli":
+        made, noise = bernoulli_made(6, [16, 16], seed=0), torch.rand(3, 6)
+    else:
+        made, noise = reference.maf.MADE(6, 16, 1), torch.randn(3, 6)
+    sample = {"bernoulli": lambda: fastflow.made_sample(made, 3, uniforms=noise),
+              "gaussian": lambda: fastflow.gaussian_made_sample(made, noise),
+              "gaussian_inverse": lambda: fastflow.iaf_inverse(made, noise)}[rule]
+    with fastflow.backend(backend):
+        first = sample()
+        with recorded_host_syncs() as syncs:
+            second = sample()
+    assert syncs == []
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
 
 
 # Seed 003: the Gaussian MADE and MAF.
@@ -438,7 +589,7 @@ def test_plan_cyclic_degrees_share_steps():
     """Seed 003's cyclic hidden degrees: dimension d depends on all dimensions < d, so the
     plan has D steps, one dimension each."""
     made = reference.maf.MADE(7, 20, 1)
-    plan = sampling.plan_for(made, sampling.masked_stack(made, "test"), 2, "test")
+    plan = model_plan(made, 2)
     assert plan.steps == 7 and plan.step_of.tolist() == list(range(1, 8))
 
 
@@ -532,9 +683,9 @@ def test_cuda_batch_zero():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("rule", [0, 1, 2])
+@pytest.mark.parametrize("rule", RULES)
 def test_cuda_opcheck(rule):
-    if rule:
+    if rule != "bernoulli":
         made = reference.maf.MADE(5, 12, 1).cuda()
         noise = torch.randn(4, 5, device="cuda")
     else:
@@ -542,6 +693,22 @@ def test_cuda_opcheck(rule):
         noise = torch.rand(4, 5, device="cuda")
     torch.library.opcheck(torch.ops.fastflow.made_sample.default, _op_args(made, noise, rule),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["torch", "cuda", pytest.param("triton", marks=pytest.mark.skipif(
+    unavailable_reason("triton") is not None, reason=f"{unavailable_reason('triton')}"))])
+def test_cuda_no_host_sync_after_the_first_call(backend):
+    made = bernoulli_made(10, [32, 32], seed=0).cuda()
+    uniforms = torch.rand(4, 10, device="cuda")
+    with fastflow.backend(backend):
+        expected, _ = fastflow.made_sample(made, 4, uniforms=uniforms)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got, _ = fastflow.made_sample(made, 4, uniforms=uniforms)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(got, expected)
 
 
 @pytest.mark.cuda

@@ -6,7 +6,8 @@
 // about one forward pass instead of D. ReLU zeros and Bernoulli zeros push nothing.
 //
 // Threads take blocks of samples; each runs the whole D-step loop for its block, so the steps
-// need no synchronisation.
+// need no synchronisation. The plan's values are checked at every call (here on the host, that
+// costs no copy).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -17,6 +18,8 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -24,6 +27,66 @@
 
 namespace fastflow {
 namespace {
+
+// Values of a contiguous int64 plan tensor lie in [lo, hi], and are non-decreasing when
+// `sorted`.
+void check_values(const std::string& name, const at::Tensor& t, int64_t lo, int64_t hi,
+                  bool sorted) {
+  const int64_t* v = t.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    TORCH_CHECK_VALUE(v[i] >= lo && v[i] <= hi, "made_sample: ", name, " holds ", v[i],
+                      ", outside [", lo, ", ", hi, "]");
+    TORCH_CHECK_VALUE(!sorted || i == 0 || v[i] >= v[i - 1], "made_sample: ", name,
+                      " must be non-decreasing");
+  }
+}
+
+// A contiguous int64 plan tensor holds each of 0..n−1 exactly once (else some outputs would
+// be left unwritten).
+void check_permutation(const std::string& name, const at::Tensor& t, int64_t n) {
+  check_values(name, t, 0, n - 1, false);
+  const int64_t* v = t.const_data_ptr<int64_t>();
+  std::vector<bool> seen(n, false);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    TORCH_CHECK_VALUE(!seen[v[i]], "made_sample: ", name, " must be a permutation of 0..", n - 1,
+                      " (", v[i], " appears twice)");
+    seen[v[i]] = true;
+  }
+}
+
+// The values of a plan whose shapes check_made_sample has checked: every index the loops
+// below read lies in range (what fastflow/ops/made_plan.py checks when a plan is made; the op
+// may be given any plan).
+void check_plan_values(int64_t dims, at::TensorList weights, at::TensorList unit_orders,
+                       at::TensorList push_ranges, at::TensorList finalize_offsets,
+                       const at::Tensor& step_offsets_in) {
+  const at::Tensor step_offsets = step_offsets_in.contiguous();
+  check_values("step_offsets", step_offsets, 0, dims, true);
+  const int64_t* steps = step_offsets.const_data_ptr<int64_t>();
+  TORCH_CHECK_VALUE(steps[0] == 0 && steps[step_offsets.numel() - 1] == dims,
+                    "made_sample: step_offsets must run from 0 to D = ", dims);
+  const int64_t layers = static_cast<int64_t>(weights.size());
+  int64_t width = dims;
+  for (int64_t l = 0; l <= layers; ++l) {
+    check_permutation(c10::str("unit_orders[", l, "]"), unit_orders[l].contiguous(), width);
+    if (l == layers) break;
+    const int64_t out = weights[l].size(0);
+    const at::Tensor ranges = push_ranges[l].contiguous();
+    check_values(c10::str("push_ranges[", l, "]"), ranges, 0, out, false);
+    const int64_t* r = ranges.const_data_ptr<int64_t>();
+    for (int64_t i = 0; i < width; ++i) {
+      TORCH_CHECK_VALUE(r[2 * i] <= r[2 * i + 1], "made_sample: push_ranges[", l,
+                        "] holds a range the wrong way round");
+    }
+    if (l + 1 < layers) {
+      const at::Tensor offsets = finalize_offsets[l].contiguous();
+      check_values(c10::str("finalize_offsets[", l, "]"), offsets, 0, out, true);
+      TORCH_CHECK_VALUE(offsets.const_data_ptr<int64_t>()[0] == 0, "made_sample: finalize_offsets[",
+                        l, "] must start at 0");
+    }
+    width = out;
+  }
+}
 
 // A layer in sorted positions: row i (an input position) holds W⊙M's column for that input,
 // over the output positions [begin[i], end[i]) (entries outside are never read).
@@ -266,9 +329,11 @@ int64_t block_samples(int64_t samples) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
     const at::Tensor& noise_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
     at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges,
-    at::TensorList finalize_offsets, const at::Tensor& step_offsets, int64_t rule_in) {
+    at::TensorList finalize_offsets, const at::Tensor& step_offsets, std::string_view rule_name) {
   const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
-                                            push_ranges, finalize_offsets, step_offsets, rule_in);
+                                            push_ranges, finalize_offsets, step_offsets, rule_name);
+  check_plan_values(noise_in.size(1), weights, unit_orders, push_ranges, finalize_offsets,
+                    step_offsets);
   const at::Tensor noise = noise_in.contiguous();
   const int64_t samples = noise.size(0), dims = noise.size(1), L = weights.size();
   const int64_t out_width = weights[L - 1].size(0);

@@ -23,6 +23,12 @@ constexpr int kChunk = 32;  // kTile · kChunk = kThreads: one value per thread 
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
 
+// An offset read from the plan, clamped into [0, high] (made_sample.cuh: the plan's values are
+// not checked).
+__device__ __forceinline__ int64_t clamped(int64_t offset, int64_t high) {
+  return offset < 0 ? 0 : (offset > high ? high : offset);
+}
+
 // Rounded through the storage type, as the reference's tensors are.
 template <typename T>
 __device__ __forceinline__ opmath_t<T> round_to(opmath_t<T> v) {
@@ -39,7 +45,7 @@ __device__ __forceinline__ void push_chunk(const acc_t* __restrict__ rows,
                                            int64_t acc_width) {
   for (int j = 0; j < len; ++j) {
     const int64_t p = first + j;
-    const int64_t begin = ranges[2 * p], end = ranges[2 * p + 1];
+    const int64_t begin = clamped(ranges[2 * p], width), end = clamped(ranges[2 * p + 1], width);
     const acc_t* row = rows + p * width;
     // This thread's output positions are those ≡ threadIdx.x (mod kThreads).
     const int64_t shift = (threadIdx.x - begin % kThreads + kThreads) % kThreads;
@@ -70,8 +76,7 @@ __global__ void __launch_bounds__(kThreads)
   const auto* weights = static_cast<const acc_t*>(a.weights);
   const auto* biases = static_cast<const acc_t*>(a.biases);
   const int64_t W = a.acc_width, L = a.num_layers, steps = a.steps;
-  const int64_t* last = a.layers + (L - 1) * kMadeLayerFields;
-  const int64_t out_offset = last[kMadeAccOffset], out_width = last[kMadeOutputs];
+  const int64_t out_offset = a.layers[L - 1].acc_offset, out_width = a.layers[L - 1].outputs;
   const int per_dim = a.rule == MadeRule::Bernoulli ? 1 : 2;
   acc_t* acc = scratch != nullptr ? scratch + static_cast<int64_t>(blockIdx.x) * kTile * W
                                   : reinterpret_cast<acc_t*>(dynamic_shared);
@@ -89,25 +94,25 @@ __global__ void __launch_bounds__(kThreads)
       // l + 1 ready at t − 1 may need units of layer l that became ready at t − 1).
       for (int64_t l = 0; l + 1 < L; ++l) {
         const int64_t* finalize = a.finalize + l * (steps + 2);
-        const int64_t* from = a.layers + l * kMadeLayerFields;
-        const int64_t* to = from + kMadeLayerFields;
-        const int64_t p1 = finalize[t];
-        for (int64_t c0 = finalize[t - 1]; c0 < p1; c0 += kChunk) {
+        const MadeLayer& from = a.layers[l];
+        const MadeLayer& to = a.layers[l + 1];
+        const int64_t p1 = clamped(finalize[t], from.outputs);
+        for (int64_t c0 = clamped(finalize[t - 1], from.outputs); c0 < p1; c0 += kChunk) {
           const int len = static_cast<int>(p1 - c0 < kChunk ? p1 - c0 : kChunk);
           for (int k = threadIdx.x; k < n * len; k += kThreads) {
             const int b = k / len, j = k % len;
-            const acc_t x = acc[b * W + from[kMadeAccOffset] + c0 + j];
+            const acc_t x = acc[b * W + from.acc_offset + c0 + j];
             chunk_values[b][j] = round_to<T>(x < acc_t(0) ? acc_t(0) : x);  // ReLU
           }
           __syncthreads();
-          push_chunk(weights + to[kMadeWeightOffset], a.ranges + 2 * to[kMadeRangeOffset],
-                     to[kMadeOutputs], c0, len, n, chunk_values, acc + to[kMadeAccOffset], W);
+          push_chunk(weights + to.weight_offset, a.ranges + 2 * to.range_offset, to.outputs, c0,
+                     len, n, chunk_values, acc + to.acc_offset, W);
           __syncthreads();
         }
       }
       // The dimensions of step t: their outputs are final now.
-      const int64_t i1 = a.step_offsets[t];
-      for (int64_t c0 = a.step_offsets[t - 1]; c0 < i1; c0 += kChunk) {
+      const int64_t i1 = clamped(a.step_offsets[t], a.dims);
+      for (int64_t c0 = clamped(a.step_offsets[t - 1], a.dims); c0 < i1; c0 += kChunk) {
         const int len = static_cast<int>(i1 - c0 < kChunk ? i1 - c0 : kChunk);
         for (int k = threadIdx.x; k < n * len; k += kThreads) {
           const int b = k / len, j = k % len;
@@ -142,8 +147,8 @@ __global__ void __launch_bounds__(kThreads)
         if (static_cast<int>(threadIdx.x) < n) {
           for (int j = 0; j < len; ++j) log_term[threadIdx.x] -= chunk_terms[threadIdx.x][j];
         }
-        push_chunk(weights + a.layers[kMadeWeightOffset], a.ranges, a.layers[kMadeOutputs], c0,
-                   len, n, chunk_values, acc + a.layers[kMadeAccOffset], W);
+        push_chunk(weights + a.layers[0].weight_offset, a.ranges, a.layers[0].outputs, c0, len, n,
+                   chunk_values, acc + a.layers[0].acc_offset, W);
         __syncthreads();
       }
     }

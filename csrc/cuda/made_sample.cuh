@@ -1,6 +1,11 @@
 // One-pass MADE / MAF sampling CUDA launcher (plan and rules: ../made_sample.h); no torch
 // headers. The binding packs the layers (as the CPU kernel does) into the flat device arrays
 // below; one persistent kernel launch then runs the whole step loop.
+//
+// Nothing here checks the plan's values (that would be a copy to the host, a wait, at every
+// call): the binding clamps the unit orders into range (they feed its gathers too) and the
+// kernel clamps every offset and range it reads, so that a bad plan gives wrong samples,
+// never an access out of bounds.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -15,32 +20,35 @@ namespace fastflow::cuda {
 // The values of fastflow::SampleRule (checked by the binding).
 enum class MadeRule : int { Bernoulli = 0, Gaussian = 1, GaussianInverse = 2 };
 
-// Fields of one row of MadeSampleArgs::layers.
-enum MadeLayerField : int {
-  kMadeWeightOffset,  // first element of the layer's packed rows in `weights`
-  kMadeRangeOffset,   // first input position of the layer in `ranges` (Σ inputs before it)
-  kMadeAccOffset,     // first output position of the layer in `biases` and in the
-                      // accumulators (Σ outputs before it)
-  kMadeInputs,
-  kMadeOutputs,
-  kMadeLayerFields
+// Where one layer's data lie in the flat arrays of MadeSampleArgs.
+struct MadeLayer {
+  int64_t weight_offset;  // first element of the layer's packed rows in `weights`
+  int64_t range_offset;   // first input position of the layer in `ranges` (Σ inputs before it)
+  int64_t acc_offset;     // first output position of the layer in `biases` and in the
+                          // accumulators (Σ outputs before it)
+  int64_t inputs, outputs;
 };
+
+// The layer table travels in the kernel's arguments (a table in device memory would be a copy
+// to the device, and a wait, at every call), which must fit in 4 KiB.
+constexpr int kMaxMadeLayers = 64;
 
 struct MadeSampleArgs {
   const void* noise;              // [samples, dims] storage type, contiguous
   const void* weights;            // per layer [inputs, outputs]: W⊙M in sorted positions
                                   // (row = input position), opmath type, concatenated
   const void* biases;             // per layer [outputs], sorted, opmath type: [acc_width]
-  const int64_t* layers;          // [num_layers, kMadeLayerFields]
-  const int64_t* ranges;          // per layer push_ranges [inputs, 2], concatenated
-  const int64_t* finalize;        // [num_layers − 1, steps + 2]: the finalize_offsets
-  const int64_t* step_offsets;    // [steps + 1]
-  const int64_t* dim_order;       // [dims]: unit_orders[0]
-  const int64_t* out_order;       // [last layer's outputs]: unit_orders[num_layers]
+  const int64_t* ranges;          // per layer push_ranges [inputs, 2], concatenated: any values
+  const int64_t* finalize;        // [num_layers − 1, steps + 2]: the finalize_offsets, any values
+  const int64_t* step_offsets;    // [steps + 1], any values
+  const int64_t* dim_order;       // [dims]: unit_orders[0], each in [0, dims)
+  const int64_t* out_order;       // [last layer's outputs]: unit_orders[num_layers], each in
+                                  // [0, last layer's outputs)
   int64_t samples, dims, num_layers, steps;
   int64_t acc_width;              // Σ outputs over the layers
   MadeRule rule;
   DType dtype;
+  MadeLayer layers[kMaxMadeLayers];  // the first num_layers
 };
 
 // Bytes of global scratch the launch needs for the accumulators: 0 when they fit in shared

@@ -4,14 +4,15 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/clamp.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <optional>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -40,14 +41,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
     const at::Tensor& noise_in, at::TensorList weights,
     const c10::List<std::optional<at::Tensor>>& biases, at::TensorList masks,
     at::TensorList unit_orders, at::TensorList push_ranges, at::TensorList finalize_offsets,
-    const at::Tensor& step_offsets, int64_t rule_in) {
+    const at::Tensor& step_offsets, std::string_view rule_name) {
   const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
-                                            push_ranges, finalize_offsets, step_offsets, rule_in);
+                                            push_ranges, finalize_offsets, step_offsets, rule_name);
+  const int64_t L = static_cast<int64_t>(weights.size());
+  TORCH_CHECK_VALUE(L <= cuda::kMaxMadeLayers, "made_sample: the CUDA kernel takes at most ",
+                    cuda::kMaxMadeLayers, " layers, got ", L);
   const cuda::DType dtype = cuda_dtype(noise_in.scalar_type());
   const c10::cuda::CUDAGuard guard(noise_in.device());
   const at::Tensor noise = noise_in.contiguous();
   const int64_t samples = noise.size(0), dims = noise.size(1);
-  const int64_t L = static_cast<int64_t>(weights.size());
   const int64_t out_width = weights[L - 1].size(0);
   const at::ScalarType acc_type = noise.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto opts = noise.options().memory_format(at::MemoryFormat::Contiguous);
@@ -56,26 +59,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   at::Tensor log_terms = at::empty({samples}, opts.dtype(acc_type));
   if (samples == 0) return {values, log_terms, outputs};
 
+  // The unit orders clamped into range (made_sample.cuh: the plan's values are not checked).
+  std::vector<at::Tensor> orders{unit_orders[0].clamp(0, dims - 1)};
+  for (int64_t l = 0; l < L; ++l) {
+    orders.push_back(unit_orders[l + 1].clamp(0, weights[l].size(0) - 1));
+  }
+
+  cuda::MadeSampleArgs args{};
   const auto acc_opts = noise.options().dtype(acc_type);
   std::vector<at::Tensor> rows, sorted_biases, ranges, finalize;
-  std::vector<int64_t> info;
   int64_t weight_offset = 0, range_offset = 0, acc_offset = 0;
   for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor& in_order = unit_orders[l];
-    const at::Tensor& out_order = unit_orders[l + 1];
     const int64_t inputs = weights[l].size(1), outputs_l = weights[l].size(0);
     // Both factors in the opmath type before the product, as the CPU kernel.
     const at::Tensor masked = weights[l].to(acc_type).mul(masks[l].to(acc_type));
-    rows.push_back(masked.index_select(0, out_order).index_select(1, in_order).t().contiguous()
-                       .view({-1}));
+    rows.push_back(masked.index_select(0, orders[l + 1]).index_select(1, orders[l]).t()
+                       .contiguous().view({-1}));
     const std::optional<at::Tensor> bias = biases.get(l);
     sorted_biases.push_back(bias.has_value()
-                                ? bias->to(acc_type).index_select(0, out_order)
+                                ? bias->to(acc_type).index_select(0, orders[l + 1])
                                 : at::zeros({outputs_l}, acc_opts));
     ranges.push_back(push_ranges[l].contiguous().view({-1}));
     if (l + 1 < L) finalize.push_back(finalize_offsets[l].contiguous());
-    info.insert(info.end(), {weight_offset, range_offset, acc_offset, inputs, outputs_l});
-    static_assert(cuda::kMadeLayerFields == 5, "one value per field above");
+    args.layers[l] = {weight_offset, range_offset, acc_offset, inputs, outputs_l};
     weight_offset += inputs * outputs_l;
     range_offset += inputs;
     acc_offset += outputs_l;
@@ -85,29 +91,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   const at::Tensor biases_flat = flat_cat(sorted_biases, acc_opts);
   const at::Tensor ranges_flat = flat_cat(ranges, index_opts);
   const at::Tensor finalize_flat = flat_cat(finalize, index_opts);
-  const at::Tensor layers =
-      at::from_blob(info.data(), {L, cuda::kMadeLayerFields}, at::TensorOptions(at::kLong))
-          .to(noise.device());
   const at::Tensor steps = step_offsets.contiguous();
-  const at::Tensor dim_order = unit_orders[0].contiguous();
-  const at::Tensor out_order = unit_orders[L].contiguous();
 
-  const cuda::MadeSampleArgs args{noise.const_data_ptr(),
-                                  weights_flat.const_data_ptr(),
-                                  biases_flat.const_data_ptr(),
-                                  layers.const_data_ptr<int64_t>(),
-                                  ranges_flat.const_data_ptr<int64_t>(),
-                                  finalize_flat.const_data_ptr<int64_t>(),
-                                  steps.const_data_ptr<int64_t>(),
-                                  dim_order.const_data_ptr<int64_t>(),
-                                  out_order.const_data_ptr<int64_t>(),
-                                  samples,
-                                  dims,
-                                  L,
-                                  steps.size(0) - 1,
-                                  acc_offset,
-                                  static_cast<cuda::MadeRule>(rule),
-                                  dtype};
+  args.noise = noise.const_data_ptr();
+  args.weights = weights_flat.const_data_ptr();
+  args.biases = biases_flat.const_data_ptr();
+  args.ranges = ranges_flat.const_data_ptr<int64_t>();
+  args.finalize = finalize_flat.const_data_ptr<int64_t>();
+  args.step_offsets = steps.const_data_ptr<int64_t>();
+  args.dim_order = orders[0].const_data_ptr<int64_t>();
+  args.out_order = orders[L].const_data_ptr<int64_t>();
+  args.samples = samples;
+  args.dims = dims;
+  args.num_layers = L;
+  args.steps = steps.size(0) - 1;
+  args.acc_width = acc_offset;
+  args.rule = static_cast<cuda::MadeRule>(rule);
+  args.dtype = dtype;
+
   size_t scratch_bytes = 0;
   C10_CUDA_CHECK(cuda::made_sample_scratch_bytes(args, &scratch_bytes));
   at::Tensor scratch;

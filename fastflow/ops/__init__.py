@@ -18,6 +18,7 @@ from . import image_coupling as _image_coupling  # isort: skip
 from . import dequantize_logit as _dequantize_logit  # isort: skip
 from . import masked_linear as _masked_linear  # isort: skip
 from . import made_sample as _made_sample  # isort: skip
+from . import made_plan as _made_plan  # isort: skip
 
 affine_coupling = _affine_coupling.affine_coupling
 affine_coupling_packed = _affine_coupling.affine_coupling_packed
@@ -30,8 +31,9 @@ squeeze_2x2 = _squeeze_2x2.squeeze_2x2
 made_sample = _made_sample.made_sample
 gaussian_made_sample = _made_sample.gaussian_made_sample
 iaf_inverse = _made_sample.iaf_inverse
+clear_sample_plans = _made_plan.clear_sample_plans
 
 __all__ = ["affine_coupling", "affine_coupling_packed", "degree_masked_linear", "degrees_from_mask",
-           "dequantize_logit",
+           "clear_sample_plans", "dequantize_logit",
            "gaussian_made_sample", "iaf_inverse", "image_coupling", "made_sample", "masked_linear",
            "squeeze_2x2"]

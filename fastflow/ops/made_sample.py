@@ -1,17 +1,12 @@
-"""One-pass MADE and MAF sampling (docs/design.md, "One-pass MADE/MAF sampling").
+"""One-pass MADE and MAF sampling (docs/design.md, "One-pass MADE/MAF sampling"): the
+public functions, the ops and the reference loop.
 
 The reference samplers (seed 000's generate_samples, seed 003's MADE.forward) run the whole
 network once per dimension: D full forward passes. But once every unit a hidden unit
-depends on is known, its value never changes again. The plan built here from the masks
-gives every unit a ready step: an input is ready at the step it is sampled, a hidden unit
-at the largest ready step among the units its mask connects it to. The kernels then keep
-running pre-activations and add each unit's contribution once, when it becomes final: the
-arithmetic of about one forward pass.
-
-The plan depends only on the masks (any autoregressive stack: seed 000's random degrees,
-seed 003's cyclic ones, any input order). It is built once per model and rebuilt when a
-mask changes (each call compares the masks with the ones the plan was built from). A stack
-whose masks are not autoregressive is refused with a ValueError.
+depends on is known, its value never changes again. The kernels keep running
+pre-activations and add each unit's contribution once, when it becomes final, in the order
+of the model's sampling plan (fastflow.ops.made_plan; the model is read by
+fastflow.ops.made_model): the arithmetic of about one forward pass.
 
 Public functions: made_sample (Bernoulli MADE, seed 000), gaussian_made_sample (seed 003's
 MADE.forward: x = μ + z·exp(α)) and iaf_inverse (the same loop run the other way, an IAF's
@@ -20,14 +15,15 @@ one persistent launch per call) and torch.ops.fastflow.made_sample_triton (Trito
 arguments); the 'torch' backend runs the reference algorithm (one full pass per sampling
 step). The CUDA and Triton kernels have not run on a GPU yet: only an explicit backend
 picks them.
+
+After a model's first call, a call on a GPU makes the host wait for nothing: the plan, its
+copy on the device and the masks in the weights' dtype are kept, and the ops check their
+arguments' shapes, dtypes and devices, not the plan's values (made_plan says why that is
+safe).
 """
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
-
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,161 +32,18 @@ from .. import triton as _triton
 from .._extension import EXTENSION
 from ..backend import BackendUnavailableError, resolve
 from ._checks import FLOAT_DTYPES
+from .made_model import MaskedLayer, masked_stack
+from .made_plan import SamplePlan, cached_plan
 
-# The kernels' rules (csrc/made_sample.h).
-BERNOULLI, GAUSSIAN, GAUSSIAN_INVERSE = 0, 1, 2
-_OUTPUTS_PER_DIM = {BERNOULLI: 1, GAUSSIAN: 2, GAUSSIAN_INVERSE: 2}
+# The sampling rules, the ops' `rule` (csrc/made_sample.h says what each does), and the
+# network outputs each reads per dimension.
+OUTPUTS_PER_DIM = {"bernoulli": 1, "gaussian": 2, "gaussian_inverse": 2}
 
 # Backends 'auto' may pick, fastest first, per device type: the C++ CPU kernel is checked
 # against the reference loop here; no GPU kernel has run yet (the CUDA kernel is compiled
 # only, the Triton kernel tested under the interpreter only), so only an explicit 'cuda' or
 # 'triton' backend picks them.
 AUTO_ORDER = {"cpu": ("cpu",), "cuda": ()}
-
-
-@dataclass
-class MaskedLayer:
-    """One masked linear layer of a stack: y = x·(weight⊙mask)ᵀ + bias."""
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    mask: torch.Tensor
-
-
-def masked_stack(model: nn.Module, caller: str) -> list[MaskedLayer]:
-    """The masked linear layers of a MADE: `model.net` (or the model itself) must be an
-    nn.Sequential of layers that have `weight`, `bias` and a `mask` of the weight's shape,
-    with an nn.ReLU between each two (seeds 000 and 003, reference and fastflow.nn)."""
-    net = getattr(model, "net", model)
-    if not isinstance(net, nn.Sequential):
-        raise TypeError(f"{caller}: expected a MADE (a module whose `net` is an nn.Sequential of "
-                        f"masked linear layers and ReLUs), got {type(model).__name__}")
-    layers, expect_layer = [], True
-    for index, module in enumerate(net):
-        if expect_layer:
-            weight, mask = getattr(module, "weight", None), getattr(module, "mask", None)
-            if not (isinstance(weight, torch.Tensor) and isinstance(mask, torch.Tensor)
-                    and weight.dim() == 2 and mask.shape == weight.shape):
-                raise TypeError(f"{caller}: module {index} of the MADE's net must be a masked "
-                                f"linear layer (weight and a mask of its shape), got "
-                                f"{type(module).__name__}")
-            if layers and weight.shape[1] != layers[-1].weight.shape[0]:
-                raise ValueError(f"{caller}: layer {index} takes {weight.shape[1]} inputs, the "
-                                 f"layer before gives {layers[-1].weight.shape[0]}")
-            layers.append(MaskedLayer(weight.detach(), None if module.bias is None
-                                      else module.bias.detach(), mask.detach()))
-        elif not isinstance(module, nn.ReLU):
-            raise TypeError(f"{caller}: module {index} of the MADE's net must be an nn.ReLU "
-                            f"between masked linear layers, got {type(module).__name__}")
-        expect_layer = not expect_layer
-    if not layers or expect_layer:
-        raise TypeError(f"{caller}: the MADE's net must start and end with a masked linear layer")
-    return layers
-
-
-@dataclass
-class SamplePlan:
-    """Sorted positions and schedule of a masked stack (csrc/made_sample.h), int64 on the CPU.
-
-    steps: the number of sampling steps T (dimensions that depend on the same earlier ones
-    are sampled in the same step); step_of[d]: the step of dimension d (1..T).
-    """
-    unit_orders: list[torch.Tensor]
-    push_ranges: list[torch.Tensor]
-    finalize_offsets: list[torch.Tensor]
-    step_offsets: torch.Tensor
-    step_of: torch.Tensor
-    steps: int
-    _on_device: dict = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> tuple:
-        """(unit_orders, push_ranges, finalize_offsets, step_offsets) on `device`."""
-        if device not in self._on_device:
-            move = lambda ts: [t.to(device) for t in ts]  # noqa: E731
-            self._on_device[device] = (move(self.unit_orders), move(self.push_ranges),
-                                       move(self.finalize_offsets), self.step_offsets.to(device))
-        return self._on_device[device]
-
-
-def _sampling_steps(depends: np.ndarray, caller: str) -> np.ndarray:
-    """Step (1..T) of each dimension: 1 + the largest step among the dimensions it depends
-    on (Kahn's algorithm, one level at a time). ValueError when there is none (a cycle)."""
-    dims = depends.shape[0]
-    unresolved = depends.sum(axis=1).astype(np.int64)
-    step = np.zeros(dims, dtype=np.int64)
-    frontier = np.flatnonzero(unresolved == 0)
-    t = 0
-    while frontier.size:
-        t += 1
-        step[frontier] = t
-        unresolved -= depends[:, frontier].sum(axis=1)
-        unresolved[frontier] = -1
-        frontier = np.flatnonzero(unresolved == 0)
-    if (step == 0).any():
-        stuck = np.flatnonzero(step == 0)
-        own = stuck[depends[stuck, stuck]]
-        why = (f"the output of dimension {int(own[0])} depends on input {int(own[0])}" if own.size
-               else f"dimensions {stuck[:5].tolist()} depend on each other in a cycle")
-        raise ValueError(f"{caller}: the masks are not autoregressive: {why} (through the masks)")
-    return step
-
-
-def _ranges(connected: torch.Tensor) -> torch.Tensor:
-    """[inputs, 2]: the first and one past the last connected output position of each input
-    column of a bool [outputs, inputs] matrix ((0, 0) for a column connected to nothing)."""
-    outputs = connected.shape[0]
-    any_ = connected.any(dim=0)
-    first = connected.int().argmax(dim=0)
-    last = outputs - connected.flip(0).int().argmax(dim=0)
-    return torch.stack([torch.where(any_, first, 0), torch.where(any_, last, 0)], dim=1).long()
-
-
-def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_sample") -> SamplePlan:
-    """The sampling plan of a stack with these masks ([out, in] each, nonzero = connected);
-    the last layer has per_dim outputs per dimension (the units of dimension d are rows
-    d, D + d, ...)."""
-    connected = [m.detach().cpu() != 0 for m in masks]
-    dims = connected[0].shape[1]
-    if connected[-1].shape[0] != per_dim * dims:
-        raise ValueError(f"{caller}: the last layer must have {per_dim * dims} outputs "
-                         f"({per_dim} per input dimension), got {connected[-1].shape[0]}")
-    reach = connected[0].float()  # reach[j, k]: unit j depends on input k
-    for m in connected[1:]:
-        reach = (m.float() @ reach).clamp_(max=1.0)
-    depends = (reach.view(per_dim, dims, dims).amax(dim=0) > 0).numpy()
-    step_of = torch.from_numpy(_sampling_steps(depends, caller))
-    steps = int(step_of.max()) if dims else 0
-
-    dim_order = torch.sort(step_of, stable=True).indices
-    step_offsets = torch.searchsorted(step_of[dim_order], torch.arange(steps + 1), right=True)
-    unit_orders, finalize_offsets = [dim_order], []
-    ready = step_of  # of the current layer's inputs
-    for m in connected[:-1]:
-        ready = (m.long() * ready[None, :]).amax(dim=1) if m.shape[1] else \
-            torch.zeros(m.shape[0], dtype=torch.long)
-        order = torch.sort(ready, stable=True).indices
-        unit_orders.append(order)
-        finalize_offsets.append(torch.searchsorted(ready[order], torch.arange(steps + 2)))
-    unit_orders.append((dim_order[:, None] + dims * torch.arange(per_dim)[None, :]).reshape(-1))
-    push_ranges = [_ranges(m[unit_orders[l + 1]][:, unit_orders[l]])
-                   for l, m in enumerate(connected)]
-    return SamplePlan(unit_orders, push_ranges, finalize_offsets, step_offsets, step_of, steps)
-
-
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def plan_for(model: nn.Module, layers: list[MaskedLayer], per_dim: int, caller: str) -> SamplePlan:
-    """The model's plan, rebuilt when any mask differs from the masks it was built from."""
-    cached = _PLANS.get(model)
-    if cached is not None:
-        masks, cached_per_dim, plan = cached
-        if cached_per_dim == per_dim and len(masks) == len(layers) and all(
-                m.shape == layer.mask.shape and torch.equal(m, layer.mask.to(m.device))
-                for m, layer in zip(masks, layers)):
-            return plan
-    plan = build_plan([layer.mask for layer in layers], per_dim, caller)
-    _PLANS[model] = ([layer.mask.clone() for layer in layers], per_dim, plan)
-    return plan
 
 
 def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor) -> torch.Tensor:
@@ -201,10 +54,10 @@ def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _log_terms(rule: int, outputs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def _log_terms(rule: str, outputs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """log p(values | logits) for Bernoulli; −Σ α for the Gaussian rules (seed 003's log_det)."""
     acc = torch.float64 if values.dtype == torch.float64 else torch.float32
-    if rule == BERNOULLI:
+    if rule == "bernoulli":
         return -F.binary_cross_entropy_with_logits(outputs.to(acc), values.to(acc),
                                                    reduction="none").sum(dim=1)
     return -outputs.chunk(2, dim=1)[1].to(acc).sum(dim=1)
@@ -212,18 +65,17 @@ def _log_terms(rule: int, outputs: torch.Tensor, values: torch.Tensor) -> torch.
 
 @torch.no_grad()
 def sample_reference(layers: list[MaskedLayer], plan: SamplePlan, noise: torch.Tensor,
-                     rule: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     rule: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The reference algorithm (the 'torch' backend): one full forward pass per sampling
     step, as seed 000's generate_samples and seed 003's MADE.forward, in the plan's order."""
     dims = noise.shape[1]
     values = torch.zeros_like(noise)
-    dim_order, offsets = plan.unit_orders[0].to(noise.device), plan.step_offsets.tolist()
-    for t in range(1, plan.steps + 1):
+    dim_order = plan.to(noise.device)[0][0]  # unit_orders[0], copied to the device once
+    for d in dim_order.split(plan.step_sizes):
         out = _stack_forward(layers, values)
-        d = dim_order[offsets[t - 1]:offsets[t]]
-        if rule == BERNOULLI:
+        if rule == "bernoulli":
             values[:, d] = (noise[:, d] < torch.sigmoid(out[:, d])).to(values.dtype)
-        elif rule == GAUSSIAN:
+        elif rule == "gaussian":
             values[:, d] = out[:, d] + noise[:, d] * torch.exp(out[:, dims + d])
         else:
             values[:, d] = (noise[:, d] - out[:, d]) * torch.exp(-out[:, dims + d])
@@ -243,14 +95,14 @@ if EXTENSION.loaded:
 
 
 def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
-                      finalize_offsets, step_offsets, rule, plan_values: bool = True) -> None:
-    """ValueError/TypeError for arguments the kernels would read out of bounds with (the
-    twin of csrc/made_sample.h). plan_values: also check the plan's values (one copy to
-    the CPU; not possible on fake tensors)."""
+                      finalize_offsets, step_offsets, rule) -> None:
+    """ValueError/TypeError for arguments of the wrong shape, dtype or device (the twin of
+    csrc/made_sample.h's check). The plan's values are not read: that would be a copy to the
+    host per call on a GPU, and the Triton launcher and kernel clamp every index they read."""
     op = "made_sample"
-    if rule not in _OUTPUTS_PER_DIM:
-        raise ValueError(f"{op}: rule must be 0 (Bernoulli), 1 (Gaussian) or 2 (Gaussian "
-                         f"inverse), got {rule}")
+    if not isinstance(rule, str) or rule not in OUTPUTS_PER_DIM:
+        raise ValueError(f"{op}: rule must be one of {', '.join(map(repr, OUTPUTS_PER_DIM))}, "
+                         f"got {rule!r}")
     if noise.dim() != 2 or noise.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{op}: noise must be a float [N, D] tensor, got {noise.dtype} "
                          f"{tuple(noise.shape)}")
@@ -278,39 +130,14 @@ def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
         if l < layers - 1:
             index.append(("finalize_offsets", finalize_offsets[l], (steps + 2,)))
         width = weight.shape[0]
-    if width != _OUTPUTS_PER_DIM[rule] * noise.shape[1]:
-        raise ValueError(f"{op}: the last layer must have {_OUTPUTS_PER_DIM[rule]} outputs per "
-                         f"dimension for rule {rule}, got {width}")
+    if width != OUTPUTS_PER_DIM[rule] * noise.shape[1]:
+        raise ValueError(f"{op}: the last layer must have {OUTPUTS_PER_DIM[rule]} outputs per "
+                         f"dimension for rule {rule!r}, got {width}")
     index.append(("unit_orders", unit_orders[layers], (width,)))
     for name, t, shape in index:
         if t.dtype != torch.int64 or t.shape != shape or t.device != noise.device:
             raise ValueError(f"{op}: {name} must be int64 {list(shape)} on {noise.device}, got "
                              f"{t.dtype} {list(t.shape)} on {t.device}")
-    if plan_values:
-        _check_plan_values(noise.shape[1], weights, unit_orders, push_ranges, finalize_offsets,
-                           step_offsets)
-
-
-def _check_plan_values(dims, weights, unit_orders, push_ranges, finalize_offsets, step_offsets):
-    def require(ok, what):
-        if not ok:
-            raise ValueError(f"made_sample: {what}")
-
-    steps = step_offsets.cpu()
-    require(steps.numel() and steps[0] == 0 and steps[-1] == dims and
-            (steps.diff() >= 0).all(), f"step_offsets must run non-decreasing from 0 to D = {dims}")
-    widths = [dims] + [w.shape[0] for w in weights]
-    for l, order in enumerate(unit_orders):
-        require(torch.equal(order.cpu().sort().values, torch.arange(widths[l])),
-                f"unit_orders[{l}] must be a permutation of 0..{widths[l] - 1}")
-    for l, ranges in enumerate(push_ranges):
-        r = ranges.cpu()
-        require(((r >= 0) & (r <= widths[l + 1])).all() and (r[:, 0] <= r[:, 1]).all(),
-                f"push_ranges[{l}] must hold ranges in [0, {widths[l + 1]}]")
-    for l, offsets in enumerate(finalize_offsets):
-        o = offsets.cpu()
-        require(o[0] == 0 and o[-1] <= widths[l + 1] and (o.diff() >= 0).all(),
-                f"finalize_offsets[{l}] must run non-decreasing from 0 within the layer")
 
 
 if _triton.VERSION is not None:
@@ -321,7 +148,7 @@ if _triton.VERSION is not None:
                             biases: list[torch.Tensor | None], masks: list[torch.Tensor],
                             unit_orders: list[torch.Tensor], push_ranges: list[torch.Tensor],
                             finalize_offsets: list[torch.Tensor], step_offsets: torch.Tensor,
-                            rule: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            rule: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
                           finalize_offsets, step_offsets, rule)
         return _kernels.made_sample(noise.contiguous(), weights, biases, masks, unit_orders,
@@ -332,7 +159,7 @@ if _triton.VERSION is not None:
                                  finalize_offsets, step_offsets, rule):
         args = (noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
                 step_offsets, rule)
-        check_made_sample(*args, plan_values=False)
+        check_made_sample(*args)
         return _made_sample_fake(*args)
 
 
@@ -345,7 +172,7 @@ def _backend(device: torch.device) -> str:
     return name
 
 
-def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Tensor, rule: int,
+def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Tensor, rule: str,
                     caller: str):
     """(values, log terms, outputs) of `model` (whose masked_stack is `layers`) on `noise`
     [N, D] under `rule`."""
@@ -360,15 +187,14 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
     if not noise.is_floating_point():
         raise TypeError(f"{caller}: noise must be a float tensor, got {noise.dtype}")
     noise = noise.to(device=weight.device, dtype=weight.dtype).contiguous()
-    plan = plan_for(model, layers, _OUTPUTS_PER_DIM[rule], caller)
+    cached = cached_plan(model, layers, OUTPUTS_PER_DIM[rule], caller)
     name = _backend(weight.device)
     if name == "torch":
-        return sample_reference(layers, plan, noise, rule)
+        return sample_reference(layers, cached.plan, noise, rule)
     op = (torch.ops.fastflow.made_sample_triton if name == "triton"
           else torch.ops.fastflow.made_sample)
-    return op(
-        noise, [layer.weight for layer in layers], [layer.bias for layer in layers],
-        [layer.mask.to(layer.weight.dtype) for layer in layers], *plan.to(weight.device), rule)
+    return op(noise, [layer.weight for layer in layers], [layer.bias for layer in layers],
+              cached.masks_as(weight.dtype), *cached.plan.to(weight.device), rule)
 
 
 def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | None = None,
@@ -388,6 +214,11 @@ def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | N
     Returns:
         (samples [N, D] in the parameters' dtype, log_likelihood [N]: log p(sample), float32
         or float64) and, with return_logits, the logits [N, D].
+
+    The model's sampling plan is kept between calls (fastflow.ops.made_plan). On a GPU a
+    mask written through `mask.data` (as set_mask does) is not seen until
+    fastflow.ops.clear_sample_plans() is called; other mask changes, and any on the CPU,
+    are.
     """
     caller = "made_sample"
     layers = masked_stack(made, caller)
@@ -400,7 +231,7 @@ def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | N
     elif isinstance(uniforms, torch.Tensor) and uniforms.shape[:1] != (num_samples,):
         raise ValueError(f"{caller}: expected uniforms of shape [{num_samples}, "
                          f"{weight.shape[1]}], got {tuple(uniforms.shape)}")
-    samples, log_likelihood, logits = run_made_sample(made, layers, uniforms, BERNOULLI, caller)
+    samples, log_likelihood, logits = run_made_sample(made, layers, uniforms, "bernoulli", caller)
     return (samples, log_likelihood, logits) if return_logits else (samples, log_likelihood)
 
 
@@ -408,7 +239,7 @@ def gaussian_made_sample(made: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor
     """Seed 003's MADE.forward in one pass: x_d = μ_d + z_d·exp(α_d), where the network's
     2D outputs are [μ | α]. Returns (x [N, D], log_det [N] = −Σ_d α_d), as the seed."""
     caller = "gaussian_made_sample"
-    x, log_det, _ = run_made_sample(made, masked_stack(made, caller), z, GAUSSIAN, caller)
+    x, log_det, _ = run_made_sample(made, masked_stack(made, caller), z, "gaussian", caller)
     return x, log_det
 
 
@@ -416,6 +247,6 @@ def iaf_inverse(made: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """The slow direction of an IAF (x_d = z_d·exp(α_d) + μ_d, μ and α functions of z_<d):
     z_d = (x_d − μ_d)·exp(−α_d), with the network fed z. Returns (z, log_det = −Σ_d α_d)."""
     caller = "iaf_inverse"
-    z, log_det, _ = run_made_sample(made, masked_stack(made, caller), x, GAUSSIAN_INVERSE,
+    z, log_det, _ = run_made_sample(made, masked_stack(made, caller), x, "gaussian_inverse",
                                     caller)
     return z, log_det

@@ -13,7 +13,13 @@ A push adds value[b] · row_p[begin:end) into the next layer's accumulators in c
 BLOCK_N positions. The accumulators live in global memory and are read back by other
 threads of the program (a hidden unit's value in the next step or layer, a position pushed
 again with a different chunk alignment), hence a barrier after every push.
+
+The plan's values are not checked (that would be a copy to the host per call): the launcher
+clamps the unit orders into range (they feed its gathers) and the kernel clamps every offset
+and range it reads, so that a bad plan gives wrong samples, never an access out of bounds.
 """
+
+import functools
 
 import torch
 import triton
@@ -38,6 +44,12 @@ def _rounded(x, STORE: tl.constexpr, BF16_BY_BITS: tl.constexpr):
 
 
 @triton.jit
+def _clamped(index, high):
+    """index clamped into [0, high]: what the kernel makes of an offset read from the plan."""
+    return tl.minimum(tl.maximum(index, 0), high)
+
+
+@triton.jit
 def _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, layer, position, value, samples, live,
           acc_stride, BLOCK_N: tl.constexpr):
     """acc[b, layer's begin:end) += value[b] · row[begin:end) for the input `position` of
@@ -49,8 +61,8 @@ def _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, layer, position, value, samp
     acc_col = tl.load(info + 1)
     ranges = tl.load(info + 2)
     width = tl.load(info + 3)
-    begin = tl.load(ranges_ptr + (ranges + position) * 2)
-    end = tl.load(ranges_ptr + (ranges + position) * 2 + 1)
+    begin = _clamped(tl.load(ranges_ptr + (ranges + position) * 2), width)
+    end = _clamped(tl.load(ranges_ptr + (ranges + position) * 2 + 1), width)
     end = tl.where(tl.max(tl.abs(value), axis=0) != 0, end, begin)
     row = rows_ptr + rows + position * width
     acc_rows = acc_ptr + samples[:, None] * acc_stride + acc_col
@@ -81,8 +93,9 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
         # layer l + 1 ready at t − 1 may need units of layer l that just became final).
         for l in range(0, last):
             hidden_col = tl.load(table_ptr + l * 4 + 1)
-            p0 = tl.load(finalize_ptr + l * (steps + 2) + t - 1)
-            p1 = tl.load(finalize_ptr + l * (steps + 2) + t)
+            hidden_width = tl.load(table_ptr + l * 4 + 3)
+            p0 = _clamped(tl.load(finalize_ptr + l * (steps + 2) + t - 1), hidden_width)
+            p1 = _clamped(tl.load(finalize_ptr + l * (steps + 2) + t), hidden_width)
             for p in range(p0, p1):
                 h = tl.load(acc_ptr + samples * acc_stride + hidden_col + p, mask=live,
                             other=0.0)
@@ -91,12 +104,12 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                 _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, l + 1, p, h, samples, live,
                       acc_stride, BLOCK_N)
         # The dimensions of step t: their outputs are final now.
-        i0 = tl.load(steps_ptr + t - 1)
-        i1 = tl.load(steps_ptr + t)
+        i0 = _clamped(tl.load(steps_ptr + t - 1), dims)
+        i1 = _clamped(tl.load(steps_ptr + t), dims)
         for i in range(i0, i1):
             d = tl.load(dim_order_ptr + i)
             e = tl.load(noise_ptr + samples * dims + d, mask=live, other=0.0).to(ACC)
-            if RULE == 0:
+            if RULE == "bernoulli":
                 out = acc_ptr + samples * acc_stride + last_col + i
                 logit = _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
                 prob = _rounded(1.0 / (1.0 + tl.exp(-logit)), STORE, BF16_BY_BITS).to(ACC)
@@ -111,7 +124,7 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                 mu = _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
                 alpha = _rounded(tl.load(out + 1, mask=live, other=0.0), STORE,
                                  BF16_BY_BITS).to(ACC)
-                if RULE == 1:
+                if RULE == "gaussian":
                     v = mu + _rounded(e * tl.exp(alpha), STORE, BF16_BY_BITS).to(ACC)
                 else:
                     v = _rounded(e - mu, STORE, BF16_BY_BITS).to(ACC) * tl.exp(-alpha)
@@ -140,20 +153,30 @@ _TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float
 
 
 def _pack(weights, biases, masks, unit_orders, acc_dtype):
-    """(rows, table, biases): every layer's W⊙M in sorted positions, [inputs, outputs] each,
-    flat; the int64 layer table without the ranges column; the sorted biases, concatenated."""
-    rows, sorted_biases, table, row_start, acc_start = [], [], [], 0, 0
+    """(rows, biases): every layer's W⊙M in sorted positions, [inputs, outputs] each, flat;
+    the sorted biases, concatenated."""
+    rows, sorted_biases = [], []
     for l, (weight, bias, mask) in enumerate(zip(weights, biases, masks)):
         packed = (weight.to(acc_dtype) * mask.to(acc_dtype)).index_select(0, unit_orders[l + 1])
         rows.append(packed.index_select(1, unit_orders[l]).t().contiguous().reshape(-1))
-        width = weight.shape[0]
         sorted_biases.append(
-            torch.zeros(width, dtype=acc_dtype, device=weight.device) if bias is None
+            torch.zeros(weight.shape[0], dtype=acc_dtype, device=weight.device) if bias is None
             else bias.to(acc_dtype).index_select(0, unit_orders[l + 1]))
-        table.append((row_start, acc_start, width))
-        row_start += rows[-1].numel()
-        acc_start += width
-    return torch.cat(rows), table, torch.cat(sorted_biases)
+    return torch.cat(rows), torch.cat(sorted_biases)
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_table(shapes: tuple, device: torch.device) -> torch.Tensor:
+    """The int64 layer table [L, 4] of layers of these (outputs, inputs) shapes: where each
+    layer's packed rows, accumulators and push ranges start, and its outputs. Made once per
+    shape and device: a table copied to the device at every call would make the host wait."""
+    table, row_start, acc_start, range_start = [], 0, 0, 0
+    for outputs, inputs in shapes:
+        table.append((row_start, acc_start, range_start, outputs))
+        row_start += inputs * outputs
+        acc_start += outputs
+        range_start += inputs
+    return torch.tensor(table, dtype=torch.int64, device=device)
 
 
 def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
@@ -170,12 +193,9 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
     outputs = torch.empty(samples, out_width, dtype=noise.dtype, device=device)
     if samples == 0:
         return values, log_terms, outputs
-    rows, table, sorted_biases = _pack(weights, biases, masks, unit_orders, acc_dtype)
-    range_starts = [0]
-    for ranges in push_ranges[:-1]:
-        range_starts.append(range_starts[-1] + ranges.shape[0])
-    table = torch.tensor([(r, a, s, w) for (r, a, w), s in zip(table, range_starts)],
-                         dtype=torch.int64, device=device)
+    unit_orders = [order.clamp(0, order.shape[0] - 1) for order in unit_orders]
+    rows, sorted_biases = _pack(weights, biases, masks, unit_orders, acc_dtype)
+    table = _layer_table(tuple(tuple(w.shape) for w in weights), device)
     ranges = torch.cat([r.contiguous() for r in push_ranges])
     acc = sorted_biases[None, :].repeat(samples, 1)
     # With a single layer there are no hidden units to finalise: step_offsets stands in for
@@ -183,8 +203,8 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
     finalize = (torch.stack(finalize_offsets) if finalize_offsets else step_offsets).contiguous()
     grid = (triton.cdiv(samples, BLOCK_B),)
     _made_sample_kernel[grid](noise, rows, ranges, table, acc, finalize,
-                              step_offsets.contiguous(), unit_orders[0].contiguous(),
-                              unit_orders[-1].contiguous(), values, log_terms, outputs,
+                              step_offsets.contiguous(), unit_orders[0],
+                              unit_orders[-1], values, log_terms, outputs,
                               samples, dims, step_offsets.shape[0] - 1, len(weights),
                               acc.shape[1], RULE=rule, STORE=_TL_DTYPE[noise.dtype],
                               ACC=_TL_DTYPE[acc_dtype],
