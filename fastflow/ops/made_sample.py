@@ -29,22 +29,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import triton as _triton
-from .._extension import EXTENSION
-from ..backend import BackendUnavailableError, resolve
+from . import registry
 from ._checks import FLOAT_DTYPES
 from .made_model import MaskedLayer, masked_stack
-from .made_plan import SamplePlan, cached_plan
+from .made_plan import cached_plan
 
 # The sampling rules, the ops' `rule` (csrc/made_sample.h says what each does), and the
 # network outputs each reads per dimension.
 OUTPUTS_PER_DIM = {"bernoulli": 1, "gaussian": 2, "gaussian_inverse": 2}
-
-# Backends 'auto' may pick, fastest first, per device type: the C++ CPU kernel is checked
-# against the reference loop here; no GPU kernel has run yet (the CUDA kernel is compiled
-# only, the Triton kernel tested under the interpreter only), so only an explicit 'cuda' or
-# 'triton' backend picks them.
-AUTO_ORDER = {"cpu": ("cpu",), "cuda": ()}
-
 
 def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor) -> torch.Tensor:
     for index, layer in enumerate(layers):
@@ -63,22 +55,33 @@ def _log_terms(rule: str, outputs: torch.Tensor, values: torch.Tensor) -> torch.
     return -outputs.chunk(2, dim=1)[1].to(acc).sum(dim=1)
 
 
-@torch.no_grad()
-def sample_reference(layers: list[MaskedLayer], plan: SamplePlan, noise: torch.Tensor,
-                     rule: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The reference algorithm (the 'torch' backend): one full forward pass per sampling
-    step, as seed 000's generate_samples and seed 003's MADE.forward, in the plan's order."""
+def _sampled(rule: str, out: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Every dimension's value under `rule` from the network's outputs `out` [N, k·D]."""
     dims = noise.shape[1]
+    if rule == "bernoulli":
+        return (noise < torch.sigmoid(out)).to(noise.dtype)
+    mu, alpha = out[:, :dims], out[:, dims:]
+    if rule == "gaussian":
+        return mu + noise * torch.exp(alpha)
+    return (noise - mu) * torch.exp(-alpha)
+
+
+@torch.no_grad()
+def sample_reference(noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
+                     step_offsets, rule):
+    """The reference algorithm (the 'torch' backend), on the op's arguments: one full forward
+    pass per sampling step, as seed 000's generate_samples and seed 003's MADE.forward, in
+    the plan's order. Each step's dimensions are chosen on the device (no copy to the host)."""
+    layers = [MaskedLayer(w, b, m) for w, b, m in zip(weights, biases, masks)]
+    dims = noise.shape[1]
+    # The step (1..T) of each dimension, from the positions' steps in the sampling order.
+    positions = torch.arange(dims, device=noise.device)
+    step_of = torch.empty_like(positions)
+    step_of[unit_orders[0]] = torch.searchsorted(step_offsets, positions, right=True)
     values = torch.zeros_like(noise)
-    dim_order = plan.to(noise.device)[0][0]  # unit_orders[0], copied to the device once
-    for d in dim_order.split(plan.step_sizes):
-        out = _stack_forward(layers, values)
-        if rule == "bernoulli":
-            values[:, d] = (noise[:, d] < torch.sigmoid(out[:, d])).to(values.dtype)
-        elif rule == "gaussian":
-            values[:, d] = out[:, d] + noise[:, d] * torch.exp(out[:, dims + d])
-        else:
-            values[:, d] = (noise[:, d] - out[:, d]) * torch.exp(-out[:, dims + d])
+    for t in range(1, step_offsets.shape[0]):
+        values = torch.where(step_of == t, _sampled(rule, _stack_forward(layers, values), noise),
+                             values)
     outputs = _stack_forward(layers, values)
     return values, _log_terms(rule, outputs, values), outputs
 
@@ -90,8 +93,6 @@ def _made_sample_fake(noise, weights, biases, masks, unit_orders, push_ranges,
             noise.new_empty(noise.shape[0], weights[-1].shape[0]))
 
 
-if EXTENSION.loaded:
-    torch.library.register_fake("fastflow::made_sample", _made_sample_fake)
 
 
 def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
@@ -154,22 +155,25 @@ if _triton.VERSION is not None:
         return _kernels.made_sample(noise.contiguous(), weights, biases, masks, unit_orders,
                                     push_ranges, finalize_offsets, step_offsets, rule)
 
-    @torch.library.register_fake("fastflow::made_sample_triton")
-    def _made_sample_triton_fake(noise, weights, biases, masks, unit_orders, push_ranges,
-                                 finalize_offsets, step_offsets, rule):
-        args = (noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
-                step_offsets, rule)
-        check_made_sample(*args)
-        return _made_sample_fake(*args)
+
+def _checked_fake(*args):
+    check_made_sample(*args)
+    return _made_sample_fake(*args)
 
 
-def _backend(device: torch.device) -> str:
-    name = resolve("made_sample", AUTO_ORDER, device)
-    if name == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
-            "fastflow::made_sample", "CUDA"):
-        raise BackendUnavailableError("fastflow backend 'cuda' is unavailable for made_sample: "
-                                      "the extension was built without its CUDA kernel")
-    return name
+for _suffix in registry.KERNEL_SUFFIXES:
+    torch.library.register_fake("fastflow::made_sample" + _suffix, _checked_fake)
+
+# The C++ CPU kernel is checked against the reference loop here; no GPU kernel has run yet
+# (the CUDA kernel is compiled only, the Triton kernel tested under the interpreter only),
+# so only an explicit 'cuda' or 'triton' backend picks them.
+OP = registry.register(registry.Op(
+    name="made_sample", functions=("made_sample", "gaussian_made_sample", "iaf_inverse"),
+    summary="one-pass sampling of a MADE (Bernoulli), of a MAF's Gaussian MADE, and an IAF's "
+            "inverse, in about one forward pass",
+    reference=sample_reference, reference_source="the D-pass sampling loops",
+    check=check_made_sample, tensors=("noise",), auto={"cpu": ("cpu",), "cuda": ()},
+    bench="made_sample"))
 
 
 def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Tensor, rule: str,
@@ -188,13 +192,9 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
         raise TypeError(f"{caller}: noise must be a float tensor, got {noise.dtype}")
     noise = noise.to(device=weight.device, dtype=weight.dtype).contiguous()
     cached = cached_plan(model, layers, OUTPUTS_PER_DIM[rule], caller)
-    name = _backend(weight.device)
-    if name == "torch":
-        return sample_reference(layers, cached.plan, noise, rule)
-    op = (torch.ops.fastflow.made_sample_triton if name == "triton"
-          else torch.ops.fastflow.made_sample)
-    return op(noise, [layer.weight for layer in layers], [layer.bias for layer in layers],
-              cached.masks_as(weight.dtype), *cached.plan.to(weight.device), rule)
+    return registry.call(OP, noise, [layer.weight for layer in layers],
+                         [layer.bias for layer in layers], cached.masks_as(weight.dtype),
+                         *cached.plan.to(weight.device), rule)
 
 
 def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | None = None,
