@@ -294,3 +294,17 @@ def test_reference_degree_mask_follows_degree_edits():
         expected = masked_linear_reference(x, weight, degree_mask(in_degrees, out_degrees).double(),
                                            bias)
         assert torch.equal(y, expected)
+
+
+@pytest.mark.parametrize("device,backend", ALL_BACKENDS)
+def test_degree_tile_whose_first_row_sees_least(device, backend):
+    """A tile's first sorted row sees none of the inputs, the next ones more than a whole
+    32-input step: the steps every row of the tile sees come from its first row (taken from
+    the second, the first row would be given 32 inputs it must not see)."""
+    x, weight, bias = make_inputs((5, 40, 3), torch.float64, device)
+    in_degrees = torch.arange(1, 41, device=device)
+    out_degrees = torch.tensor([0, 35, 40], device=device)
+    y = run(backend, fastflow.ops.degree_masked_linear, x, weight, in_degrees, out_degrees, bias)
+    expected = masked_linear_reference(x, weight, degree_mask(in_degrees, out_degrees).double(),
+                                       bias)
+    assert_matches_float64(y, expected, "y")
