@@ -196,10 +196,12 @@ def test_multiscale_nan_policy():
 def test_compile_fullgraph(device, backend):
     torch.manual_seed(0)
     models = {
-        "000": (fastflow.nn.mlp_realnvp.RealNVP(6, 16, 2), lambda m, x: m.layers[0](x), torch.randn(4, 6)),
-        "004": (fastflow.nn.realnvp2d.RealNVP(2, 16, 4), lambda m, x: m(x), torch.randn(8, 2)),
-        "001": (fastflow.nn.multiscale.RealNVP(8, 1, multiscale_args()).eval(), lambda m, x: m(x),
-                torch.rand(2, 1, 8, 8)),
+        "mlp_realnvp": (fastflow.nn.mlp_realnvp.RealNVP(6, 16, 2), lambda m, x: m.layers[0](x),
+                        torch.randn(4, 6)),
+        "realnvp2d": (fastflow.nn.realnvp2d.RealNVP(2, 16, 4), lambda m, x: m(x),
+                      torch.randn(8, 2)),
+        "multiscale": (fastflow.nn.multiscale.RealNVP(8, 1, multiscale_args()).eval(),
+                       lambda m, x: m(x), torch.rand(2, 1, 8, 8)),
     }
     with fastflow.backend(backend):
         for name, (model, call, x) in models.items():
