@@ -232,7 +232,7 @@ def _made_sample_scratch(device, dtype):
 
 
 @case("gaussian_made_sample", "gaussian_made_sample and iaf_inverse (the same kernel's other "
-                              "rules) on a small Gaussian MADE (seed 003)")
+                              "rules) on a small Gaussian MADE (fastflow.nn.maf.MADE)")
 def _gaussian(device, dtype):
     torch.manual_seed(0)
     made = fastflow.nn.maf.MADE(10, 24, 1).to(device=device, dtype=dtype)

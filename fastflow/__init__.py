@@ -7,7 +7,8 @@
     x, log_p = fastflow.made_sample(made, 16)  # MADE samples in about one forward pass
     with fastflow.backend("torch"): ...     # or pick one: auto, cuda, triton, cpu, torch
 
-fastflow.reference holds the pure-PyTorch reference models (the seeds' models).
+fastflow.reference holds the pure-PyTorch reference models (ported from the notebooks the
+project started from).
 """
 
 from . import reference

@@ -1,5 +1,6 @@
-"""Vector affine coupling on every backend against the reference formula (seeds 000, 004):
-forward, reverse, gradients, chunked conditioner outputs, odd sizes, batch 0 and 1."""
+"""Vector affine coupling on every backend against the reference formula (the MLP RealNVP's
+and the 2-D RealNVP's): forward, reverse, gradients, chunked conditioner outputs, odd
+sizes, batch 0 and 1."""
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
-"""Dequantize-and-logit (seed 001's _pre_process) on every backend against the reference,
-with the noise given: logits, log-determinant and gradients."""
+"""Dequantize-and-logit (the multi-scale RealNVP's _pre_process) on every backend against
+the reference, with the noise given: logits, log-determinant and gradients."""
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
-"""Image affine coupling (seed 001's CouplingLayer math) on every backend against the
-reference: checkerboard and channel-wise masks, both reverse_mask values, forward and
-reverse, gradients to x, st and the rescale weight, odd sizes, batch 0 and 1."""
+"""Image affine coupling (the multi-scale RealNVP's CouplingLayer math) on every backend
+against the reference: checkerboard and channel-wise masks, both reverse_mask values,
+forward and reverse, gradients to x, st and the rescale weight, odd sizes, batch 0 and 1."""
 
 import pytest
 import torch

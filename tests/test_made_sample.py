@@ -1,11 +1,11 @@
-"""One-pass MADE / MAF sampling against the reference loops (seeds 000 and 003): samples
-identical given the same uniforms (a mismatch only where |u − p| < 1e-6), logits of the
-finished samples equal to one full pass, log-likelihoods equal to the reference's, MAF
-samples mapping back to their z, schedules from any autoregressive mask stack (random
-degrees, cyclic degrees, any input order), refused non-autoregressive masks, the plan cache
-following mask changes, plans checked when made, bad plans given to the ops, no host sync
-after the first call, opcheck and bad arguments. The Triton kernel runs the same tests at
-small sizes (its interpreter is too slow for D = 784)."""
+"""One-pass MADE / MAF sampling against the reference loops (the MADE and the Gaussian
+MADE): samples identical given the same uniforms (a mismatch only where |u − p| < 1e-6),
+logits of the finished samples equal to one full pass, log-likelihoods equal to the
+reference's, MAF samples mapping back to their z, schedules from any autoregressive mask
+stack (random degrees, cyclic degrees, any input order), refused non-autoregressive masks,
+the plan cache following mask changes, plans checked when made, bad plans given to the ops,
+no host sync after the first call, opcheck and bad arguments. The Triton kernel runs the
+same tests at small sizes (its interpreter is too slow for D = 784)."""
 
 import contextlib
 import copy
@@ -48,8 +48,9 @@ def skip_slow(backend, dims):
 
 
 def bernoulli_made(dims, hidden, seed=0, order=None, dtype=torch.float32):
-    """Seed 000's MADE; with `order` (a permutation of 0..D-1), the input degrees follow it
-    (dimension order[i] gets degree i + 1) and the masks are rebuilt through set_mask."""
+    """The reference MADE; with `order` (a permutation of 0..D-1), the input degrees follow
+    it (dimension order[i] gets degree i + 1) and the masks are rebuilt through
+    set_mask."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     made = reference.made.MADE(dims, hidden, dims).to(dtype)
@@ -307,7 +308,8 @@ def test_not_autoregressive_refused():
     made.layers[-1].set_mask(mask.numpy())
     with pytest.raises(ValueError, match="not autoregressive"):
         fastflow.made_sample(made, 2)
-    # Seed 002's defect: <= on the output layer, so output i sees input i.
+    # The defect of the vector Glow module's MADE: <= on the output layer, so output i sees
+    # input i.
     made = bernoulli_made(6, [16], seed=0)
     made.layers[-1].set_mask(made.m[0][None, :] <= made.m[1][:, None])
     with pytest.raises(ValueError, match="output of dimension .* depends on input"):
@@ -491,7 +493,7 @@ def test_no_host_sync_after_the_first_call(masks_compared_by_version, backend, r
         assert torch.equal(a, b)
 
 
-# Seed 003: the Gaussian MADE and MAF.
+# The Gaussian MADE and the MAF.
 
 def assert_gaussian_made_matches_float64(made, z, x, log_det):
     """x, log_det = gaussian_made_sample(made, z) against made's sampling loop run by a
@@ -519,7 +521,7 @@ def maf_latent(maf, x):
 @pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
 @pytest.mark.parametrize("dims,hidden,n_hidden,batch", [(2, 8, 0, 1), (10, 32, 1, 7),
                                                         (10, 24, 2, 64), (784, 128, 1, 3)])
-def test_gaussian_made_matches_seed_forward(backend, dims, hidden, n_hidden, batch):
+def test_gaussian_made_matches_reference_forward(backend, dims, hidden, n_hidden, batch):
     skip_slow(backend, dims)
     torch.manual_seed(dims + batch)
     made = reference.maf.MADE(dims, hidden, n_hidden)
@@ -586,8 +588,8 @@ def test_nn_gaussian_made_forward_is_one_pass():
 
 
 def test_plan_cyclic_degrees_share_steps():
-    """Seed 003's cyclic hidden degrees: dimension d depends on all dimensions < d, so the
-    plan has D steps, one dimension each."""
+    """The Gaussian MADE's cyclic hidden degrees: dimension d depends on all dimensions <
+    d, so the plan has D steps, one dimension each."""
     made = reference.maf.MADE(7, 20, 1)
     plan = model_plan(made, 2)
     assert plan.steps == 7 and plan.step_of.tolist() == list(range(1, 8))
@@ -715,7 +717,7 @@ def test_cuda_no_host_sync_after_the_first_call(backend):
 @pytest.mark.parametrize("dims,hidden,n_hidden,batch", [(2, 8, 0, 1), (10, 32, 1, 7),
                                                         (10, 24, 2, 64), (784, 128, 1, 3),
                                                         (784, 512, 1, 1024)])
-def test_cuda_gaussian_made_matches_seed_forward(dims, hidden, n_hidden, batch):
+def test_cuda_gaussian_made_matches_reference_forward(dims, hidden, n_hidden, batch):
     torch.manual_seed(dims + batch)
     made = reference.maf.MADE(dims, hidden, n_hidden).cuda()
     z = torch.randn(batch, dims, device="cuda")

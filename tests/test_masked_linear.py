@@ -1,6 +1,7 @@
-"""Masked linear on every backend against the reference formula (seeds 000, 003): both mask
-forms (a matrix, MADE degrees), forward and all gradients, odd sizes, batch 0 and 1, strided
-inputs, empty and full mask rows, degrees recovered from masks, opcheck, bad arguments."""
+"""Masked linear on every backend against the reference formula (the MADE's and the MAF's):
+both mask forms (a matrix, MADE degrees), forward and all gradients, odd sizes,
+batch 0 and 1, strided inputs, empty and full mask rows, degrees recovered from masks,
+opcheck, bad arguments."""
 
 import importlib
 

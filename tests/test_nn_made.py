@@ -1,7 +1,8 @@
-"""fastflow.nn's MADE models against the reference (seeds 000 and 003): the same masks under
-the same numpy seed, strict state_dict loading both ways, outputs and gradients on every
-CPU-side backend, the autoregressive property of the fused path (by Jacobian), masks that
-change after construction, refused masks, and torch.compile(fullgraph=True)."""
+"""fastflow.nn's MADE models against the reference (the MADE and the Gaussian MADE): the
+same masks under the same numpy seed, strict state_dict loading both ways, outputs and
+gradients on every CPU-side backend, the autoregressive property of the fused path (by
+Jacobian), masks that change after construction, refused masks, and
+torch.compile(fullgraph=True)."""
 
 import copy
 
@@ -116,7 +117,7 @@ def test_mask_changes_are_followed():
     x = torch.randn(3, 6)
 
     def assert_masked_linear(got, mask, what):
-        """got against the seed's formula with this mask and layer's weight and bias."""
+        """got against the reference formula with this mask and layer's weight and bias."""
         weight, bias = layer.weight.detach(), layer.bias.detach()
         truth = x.double() @ (weight.double() * mask.double()).t() + bias.double()
         assert_matches_float64(got.detach(), truth, what, reference=x @ (weight * mask).t() + bias)

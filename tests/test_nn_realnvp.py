@@ -1,8 +1,8 @@
-"""fastflow.nn's RealNVP models against the reference models (seeds 000, 001, 004): a
-reference state_dict loads strictly, and outputs, log-dets and parameter gradients agree
-with a float64 copy of the reference model on the same inputs and noise (tests/utils.py's
-rule, the float32 reference model setting the allowance) in train and eval mode, on every
-backend; the NaN policy; torch.compile(fullgraph=True)."""
+"""fastflow.nn's RealNVP models against the reference models (the MLP, multi-scale and 2-D
+RealNVPs): a reference state_dict loads strictly, and outputs, log-dets and parameter
+gradients agree with a float64 copy of the reference model on the same inputs and noise
+(tests/utils.py's rule, the float32 reference model setting the allowance) in train and
+eval mode, on every backend; the NaN policy; torch.compile(fullgraph=True)."""
 
 import contextlib
 import copy
@@ -71,12 +71,13 @@ def compare(ref, fast, run, backend, mode, float64_gradients=True):
     largest = max(g.abs().max().item() for g in grads.values())
     ref_params, fast_params = dict(ref.named_parameters()), dict(fast.named_parameters())
     if not float64_gradients:
-        # TODO(float64): seed 001 in train mode, 'cpu' backend: the gradient of
-        # flows.in_couplings.0.st_net.in_norm.bias (0.6% of the model's largest) is 3.1e-5
-        # from float64, the float32 reference's 2.1e-6 (allowed 1e-5): deep train-mode
-        # BatchNorm sums amplify every difference in summation order and rounding before
-        # them. Giving squeeze_2x2's and image_coupling's results the reference's memory
-        # layout did not help (docs/design.md, squeeze_2x2). Compared the old way.
+        # TODO(float64): the multi-scale RealNVP in train mode, 'cpu' backend: the gradient
+        # of flows.in_couplings.0.st_net.in_norm.bias (0.6% of the model's largest) is
+        # 3.1e-5 from float64, the float32 reference's 2.1e-6 (allowed 1e-5): deep
+        # train-mode BatchNorm sums amplify every difference in summation order and
+        # rounding before them. Giving squeeze_2x2's and image_coupling's results the
+        # reference's memory layout did not help (docs/design.md, squeeze_2x2). Compared
+        # the old way.
         floor = 1e-2 * max(p.grad.abs().max().item() for p in ref_params.values()
                            if p.grad is not None)
         for name in grads:
@@ -91,7 +92,7 @@ def compare(ref, fast, run, backend, mode, float64_gradients=True):
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_seed000_realnvp(device, backend, mode):
+def test_mlp_realnvp(device, backend, mode):
     ref, fast = pair(reference.mlp_realnvp.RealNVP, fastflow.nn.mlp_realnvp.RealNVP, 6, 16, 3)
     x = torch.randn(9, 6)
 
@@ -116,7 +117,7 @@ def test_seed000_realnvp(device, backend, mode):
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_seed004_realnvp(device, backend, mode):
+def test_realnvp2d(device, backend, mode):
     ref, fast = pair(reference.realnvp2d.RealNVP, fastflow.nn.realnvp2d.RealNVP, 2, 32, 6)
     x = torch.randn(64, 2)
     compare(ref, fast, lambda m, dtype: (*m(x.to(dtype)), *m.inverse(x.to(dtype))), backend,
@@ -129,7 +130,7 @@ def multiscale_args(num_scales=2):
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_seed001_realnvp(device, backend, mode):
+def test_multiscale_realnvp(device, backend, mode):
     ref, fast = pair(reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP, 8, 1,
                      multiscale_args())
     x = torch.rand(4, 1, 8, 8)
@@ -149,7 +150,7 @@ def test_seed001_realnvp(device, backend, mode):
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
-def test_seed001_forward_and_sample(device, backend):
+def test_multiscale_forward_and_sample(device, backend):
     ref, fast = pair(reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP, 8, 1,
                      multiscale_args())
     ref.eval(), fast.eval()
@@ -172,7 +173,7 @@ def test_seed001_forward_and_sample(device, backend):
     assert_matches_float64(sldj, sldj64.detach(), "sldj", reference=sldj_ref.detach())
 
 
-def test_seed001_nan_policy():
+def test_multiscale_nan_policy():
     torch.manual_seed(0)
     model = fastflow.nn.multiscale.RealNVP(8, 1, multiscale_args(num_scales=1)).eval()
     with torch.no_grad():
@@ -195,10 +196,12 @@ def test_seed001_nan_policy():
 def test_compile_fullgraph(device, backend):
     torch.manual_seed(0)
     models = {
-        "000": (fastflow.nn.mlp_realnvp.RealNVP(6, 16, 2), lambda m, x: m.layers[0](x), torch.randn(4, 6)),
-        "004": (fastflow.nn.realnvp2d.RealNVP(2, 16, 4), lambda m, x: m(x), torch.randn(8, 2)),
-        "001": (fastflow.nn.multiscale.RealNVP(8, 1, multiscale_args()).eval(), lambda m, x: m(x),
-                torch.rand(2, 1, 8, 8)),
+        "mlp_realnvp": (fastflow.nn.mlp_realnvp.RealNVP(6, 16, 2), lambda m, x: m.layers[0](x),
+                        torch.randn(4, 6)),
+        "realnvp2d": (fastflow.nn.realnvp2d.RealNVP(2, 16, 4), lambda m, x: m(x),
+                      torch.randn(8, 2)),
+        "multiscale": (fastflow.nn.multiscale.RealNVP(8, 1, multiscale_args()).eval(),
+                       lambda m, x: m(x), torch.rand(2, 1, 8, 8)),
     }
     with fastflow.backend(backend):
         for name, (model, call, x) in models.items():

@@ -1,10 +1,10 @@
-"""fastflow.reference reproduces the seeds' models: state_dict keys, the order of RNG draws
-at construction, invertibility (float32 round trips judged against x by tests/utils.py's
-rule), log-determinants against autograd Jacobians (float64, tiny sizes), the
-autoregressive property of the MADEs (and seed 002's defect), squeeze_2x2's layout and
-errors, reproducible sampling, the losses. A float32 result checked against a formula is
-judged against that formula run by a float64 copy of the model on the same inputs, the
-formula in float32 setting the allowance."""
+"""fastflow.reference reproduces the original models: state_dict keys, the order of RNG
+draws at construction, invertibility (float32 round trips judged against x by
+tests/utils.py's rule), log-determinants against autograd Jacobians (float64, tiny sizes),
+the autoregressive property of the MADEs (and the vector Glow module's defect),
+squeeze_2x2's layout and errors, reproducible sampling, the losses. A float32 result
+checked against a formula is judged against that formula run by a float64 copy of the model
+on the same inputs, the formula in float32 setting the allowance."""
 
 import copy
 import math
@@ -35,8 +35,9 @@ def multiscale_args(num_scales=2, mid_channels=8, num_blocks=1):
 # --- construction: the order of RNG draws ------------------------------------------------
 
 def replay_construction(module):
-    """Redraws from the torch RNG, in the seeds' order, what building `module` drew (layer
-    initialisations, seed 002's rotations and mask degrees), checking each against it."""
+    """Redraws from the torch RNG, in the originals' order, what building `module` drew
+    (layer initialisations, the vector Glow module's rotations and mask degrees), checking
+    each against it."""
     if isinstance(module, nn.Linear):
         fresh = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
         assert torch.equal(module.weight, fresh.weight) and torch.equal(module.bias, fresh.bias)
@@ -70,9 +71,9 @@ def replay_construction(module):
     lambda: glow.RealNVP(4, n_layers=2, hidden_dim=8),
     lambda: glow.Glow(4, n_blocks=2, hidden_dim=8),
     lambda: glow.MAF(4, n_layers=2, hidden_dims=[8, 8]),
-], ids=["000-MADE", "000-RealNVP", "004-RealNVP", "001-RealNVP", "003-MAF", "002-RealNVP",
-        "002-Glow", "002-MAF"])
-def test_construction_draws_from_torch_rng_in_seed_order(build):
+], ids=["made.MADE", "mlp_realnvp.RealNVP", "realnvp2d.RealNVP", "multiscale.RealNVP",
+        "maf.MAF", "glow.RealNVP", "glow.Glow", "glow.MAF"])
+def test_construction_draws_from_torch_rng_in_original_order(build):
     torch.manual_seed(0)
     model = build()
     next_draw = torch.rand(3)
@@ -81,9 +82,9 @@ def test_construction_draws_from_torch_rng_in_seed_order(build):
     assert torch.equal(torch.rand(3), next_draw)  # and nothing else was drawn
 
 
-# --- seed 000: MADE ------------------------------------------------------------------------
+# --- the MADE (made) ----------------------------------------------------------------------
 
-def test_seed000_made_state_dict_and_numpy_degrees():
+def test_made_state_dict_and_numpy_degrees():
     np.random.seed(3)
     model = made.MADE(5, [7, 6], 5)
     assert list(model.state_dict()) == [
@@ -104,7 +105,7 @@ def test_seed000_made_state_dict_and_numpy_degrees():
         assert torch.equal(layer.mask, torch.from_numpy(mask.astype("float32")))
 
 
-def test_seed000_made_is_autoregressive():
+def test_made_is_autoregressive():
     np.random.seed(0)
     torch.manual_seed(0)
     model = made.MADE(6, [16, 16], 6).double()
@@ -113,7 +114,7 @@ def test_seed000_made_is_autoregressive():
     assert torch.any(jac.tril(-1) != 0)
 
 
-def test_seed000_generate_samples():
+def test_made_generate_samples():
     np.random.seed(1)
     torch.manual_seed(1)
     model = made.MADE(8, [16], 8)
@@ -129,7 +130,7 @@ def test_seed000_generate_samples():
     with pytest.raises(ValueError, match="uniforms of shape"):
         made.generate_samples(model, 4, uniforms=u)
 
-    # Without uniforms: the seed's loop, torch.bernoulli per pixel.
+    # Without uniforms: the original's loop, torch.bernoulli per pixel.
     torch.manual_seed(2)
     drawn = made.generate_samples(model, 5)
     torch.manual_seed(2)
@@ -140,7 +141,7 @@ def test_seed000_generate_samples():
     assert torch.equal(drawn, hand)
 
 
-def test_seed000_log_likelihood_is_the_bernoulli_log_likelihood():
+def test_made_log_likelihood_is_the_bernoulli_log_likelihood():
     np.random.seed(0)
     torch.manual_seed(0)
     model = made.MADE(6, [8], 6)
@@ -154,23 +155,23 @@ def test_seed000_log_likelihood_is_the_bernoulli_log_likelihood():
                            "log_likelihood", reference=bernoulli(model, x))
 
 
-# --- seed 000: RealNVP ---------------------------------------------------------------------
+# --- the MLP RealNVP (mlp_realnvp) --------------------------------------------------------
 
-SEED000_COUPLING_KEYS = [
+MLP_COUPLING_KEYS = [
     "mask", "s_net.0.weight", "s_net.0.bias", "s_net.2.weight", "s_net.2.bias",
     "s_net.4.weight", "s_net.4.bias", "t_net.0.weight", "t_net.0.bias",
     "t_net.2.weight", "t_net.2.bias", "t_net.4.weight", "t_net.4.bias"]
 
 
-def test_seed000_realnvp_state_dict_and_masks():
+def test_mlp_realnvp_state_dict_and_masks():
     model = mlp_realnvp.RealNVP(dim=4, hidden_dim=8, n_layers=2)
-    assert list(model.layers[0].state_dict()) == SEED000_COUPLING_KEYS
-    assert list(model.state_dict()) == [f"layers.{i}.{k}" for i in range(2) for k in SEED000_COUPLING_KEYS]
+    assert list(model.layers[0].state_dict()) == MLP_COUPLING_KEYS
+    assert list(model.state_dict()) == [f"layers.{i}.{k}" for i in range(2) for k in MLP_COUPLING_KEYS]
     assert torch.equal(model.layers[0].mask, torch.tensor([0., 1., 0., 1.]))
     assert torch.equal(model.layers[1].mask, torch.tensor([1., 0., 1., 0.]))
 
 
-def test_seed000_realnvp_round_trip_and_logdets():
+def test_mlp_realnvp_round_trip_and_logdets():
     torch.manual_seed(0)
     model = mlp_realnvp.RealNVP(dim=4, hidden_dim=8, n_layers=3)
     x = torch.randn(5, 4)
@@ -199,7 +200,7 @@ def test_seed000_realnvp_round_trip_and_logdets():
                            "log_det")
 
 
-def test_seed000_realnvp_log_prob_and_sample():
+def test_mlp_realnvp_log_prob_and_sample():
     torch.manual_seed(0)
     prior = torch.distributions.Normal(0, 1)
 
@@ -235,21 +236,21 @@ def test_seed000_realnvp_log_prob_and_sample():
     assert torch.equal(samples, z)
 
 
-# --- seed 004: RealNVP on 2-D data ---------------------------------------------------------
+# --- the 2-D RealNVP (realnvp2d) ----------------------------------------------------------
 
-def test_seed004_realnvp_state_dict_and_masks():
+def test_realnvp2d_state_dict_and_masks():
     model = realnvp2d.RealNVP(dim=4, hidden_dim=8, num_coupling_layers=2)
     assert list(model.state_dict()) == [
         f"coupling_layers.{i}.st_net.net.{j}.{p}"
         for i in range(2) for j in (0, 2, 4) for p in ("weight", "bias")]
     assert list(model.coupling_layers[0].state_dict())[:2] == ["st_net.net.0.weight", "st_net.net.0.bias"]
-    # plain attributes (not buffers), int64 as the seed builds them
+    # plain attributes (not buffers), int64 as the original builds them
     assert torch.equal(model.coupling_layers[0].mask, torch.tensor([1, 1, 0, 0]))
     assert torch.equal(model.coupling_layers[1].mask, torch.tensor([0, 0, 1, 1]))
     assert "mask" not in dict(model.coupling_layers[0].named_buffers())
 
 
-def test_seed004_realnvp_round_trip_and_logdets():
+def test_realnvp2d_round_trip_and_logdets():
     torch.manual_seed(0)
     model = realnvp2d.RealNVP(dim=4, hidden_dim=16, num_coupling_layers=4)
     x = torch.randn(5, 4)
@@ -270,7 +271,7 @@ def test_seed004_realnvp_round_trip_and_logdets():
                            "inverse log_det")
 
 
-# --- seed 001: squeeze_2x2 and masks -------------------------------------------------------
+# --- the multi-scale RealNVP (multiscale): squeeze_2x2 and masks --------------------------
 
 def test_squeeze_2x2_layout():
     x = torch.arange(16.).view(1, 1, 4, 4)
@@ -334,10 +335,10 @@ def test_checkerboard_mask():
     assert multiscale.checkerboard_mask(2, 2, dtype=torch.float64).dtype == torch.float64
 
 
-# --- seed 001: coupling layers -------------------------------------------------------------
+# --- the multi-scale RealNVP: coupling layers ---------------------------------------------
 
-def seed001_coupling_keys(num_blocks):
-    """A CouplingLayer's state_dict keys, in the seed's order."""
+def multiscale_coupling_keys(num_blocks):
+    """A CouplingLayer's state_dict keys, in the original's order."""
     def norm(name):
         return [f"{name}.{k}" for k in ("weight", "bias", "running_mean", "running_var",
                                         "num_batches_tracked")]
@@ -359,7 +360,7 @@ def seed001_coupling_keys(num_blocks):
                    "rescale.parametrizations.weight.original1"]
 
 
-def test_seed001_coupling_state_dict():
+def test_multiscale_coupling_state_dict():
     layer = multiscale.CouplingLayer(1, 4, 1, MaskType.CHECKERBOARD, reverse_mask=False)
     assert list(layer.state_dict()) == [
         "st_net.in_norm.weight", "st_net.in_norm.bias", "st_net.in_norm.running_mean",
@@ -386,11 +387,11 @@ def test_seed001_coupling_state_dict():
         "st_net.out_conv.conv.bias", "st_net.out_conv.conv.parametrizations.weight.original0",
         "st_net.out_conv.conv.parametrizations.weight.original1",
         "rescale.parametrizations.weight.original0", "rescale.parametrizations.weight.original1"]
-    assert list(layer.state_dict()) == seed001_coupling_keys(1)
+    assert list(layer.state_dict()) == multiscale_coupling_keys(1)
     # channel-wise: the s/t network sees half the channels and predicts s and t for the rest
     layer = multiscale.CouplingLayer(4, 6, 2, MaskType.CHANNEL_WISE, reverse_mask=True)
     state = layer.state_dict()
-    assert list(state) == seed001_coupling_keys(2)
+    assert list(state) == multiscale_coupling_keys(2)
     assert state["st_net.in_norm.weight"].shape == (2,)
     assert state["st_net.in_conv.conv.parametrizations.weight.original1"].shape == (6, 4, 3, 3)
     assert state["st_net.out_conv.conv.parametrizations.weight.original1"].shape == (4, 6, 1, 1)
@@ -403,14 +404,14 @@ COUPLINGS = [(MaskType.CHECKERBOARD, 1, False), (MaskType.CHECKERBOARD, 1, True)
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("mask_type,channels,reverse_mask", COUPLINGS)
-def test_seed001_coupling_round_trip(mask_type, channels, reverse_mask, mode):
+def test_multiscale_coupling_round_trip(mask_type, channels, reverse_mask, mode):
     torch.manual_seed(0)
     layer = multiscale.CouplingLayer(channels, 8, 1, mask_type, reverse_mask)
     getattr(layer, mode)()
     x = torch.randn(3, channels, 4, 4)
     sldj = torch.zeros(3)
     y, sldj_out = layer(x, sldj, reverse=False)
-    assert sldj_out is sldj  # increased in place, as the seed
+    assert sldj_out is sldj  # increased in place, as the original
     back, untouched = layer(y, None, reverse=True)
     assert untouched is None
     assert_matches_float64(back, x.double(), "round trip")
@@ -425,7 +426,7 @@ def test_seed001_coupling_round_trip(mask_type, channels, reverse_mask, mode):
 
 
 @pytest.mark.parametrize("mask_type,channels,reverse_mask", COUPLINGS)
-def test_seed001_coupling_logdet(mask_type, channels, reverse_mask):
+def test_multiscale_coupling_logdet(mask_type, channels, reverse_mask):
     torch.manual_seed(0)
     layer = multiscale.CouplingLayer(channels, 4, 1, mask_type, reverse_mask).double().eval()
     size = 2 if mask_type == MaskType.CHECKERBOARD else 1  # 4 dimensions per sample
@@ -439,7 +440,7 @@ def test_seed001_coupling_logdet(mask_type, channels, reverse_mask):
     assert_matches_float64(sldj, autograd_logdet(f, x), "sldj")
 
 
-def test_seed001_coupling_nan_check():
+def test_multiscale_coupling_nan_check():
     layer = multiscale.CouplingLayer(1, 4, 1, MaskType.CHECKERBOARD, reverse_mask=False).eval()
     x = torch.full((1, 1, 2, 2), float("nan"))
     for reverse in (False, True):
@@ -447,11 +448,11 @@ def test_seed001_coupling_nan_check():
             layer(x, torch.zeros(1), reverse=reverse)
 
 
-# --- seed 001: the multi-scale RealNVP -----------------------------------------------------
+# --- the multi-scale RealNVP: the model ---------------------------------------------------
 
-def test_seed001_realnvp_state_dict():
+def test_multiscale_realnvp_state_dict():
     model = multiscale.RealNVP(8, 1, multiscale_args(num_scales=2, mid_channels=8, num_blocks=1))
-    coupling = seed001_coupling_keys(1)
+    coupling = multiscale_coupling_keys(1)
     expected = ["data_constraint"]
     expected += [f"flows.in_couplings.{i}.{k}" for i in range(3) for k in coupling]
     expected += [f"flows.out_couplings.{i}.{k}" for i in range(3) for k in coupling]
@@ -467,7 +468,7 @@ def test_seed001_realnvp_state_dict():
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_seed001_flows_round_trip(mode):
+def test_multiscale_flows_round_trip(mode):
     torch.manual_seed(0)
     model = multiscale.RealNVP(8, 1, multiscale_args())
     getattr(model, mode)()
@@ -479,7 +480,7 @@ def test_seed001_flows_round_trip(mode):
     assert_matches_float64(back, x.double(), "round trip")
 
 
-def test_seed001_flows_logdet():
+def test_multiscale_flows_logdet():
     torch.manual_seed(0)
     model = multiscale.RealNVP(4, 1, multiscale_args(mid_channels=4)).double().eval()
     x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
@@ -492,7 +493,7 @@ def test_seed001_flows_logdet():
                            "sldj")
 
 
-def test_seed001_pre_process():
+def test_multiscale_pre_process():
     model = multiscale.RealNVP(4, 1, multiscale_args(num_scales=1)).double()
     x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
     noise = torch.rand_like(x)
@@ -513,7 +514,7 @@ def test_seed001_pre_process():
         assert_matches_float64(got, expected, f"{name} with noise drawn")
 
 
-def test_seed001_forward_and_sample():
+def test_multiscale_forward_and_sample():
     torch.manual_seed(0)
     model = multiscale.RealNVP(8, 1, multiscale_args()).eval()
     model64 = copy.deepcopy(model).double()
@@ -546,7 +547,7 @@ def test_seed001_forward_and_sample():
     assert torch.equal(drawn, model.sample(3, z=torch.randn(3, 1, 8, 8)))
 
 
-def test_seed001_loss_and_bits_per_dim():
+def test_multiscale_loss_and_bits_per_dim():
     z = torch.tensor([1., -1., 2., 0., 0., 0., 3., 0.]).view(2, 1, 2, 2)
     sldj = torch.tensor([0.5, -1.5])
     # per sample: nll = 0.5·Σz² + 2·log(2π) + 4·log(256) − sldj, with Σz² = 6 and 9
@@ -567,9 +568,9 @@ def test_seed001_loss_and_bits_per_dim():
     assert_matches_float64(bpd, exactly(sum(nll) / 2 / (4 * math.log(2))), "bits per dim")
 
 
-# --- seed 003: Gaussian MADE and MAF -------------------------------------------------------
+# --- the Gaussian MADE and the MAF (maf) --------------------------------------------------
 
-def test_seed003_state_dict():
+def test_maf_state_dict():
     model = maf.MAF(input_size=3, hidden_size=4, n_hidden=1, n_flows=2)
     assert list(model.state_dict()) == [
         f"nf.{block}.net.{layer}.{p}"
@@ -580,7 +581,7 @@ def test_seed003_state_dict():
     assert isinstance(model.base_dist, torch.distributions.Normal)
 
 
-def test_seed003_made_masks():
+def test_gaussian_made_masks():
     block = maf.MADE(input_size=4, hidden_size=5, n_hidden=1)
     degrees = [torch.arange(4), torch.tensor([0, 1, 2, 0, 1]), torch.tensor([0, 1, 2, 0, 1]),
                torch.tensor([-1, 0, 1, 2])]
@@ -600,7 +601,7 @@ def test_seed003_made_masks():
     assert torch.equal(reach > 0, torch.ones(4, 4).tril(-1).bool())
 
 
-def test_seed003_made_is_autoregressive():
+def test_gaussian_made_is_autoregressive():
     torch.manual_seed(0)
     block = maf.MADE(input_size=5, hidden_size=12, n_hidden=1).double()
     jac = torch.autograd.functional.jacobian(block.net, torch.randn(5, dtype=torch.float64))
@@ -610,7 +611,7 @@ def test_seed003_made_is_autoregressive():
         assert torch.any(part.tril(-1) != 0)
 
 
-def test_seed003_made_round_trip_and_logdet():
+def test_gaussian_made_round_trip_and_logdet():
     torch.manual_seed(0)
     block = maf.MADE(input_size=4, hidden_size=16, n_hidden=1)
     x = torch.randn(5, 4)
@@ -628,7 +629,7 @@ def test_seed003_made_round_trip_and_logdet():
                            autograd_logdet(lambda v: block.inverse(v[None])[0][0], x), "log_det")
 
 
-def test_seed003_permute_layer():
+def test_maf_permute_layer():
     layer = maf.PermuteLayer(4)
     x = torch.randn(3, 4)
     y, log_det = layer(x)
@@ -636,7 +637,7 @@ def test_seed003_permute_layer():
     assert torch.equal(layer.inverse(y)[0], x)
 
 
-def test_seed003_maf_log_prob():
+def test_maf_log_prob():
     torch.manual_seed(0)
     single = maf.MAF(input_size=4, hidden_size=16, n_hidden=1, n_flows=1).double()
     x = torch.randn(6, 4, dtype=torch.float64)
@@ -667,7 +668,7 @@ def test_seed003_maf_log_prob():
                            "log_prob against autograd")
 
 
-def test_seed003_maf_sample():
+def test_maf_sample():
     torch.manual_seed(0)
     model = maf.MAF(input_size=4, hidden_size=16, n_hidden=1, n_flows=2)
     z = torch.randn(5, 4)
@@ -683,22 +684,22 @@ def test_seed003_maf_sample():
     assert torch.equal(drawn, model.sample(5, z=torch.randn(5, 4)))
 
 
-# --- seed 002: Glow, its RealNVP, MADE and MAF --------------------------------------------
+# --- the vector Glow module (glow): Glow, its RealNVP, MADE and MAF -----------------------
 
-SEED002_COUPLING_KEYS = [
+GLOW_COUPLING_KEYS = [
     "mask", "scale_net.0.weight", "scale_net.0.bias", "scale_net.2.weight",
     "scale_net.2.bias", "scale_net.4.weight", "scale_net.4.bias",
     "translate_net.0.weight", "translate_net.0.bias", "translate_net.2.weight",
     "translate_net.2.bias", "translate_net.4.weight", "translate_net.4.bias"]
 
 
-def test_seed002_state_dicts():
-    assert list(glow.AffineCoupling(4, 8).state_dict()) == SEED002_COUPLING_KEYS
+def test_glow_state_dicts():
+    assert list(glow.AffineCoupling(4, 8).state_dict()) == GLOW_COUPLING_KEYS
     assert list(glow.RealNVP(4, n_layers=2, hidden_dim=8).state_dict()) == [
-        f"layers.{i}.{k}" for i in range(2) for k in SEED002_COUPLING_KEYS]
+        f"layers.{i}.{k}" for i in range(2) for k in GLOW_COUPLING_KEYS]
     block = ["actnorm.log_scale", "actnorm.bias", "actnorm.initialized",
              "conv1x1.L", "conv1x1.U", "conv1x1.log_s", "conv1x1.P"]
-    block += [f"coupling.{k}" for k in SEED002_COUPLING_KEYS]
+    block += [f"coupling.{k}" for k in GLOW_COUPLING_KEYS]
     assert list(glow.GlowBlock(4, 8).state_dict()) == block
     assert list(glow.Glow(4, n_blocks=2, hidden_dim=8).state_dict()) == [
         f"blocks.{i}.{k}" for i in range(2) for k in block]
@@ -710,9 +711,9 @@ def test_seed002_state_dicts():
         for p in ("weight", "bias")]
 
 
-def test_seed002_coupling_masks_and_round_trips():
+def test_glow_coupling_masks_and_round_trips():
     checkerboard = glow.AffineCoupling(5, 8)
-    assert checkerboard.mask.dtype == torch.int64  # the seed's integer mask, as a buffer
+    assert checkerboard.mask.dtype == torch.int64  # the original's integer mask, as a buffer
     assert torch.equal(checkerboard.mask, torch.tensor([0, 1, 0, 1, 0]))
     assert checkerboard.scale_net[0].in_features == 2 and checkerboard.scale_net[4].out_features == 3
     channel = glow.AffineCoupling(5, 8, mask_type="channel")
@@ -747,21 +748,21 @@ def test_seed002_coupling_masks_and_round_trips():
                            reference=log_prob(z, log_det))
 
 
-def test_seed002_invertible_1x1_conv():
+def test_glow_invertible_1x1_conv():
     torch.manual_seed(0)
     conv = glow.Invertible1x1Conv(4).double()
     z = torch.randn(3, 4, dtype=torch.float64)
     x, log_det = conv(z)
     back, log_det_back = conv(x, reverse=True)
     assert_matches_float64(back, z, "round trip")
-    # float32, whatever the model's dtype: the seed multiplies by torch.ones(batch_size)
+    # float32, whatever the model's dtype: the original multiplies by torch.ones(batch_size)
     assert log_det.dtype == torch.float32
     log_det64 = autograd_logdet(lambda v: conv(v[None])[0][0], z)
     assert_matches_float64(log_det, log_det64, "log_det")
     assert_matches_float64(log_det_back, -log_det64, "reverse log_det")
 
 
-def test_seed002_actnorm_initialisation():
+def test_glow_actnorm_initialisation():
     norm = glow.ActNorm(3)
     z = torch.randn(8, 3) * torch.tensor([1., 2., 3.]) + torch.tensor([0.5, -1., 2.])
     x, log_det = norm(z)
@@ -772,7 +773,7 @@ def test_seed002_actnorm_initialisation():
                            reference=-torch.log(std + 1e-6))
     assert_matches_float64(log_det, -torch.log(std64 + 1e-6).sum().expand(8), "log_det",
                            reference=-torch.log(std + 1e-6).sum().expand(8))
-    # the seed's initialisation: z / std − mean, not (z − mean) / std
+    # the original's initialisation: z / std − mean, not (z − mean) / std
     assert_matches_float64(x.mean(0), mean64 / (std64 + 1e-6) - mean64, "mean of x",
                            reference=mean / (std + 1e-6) - mean)
     # once initialized, a new batch does not re-initialize it
@@ -780,7 +781,7 @@ def test_seed002_actnorm_initialisation():
     assert_matches_float64(norm.bias, -mean64, "bias after another batch", reference=-mean)
 
 
-def test_seed002_glow_round_trip_and_logdet():
+def test_glow_glow_round_trip_and_logdet():
     torch.manual_seed(0)
     model = glow.Glow(input_dim=4, n_blocks=2, hidden_dim=8)
     x = torch.randn(6, 4)
@@ -804,7 +805,7 @@ def test_seed002_glow_round_trip_and_logdet():
                            "log_det", dtype=torch.float32)
 
 
-def test_seed002_made_is_not_autoregressive():
+def test_glow_made_is_not_autoregressive():
     """The defect named in glow.MADE's docstring: its output mask uses <=, so output i
     also sees input i."""
     torch.manual_seed(0)
@@ -819,7 +820,7 @@ def test_seed002_made_is_not_autoregressive():
     assert "masks" not in dict(model.named_buffers())
 
 
-def test_seed002_maf():
+def test_glow_maf():
     torch.manual_seed(0)
     model = glow.MAF(4, n_layers=2, hidden_dims=[8, 8])
     x = torch.randn(5, 4)
@@ -840,7 +841,7 @@ def test_seed002_maf():
                                truth, expected):
         assert_matches_float64(got, t, name, reference=e)
 
-    # the seed's defect: sampling (forward) runs made_layers[0] only
+    # the original's defect: sampling (forward) runs made_layers[0] only
     with torch.no_grad():
         sampled, _ = model(z)
         for p in model.made_layers[1].parameters():

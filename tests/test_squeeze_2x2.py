@@ -1,5 +1,6 @@
-"""squeeze_2x2 on every backend against seed 001's reference: bit for bit (it is a
-permutation), forward and backward, every float dtype, odd sizes, batch 0, strided inputs."""
+"""squeeze_2x2 on every backend against the multi-scale RealNVP's reference: bit for bit
+(it is a permutation), forward and backward, every float dtype, odd sizes, batch 0, strided
+inputs."""
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ def input_shape(shape, reverse):
 
 
 def reference_squeeze(x, reverse, alt_order):
-    """The seed's squeeze, on the CPU: its alt_order is a convolution, which cuDNN may run
+    """The reference squeeze, on the CPU: its alt_order is a convolution, which cuDNN may run
     in TF32 on a GPU (rounding float32 values); on the CPU it moves values exactly."""
     return reference.squeeze_2x2(x.detach().cpu(), reverse=reverse, alt_order=alt_order)
 
@@ -147,7 +148,7 @@ def test_compile_inductor(device, backend):
 
 
 BAD_INPUTS = [
-    # (input shape, reverse, alt_order, error, message): seed 001's errors, and not-4-D.
+    # (input shape, reverse, alt_order, error, message): the reference's errors, and not-4-D.
     ((1, 1, 3, 4), False, False, ValueError, "Expected even spatial dims HxW, got 3x4"),
     ((1, 1, 4, 5), False, False, ValueError, "Expected even spatial dims HxW, got 4x5"),
     ((1, 1, 3, 4), False, True, ValueError, "Height must be divisible by 2, got 3."),

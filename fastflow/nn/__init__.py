@@ -1,12 +1,12 @@
-"""Drop-in modules on fastflow's fused kernels, one submodule per seed as in
-fastflow.reference: the same constructor arguments, state_dict keys and results, so a
+"""Drop-in modules on fastflow's fused kernels, one submodule per reference model, named as
+in fastflow.reference: the same constructor arguments, state_dict keys and results, so a
 trained reference model loads with load_state_dict(strict=True).
 
-  made         seed 000: MaskedLinear, MADE
-  mlp_realnvp  seed 000: AffineCoupling, RealNVP
-  maf          seed 003: MaskedLinear, MADE (Gaussian), MAF
-  multiscale   seed 001: CouplingLayer, RealNVP (multi-scale), RealNVPLoss, bits_per_dim
-  realnvp2d    seed 004: CouplingLayer, RealNVP
+  made         the MADE: MaskedLinear, MADE
+  mlp_realnvp  the MLP RealNVP: AffineCoupling, RealNVP
+  maf          the MAF: MaskedLinear, MADE (Gaussian), MAF
+  multiscale   the multi-scale RealNVP: CouplingLayer, RealNVP, RealNVPLoss, bits_per_dim
+  realnvp2d    the 2-D RealNVP: CouplingLayer, RealNVP
 """
 
 from . import made, maf, mlp_realnvp, multiscale, realnvp2d

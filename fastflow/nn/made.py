@@ -1,4 +1,4 @@
-"""Seed 000's MADE on the fused masked linear: drop-ins for fastflow.reference.made's
+"""The MADE on the fused masked linear: drop-ins for fastflow.reference.made's
 MaskedLinear and MADE (same constructor arguments, numpy RNG draws, state_dict keys and
 results).
 
@@ -101,9 +101,9 @@ def check_zero_one(mask: torch.Tensor, name: str) -> None:
 
 
 class MaskedLinear(FusedMaskedForward, reference.made.MaskedLinear):
-    """Seed 000's MaskedLinear (an nn.Linear with a `mask` buffer of ones); set_mask takes a
-    numpy array (or a tensor) of shape [out_features, in_features] holding only 0 and 1 (or
-    True and False) and refuses anything else with a ValueError."""
+    """The MADE's MaskedLinear (an nn.Linear with a `mask` buffer of ones); set_mask takes
+    a numpy array (or a tensor) of shape [out_features, in_features] holding only 0 and 1
+    (or True and False) and refuses anything else with a ValueError."""
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__(in_features, out_features, bias)
@@ -121,11 +121,11 @@ class MaskedLinear(FusedMaskedForward, reference.made.MaskedLinear):
         if not np.isin(mask, (0, 1)).all():
             raise ValueError("MaskedLinear.set_mask: mask must hold only 0 and 1")
         super().set_mask(mask)
-        self._mask_key = None  # the seed copies through .data, which bumps no version counter
+        self._mask_key = None  # the reference copies through .data: no version counter bump
         self._degrees()
 
 
 class MADE(reference.made.MADE):
-    """Seed 000's MADE(input_dim, hidden_dims, output_dim) on fused MaskedLinear layers."""
+    """The MADE, MADE(input_dim, hidden_dims, output_dim), on fused MaskedLinear layers."""
 
     masked_linear = MaskedLinear

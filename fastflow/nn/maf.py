@@ -1,9 +1,10 @@
-"""Seed 003's Gaussian MADE and MAF on the fused masked linear: drop-ins for
+"""The Gaussian MADE and the MAF on the fused masked linear: drop-ins for
 fastflow.reference.maf's MaskedLinear, MADE and MAF (same constructor arguments, masks,
 state_dict keys and results). See fastflow.nn.made for how each layer picks its kernel.
 
-Sampling runs in one pass (fastflow.made_sample and its relatives): MADE.forward(z), the seed's
-sequential direction, and MAF.sample(n, z), which also returns log p of the samples."""
+Sampling runs in one pass (fastflow.made_sample and its relatives): MADE.forward(z), the
+reference's sequential direction, and MAF.sample(n, z), which also returns log p of the
+samples."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .made import FusedMaskedForward, check_zero_one
 
 
 class MaskedLinear(FusedMaskedForward, reference.maf.MaskedLinear):
-    """Seed 003's MaskedLinear(input_size, output_size, mask): the mask [output_size,
+    """The MAF's MaskedLinear(input_size, output_size, mask): the mask [output_size,
     input_size] must hold only 0 and 1 (ValueError otherwise)."""
 
     def __init__(self, input_size, output_size, mask):
@@ -30,9 +31,9 @@ class MaskedLinear(FusedMaskedForward, reference.maf.MaskedLinear):
 
 
 class MADE(reference.maf.MADE):
-    """Seed 003's Gaussian MADE. forward(z) -> (x, log_det), the sequential direction
+    """The Gaussian MADE. forward(z) -> (x, log_det), the sequential direction
     x_d = μ_d + z_d·exp(α_d), runs in one pass instead of input_size (no gradient: the
-    seed's in-place loop has none either); inverse(x) is the seed's one pass."""
+    reference's in-place loop has none either); inverse(x) is the reference's one pass."""
 
     masked_linear = MaskedLinear
 
@@ -41,12 +42,12 @@ class MADE(reference.maf.MADE):
 
 
 class MAF(reference.maf.MAF):
-    """Seed 003's MAF built from fused Gaussian MADE blocks.
+    """The MAF built from fused Gaussian MADE blocks.
 
-    sample(n, z=None) -> (x [n, input_size], log_prob [n]): every block's forward in reverse
-    order with its permutation, as the seed, each MADE in one pass; log p(x) of the samples
-    comes along (log N(z; 0, I) plus the blocks' log-dets), with no extra pass. The
-    difference from the seed's sample: it returns log p(x) too.
+    sample(n, z=None) -> (x [n, input_size], log_prob [n]): every block's forward in
+    reverse order with its permutation, as the reference, each MADE in one pass; log p(x)
+    of the samples comes along (log N(z; 0, I) plus the blocks' log-dets), with no extra
+    pass. The difference from the reference's sample: it returns log p(x) too.
     """
 
     made = MADE

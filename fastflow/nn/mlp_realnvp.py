@@ -1,4 +1,4 @@
-"""Seed 000's RealNVP on the fused vector coupling: drop-ins for
+"""The MLP RealNVP on the fused vector coupling: drop-ins for
 fastflow.reference.mlp_realnvp.AffineCoupling and RealNVP (same constructor arguments,
 state_dict keys and results)."""
 
@@ -7,8 +7,9 @@ from ..ops.affine_coupling import affine_coupling
 
 
 class AffineCoupling(reference.mlp_realnvp.AffineCoupling):
-    """Seed 000's AffineCoupling; the masking, exp, affine map and log-det sum run as one
-    fused kernel. forward(x) -> (y, log_det); forward(x, reverse=True) -> y, as the seed."""
+    """The MLP RealNVP's AffineCoupling; the masking, exp, affine map and log-det sum run
+    as one fused kernel. forward(x) -> (y, log_det); forward(x, reverse=True) -> y, as the
+    reference."""
 
     def forward(self, x, reverse=False):
         x_masked = x * self.mask
@@ -18,6 +19,6 @@ class AffineCoupling(reference.mlp_realnvp.AffineCoupling):
 
 
 class RealNVP(reference.mlp_realnvp.RealNVP):
-    """Seed 000's RealNVP (log_prob, sample) built from fused AffineCoupling layers."""
+    """The MLP RealNVP (log_prob, sample) built from fused AffineCoupling layers."""
 
     coupling_layer = AffineCoupling

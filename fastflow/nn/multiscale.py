@@ -1,15 +1,15 @@
-"""Seed 001's multi-scale RealNVP on fused kernels: drop-ins for
+"""The multi-scale RealNVP on fused kernels: drop-ins for
 fastflow.reference.multiscale's CouplingLayer, _RealNVP and RealNVP (same constructor
 arguments, state_dict keys and results), with fastflow's squeeze_2x2 and the fused
 dequantize-and-logit pre-process.
 
-NaN policy. Seed 001 checks every coupling layer for NaN scale factors and raises
+NaN policy. The reference checks every coupling layer for NaN scale factors and raises
 RuntimeError('Scale factor has NaN entries'); each check waits for the GPU. Here the check
-is off by default (no host synchronisation in the forward pass; a NaN then shows up in
-the outputs and log-determinants). Turn it on per layer (`layer.nan_check = True`) or for
-a whole model (`RealNVP(..., nan_check=True)` or `model.set_nan_check(True)`): each layer
-then raises the seed's RuntimeError when its s has a NaN (its fused log-det, a sum of s,
-is NaN exactly then).
+is off by default (no host synchronisation in the forward pass; a NaN then shows up in the
+outputs and log-determinants). Turn it on per layer (`layer.nan_check = True`) or for a
+whole model (`RealNVP(..., nan_check=True)` or `model.set_nan_check(True)`): each layer
+then raises the reference's RuntimeError when its s has a NaN (its fused log-det, a sum of
+s, is NaN exactly then).
 """
 
 import torch
@@ -25,8 +25,9 @@ bits_per_dim = reference.multiscale.bits_per_dim
 
 
 class CouplingLayer(reference.multiscale.CouplingLayer):
-    """Seed 001's CouplingLayer: the ResNet s/t network as in the seed, then the masking,
-    rescale·tanh, exp, affine map and log-det in one kernel that reads st in place."""
+    """The multi-scale RealNVP's CouplingLayer: the ResNet s/t network as in the reference,
+    then the masking, rescale·tanh, exp, affine map and log-det in one kernel that reads st
+    in place."""
 
     nan_check = False
 
@@ -48,17 +49,17 @@ class CouplingLayer(reference.multiscale.CouplingLayer):
 
 
 class _RealNVP(reference.multiscale._RealNVP):
-    """One scale of seed 001's RealNVP, on fused coupling layers and squeeze_2x2."""
+    """One scale of the multi-scale RealNVP, on fused coupling layers and squeeze_2x2."""
 
     coupling_layer = CouplingLayer
     squeeze = staticmethod(squeeze_2x2)
 
 
 class RealNVP(reference.multiscale.RealNVP):
-    """Seed 001's RealNVP(img_size, in_channels, args) on fused kernels.
+    """The multi-scale RealNVP, RealNVP(img_size, in_channels, args), on fused kernels.
 
     Additions: nan_check (keyword only; see the module docstring). Under torch.compile the
-    seed's input range check (x in [0, 1], a host synchronisation) is skipped.
+    reference's input range check (x in [0, 1], a host synchronisation) is skipped.
     """
 
     flows_class = _RealNVP

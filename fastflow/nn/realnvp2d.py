@@ -1,4 +1,4 @@
-"""Seed 004's RealNVP on the fused vector coupling: drop-ins for
+"""The 2-D RealNVP on the fused vector coupling: drop-ins for
 fastflow.reference.realnvp2d.CouplingLayer and RealNVP. The fused kernel reads s and t
 as the two halves of the s/t network's output, in place."""
 
@@ -7,8 +7,8 @@ from ..ops.affine_coupling import affine_coupling_packed
 
 
 class CouplingLayer(reference.realnvp2d.CouplingLayer):
-    """Seed 004's CouplingLayer: tanh of s, masking, exp, affine map and log-det in one
-    kernel that reads st = [s | t] in place (and writes its gradient as one tensor)."""
+    """The 2-D RealNVP's CouplingLayer: tanh of s, masking, exp, affine map and log-det in
+    one kernel that reads st = [s | t] in place (and writes its gradient as one tensor)."""
 
     def _coupling(self, x, reverse):
         mask = self.mask.to(device=x.device, dtype=x.dtype)
@@ -23,6 +23,6 @@ class CouplingLayer(reference.realnvp2d.CouplingLayer):
 
 
 class RealNVP(reference.realnvp2d.RealNVP):
-    """Seed 004's RealNVP (forward: data -> latent, inverse) from fused CouplingLayers."""
+    """The 2-D RealNVP (forward: data -> latent, inverse) from fused CouplingLayers."""
 
     coupling_layer = CouplingLayer

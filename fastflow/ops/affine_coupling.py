@@ -1,4 +1,5 @@
-"""Vector affine coupling with its log-determinant (seeds 000 and 004) as PyTorch sees it.
+"""Vector affine coupling with its log-determinant (the MLP RealNVP and the 2-D RealNVP) as
+PyTorch sees it.
 
 From x [B, D], the conditioner's raw s and t [B, D] and a mask m [D] (1: kept, 0: changed):
 
@@ -9,11 +10,11 @@ From x [B, D], the conditioner's raw s and t [B, D] and a mask m [D] (1: kept, 0
 One fused kernel reads x, s and t once and writes y and the per-row logdet (float32, or
 float64 for float64 inputs), where the reference launches about ten elementwise kernels
 and a reduction. s and t may be the two halves of one conditioner output
-(`st.chunk(2, dim=1)`), read in place. The mask gets no gradient (it is a buffer in the
-seeds).
+(`st.chunk(2, dim=1)`), read in place. The mask gets no gradient (it is not a parameter in
+the reference models).
 
-affine_coupling_packed takes s and t as one tensor st = [s | t] (seed 004's st_net output)
-and writes st's gradient as one tensor.
+affine_coupling_packed takes s and t as one tensor st = [s | t] (the 2-D RealNVP's st_net
+output) and writes st's gradient as one tensor.
 
 Ops: torch.ops.fastflow.affine_coupling[_packed][_backward] (C++ CPU and CUDA kernels)
 and torch.ops.fastflow.affine_coupling[_packed][_backward]_triton (Triton).
@@ -34,7 +35,7 @@ def logdet_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def affine_coupling_reference(x, s, t, mask, tanh_scale=False, reverse=False):
-    """The seeds' coupling in plain PyTorch (the 'torch' backend)."""
+    """The reference models' coupling in plain PyTorch (the 'torch' backend)."""
     change = 1 - mask
     s_masked = (torch.tanh(s) if tanh_scale else s) * change
     t_masked = t * change
@@ -190,7 +191,8 @@ def affine_coupling(x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, mask: tor
         s, t: [B, D] raw scale and shift from the conditioner, x's dtype; views with
             contiguous rows (such as the halves of `st.chunk(2, dim=1)`) are read in place.
         mask: [D], 1 where x is kept, 0 where it is transformed; cast to x's dtype.
-        tanh_scale: apply tanh to s first (seed 004; seed 000's s-net ends in Tanh itself).
+        tanh_scale: apply tanh to s first (the 2-D RealNVP; the MLP RealNVP's s-net ends in
+            Tanh itself).
         reverse: the inverse transform (logdet = −Σ s').
     """
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
@@ -202,8 +204,8 @@ def affine_coupling_packed(x: torch.Tensor, st: torch.Tensor, mask: torch.Tensor
                            tanh_scale: bool = False, reverse: bool = False
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """affine_coupling with s and t packed in one conditioner output st = [s | t] of shape
-    [B, 2D] (seed 004's st_net). The same kernels; the backward writes st's gradient as one
-    tensor (with `st.chunk(2, dim=1)` autograd would concatenate two)."""
+    [B, 2D] (the 2-D RealNVP's st_net). The same kernels; the backward writes st's gradient
+    as one tensor (with `st.chunk(2, dim=1)` autograd would concatenate two)."""
     if isinstance(mask, torch.Tensor) and isinstance(x, torch.Tensor) and mask.is_floating_point():
         mask = mask.to(x.dtype)
     return registry.call(PACKED_OP, x, st, mask, tanh_scale, reverse)

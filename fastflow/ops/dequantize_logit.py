@@ -1,13 +1,13 @@
-"""Dequantize-and-logit with its log-determinant (seed 001's RealNVP._pre_process) as
-PyTorch sees it: one kernel instead of about fifteen elementwise ones and a reduction.
+"""Dequantize-and-logit with its log-determinant (the multi-scale RealNVP's _pre_process)
+as PyTorch sees it: one kernel instead of about fifteen elementwise ones and a reduction.
 
     p = ((2·(x·255 + noise)/256 − 1)·c + 1)/2,   y = log(p) − log(1 − p)
     sldj = Σ [softplus(y) + softplus(−y) − softplus(log(1 − c) − log(c))]   per sample
 
-The noise is an argument (seed 001 draws torch.rand_like(x) inside), so results can be
-compared exactly. The gradient (to x and noise; the constraint is a buffer) is a short
-PyTorch formula shared by every backend. Ops: torch.ops.fastflow.dequantize_logit (C++
-CPU and CUDA kernels) and torch.ops.fastflow.dequantize_logit_triton.
+The noise is an argument (the multi-scale RealNVP draws torch.rand_like(x) inside), so
+results can be compared exactly. The gradient (to x and noise; the constraint is a buffer)
+is a short PyTorch formula shared by every backend. Ops: torch.ops.fastflow.dequantize_logit
+(C++ CPU and CUDA kernels) and torch.ops.fastflow.dequantize_logit_triton.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .affine_coupling import logdet_dtype
 
 
 def dequantize_logit_reference(x, noise, constraint):
-    """Seed 001's _pre_process, with the noise given, in plain PyTorch."""
+    """The multi-scale RealNVP's _pre_process, with the noise given, in plain PyTorch."""
     y = (x * 255. + noise) / 256.
     y = (2 * y - 1) * constraint
     y = (y + 1) / 2
@@ -89,7 +89,8 @@ OP = registry.register(registry.Op(
 
 def dequantize_logit(x: torch.Tensor, noise: torch.Tensor, constraint: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed 001's pre-process on the current backend; returns (logits, sldj [B]).
+    """The multi-scale RealNVP's pre-process on the current backend; returns
+    (logits, sldj [B]).
 
     Args:
         x: [B, ...] data in [0, 1] (not checked here: the model checks its input).

@@ -1,5 +1,5 @@
-"""Image affine coupling with its log-determinant (seed 001's CouplingLayer) as PyTorch
-sees it.
+"""Image affine coupling with its log-determinant (the multi-scale RealNVP's CouplingLayer)
+as PyTorch sees it.
 
 From x [B, C, H, W], the ResNet's output st [B, 2·Cc, H, W] and the weight-normalized
 rescale vector [Cc]: s = rescale·tanh(st[:, :Cc]), t = st[:, Cc:], masked either by a
@@ -7,9 +7,9 @@ checkerboard computed from the indices (Cc = C) or by channel halves (Cc = C/2),
 
     forward: y = (x + t)·exp(s), logdet = Σ s;    reverse: y = x·exp(−s) − t, logdet = −Σ s
 
-(seed 001 only accumulates the logdet going forward). The fused kernels read st and the
-rescale weight in place; gradients reach x, st and the rescale weight. Details of the
-masks: csrc/image_coupling_index.h.
+(the multi-scale RealNVP only accumulates the logdet going forward). The fused kernels read
+st and the rescale weight in place; gradients reach x, st and the rescale weight. Details
+of the masks: csrc/image_coupling_index.h.
 
 Ops: torch.ops.fastflow.image_coupling[_backward] (C++ CPU and CUDA kernels) and
 torch.ops.fastflow.image_coupling[_backward]_triton (Triton).
@@ -27,7 +27,7 @@ from .affine_coupling import logdet_dtype
 
 
 def checkerboard_keep(height, width, reverse_mask, dtype, device):
-    """Seed 001's checkerboard_mask as [H, W]: 1 where the pixel is kept."""
+    """The multi-scale RealNVP's checkerboard_mask as [H, W]: 1 where the pixel is kept."""
     rows = torch.arange(height, device=device).view(-1, 1)
     cols = torch.arange(width, device=device).view(1, -1)
     keep = ((rows % 2) + cols) % 2
@@ -35,7 +35,8 @@ def checkerboard_keep(height, width, reverse_mask, dtype, device):
 
 
 def image_coupling_reference(x, st, rescale, channel_wise=False, reverse_mask=False, reverse=False):
-    """Seed 001's coupling math on a given st, in plain PyTorch (the 'torch' backend)."""
+    """The multi-scale RealNVP's coupling math on a given st, in plain PyTorch (the 'torch'
+    backend)."""
     weight = rescale.reshape(-1, 1, 1)
     s, t = st.chunk(2, dim=1)
     s = weight * torch.tanh(s)
@@ -46,7 +47,8 @@ def image_coupling_reference(x, st, rescale, channel_wise=False, reverse_mask=Fa
         s, t = s * change, t * change
         x_change = x
     y = x_change * torch.exp(-s) - t if reverse else (x_change + t) * torch.exp(s)
-    logdet = s.flatten(1).sum(-1).to(logdet_dtype(x.dtype))  # the seed's reshape fails at B = 0
+    # flatten: the reference's reshape fails at B = 0
+    logdet = s.flatten(1).sum(-1).to(logdet_dtype(x.dtype))
     if channel_wise:
         y = torch.cat((x_kept, y) if reverse_mask else (y, x_kept), dim=1)
     return y, -logdet if reverse else logdet
@@ -130,14 +132,15 @@ OP = registry.register(registry.Op(
 def image_coupling(x: torch.Tensor, st: torch.Tensor, rescale: torch.Tensor, *,
                    channel_wise: bool = False, reverse_mask: bool = False,
                    reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused image coupling (seed 001) on the current backend; returns (y, logdet [B]).
+    """Fused image coupling (the multi-scale RealNVP's) on the current backend; returns
+    (y, logdet [B]).
 
     Args:
         x: [B, C, H, W].
         st: [B, 2·Cc, H, W], the s/t network's output (Cc = C, or C/2 when channel_wise).
         rescale: the Rescale module's weight (Cc entries, e.g. [Cc, 1, 1]); cast to x's dtype.
         channel_wise: channel-wise mask (else checkerboard).
-        reverse_mask: seed 001's reverse_mask.
+        reverse_mask: the multi-scale CouplingLayer's reverse_mask.
         reverse: the inverse transform (logdet = −Σ s).
     """
     if isinstance(rescale, torch.Tensor) and isinstance(x, torch.Tensor) and rescale.is_floating_point():

@@ -1,7 +1,8 @@
 """Reading a MADE for one-pass sampling (fastflow.ops.made_sample): its masked linear layers.
 
-Any stack of masked linear layers with ReLUs between them is accepted (seeds 000 and 003,
-fastflow.reference and fastflow.nn); the layers' tensors are read, never copied.
+Any stack of masked linear layers with ReLUs between them is accepted (the MADE and the
+Gaussian MADE, in fastflow.reference and fastflow.nn); the layers' tensors are read, never
+copied.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class MaskedLayer:
 def masked_stack(model: nn.Module, caller: str) -> list[MaskedLayer]:
     """The masked linear layers of a MADE: `model.net` (or the model itself) must be an
     nn.Sequential of layers that have `weight`, `bias` and a `mask` of the weight's shape,
-    with an nn.ReLU between each two (seeds 000 and 003, reference and fastflow.nn)."""
+    with an nn.ReLU between each two (the MADE and the Gaussian MADE, in fastflow.reference
+    and fastflow.nn)."""
     net = getattr(model, "net", model)
     if not isinstance(net, nn.Sequential):
         raise TypeError(f"{caller}: expected a MADE (a module whose `net` is an nn.Sequential of "

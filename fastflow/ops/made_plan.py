@@ -5,8 +5,8 @@ Every unit gets a ready step: an input is ready at the step it is sampled, a hid
 the largest ready step among the units its mask connects it to. The plan sorts each layer's
 units by ready step and records, for each unit, the range of the next layer it is connected
 to (layout: csrc/made_sample.h). It depends only on the masks (any autoregressive stack:
-seed 000's random degrees, seed 003's cyclic ones, any input order); a stack whose masks are
-not autoregressive is refused with a ValueError.
+the MADE's random degrees, the Gaussian MADE's cyclic ones, any input order); a stack whose
+masks are not autoregressive is refused with a ValueError.
 
 A SamplePlan checks its values once, when it is made: build_plan's plans and plans made by
 hand alike. The ops do not trust it either: the CPU kernel checks the values it reads on

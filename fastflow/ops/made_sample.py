@@ -1,20 +1,20 @@
 """One-pass MADE and MAF sampling (docs/design.md, "One-pass MADE/MAF sampling"): the
 public functions, the ops and the reference loop.
 
-The reference samplers (seed 000's generate_samples, seed 003's MADE.forward) run the whole
-network once per dimension: D full forward passes. But once every unit a hidden unit
+The reference samplers (the MADE's generate_samples, the Gaussian MADE's forward) run the
+whole network once per dimension: D full forward passes. But once every unit a hidden unit
 depends on is known, its value never changes again. The kernels keep running
 pre-activations and add each unit's contribution once, when it becomes final, in the order
 of the model's sampling plan (fastflow.ops.made_plan; the model is read by
 fastflow.ops.made_model): the arithmetic of about one forward pass.
 
-Public functions: made_sample (Bernoulli MADE, seed 000), gaussian_made_sample (seed 003's
-MADE.forward: x = μ + z·exp(α)) and iaf_inverse (the same loop run the other way, an IAF's
-slow direction). The ops: torch.ops.fastflow.made_sample (C++ CPU kernel; CUDA kernel,
-one persistent launch per call) and torch.ops.fastflow.made_sample_triton (Triton, the same
-arguments); the 'torch' backend runs the reference algorithm (one full pass per sampling
-step). The CUDA and Triton kernels have not run on a GPU yet: only an explicit backend
-picks them.
+Public functions: made_sample (a Bernoulli MADE such as the reference MADE),
+gaussian_made_sample (the Gaussian MADE's forward: x = μ + z·exp(α)) and iaf_inverse (the
+same loop run the other way, an IAF's slow direction). The ops: torch.ops.fastflow.made_sample
+(C++ CPU kernel; CUDA kernel, one persistent launch per call) and
+torch.ops.fastflow.made_sample_triton (Triton, the same arguments); the 'torch' backend runs
+the reference algorithm (one full pass per sampling step). The CUDA and Triton kernels have
+not run on a GPU yet: only an explicit backend picks them.
 
 After a model's first call, a call on a GPU makes the host wait for nothing: the plan, its
 copy on the device and the masks in the weights' dtype are kept, and the ops check their
@@ -47,7 +47,8 @@ def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor) -> torch.Tensor:
 
 
 def _log_terms(rule: str, outputs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """log p(values | logits) for Bernoulli; −Σ α for the Gaussian rules (seed 003's log_det)."""
+    """log p(values | logits) for Bernoulli; −Σ α for the Gaussian rules (the Gaussian
+    MADE's log_det)."""
     acc = torch.float64 if values.dtype == torch.float64 else torch.float32
     if rule == "bernoulli":
         return -F.binary_cross_entropy_with_logits(outputs.to(acc), values.to(acc),
@@ -69,9 +70,10 @@ def _sampled(rule: str, out: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_reference(noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
                      step_offsets, rule):
-    """The reference algorithm (the 'torch' backend), on the op's arguments: one full forward
-    pass per sampling step, as seed 000's generate_samples and seed 003's MADE.forward, in
-    the plan's order. Each step's dimensions are chosen on the device (no copy to the host)."""
+    """The reference algorithm (the 'torch' backend), on the op's arguments: one full
+    forward pass per sampling step, as the MADE's generate_samples and the Gaussian MADE's
+    forward, in the plan's order. Each step's dimensions are chosen on the device (no copy
+    to the host)."""
     layers = [MaskedLayer(w, b, m) for w, b, m in zip(weights, biases, masks)]
     dims = noise.shape[1]
     # The step (1..T) of each dimension, from the positions' steps in the sampling order.
@@ -199,7 +201,8 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
 
 def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, return_logits: bool = False):
-    """Samples of a Bernoulli MADE (seed 000) in about one forward pass of arithmetic.
+    """Samples of a Bernoulli MADE (such as the reference MADE) in about one forward pass of
+    arithmetic.
 
     Args:
         made: fastflow.nn.MADE, the reference MADE, or any module whose `net` is an
@@ -236,8 +239,9 @@ def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | N
 
 
 def gaussian_made_sample(made: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed 003's MADE.forward in one pass: x_d = μ_d + z_d·exp(α_d), where the network's
-    2D outputs are [μ | α]. Returns (x [N, D], log_det [N] = −Σ_d α_d), as the seed."""
+    """The Gaussian MADE's forward in one pass: x_d = μ_d + z_d·exp(α_d), where the
+    network's 2D outputs are [μ | α]. Returns (x [N, D], log_det [N] = −Σ_d α_d), as the
+    reference."""
     caller = "gaussian_made_sample"
     x, log_det, _ = run_made_sample(made, masked_stack(made, caller), z, "gaussian", caller)
     return x, log_det

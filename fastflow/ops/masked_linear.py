@@ -1,4 +1,4 @@
-"""Masked linear (MADE's MaskedLinear, seeds 000 and 003) as PyTorch sees it.
+"""Masked linear (the MaskedLinear of the MADE and of the MAF) as PyTorch sees it.
 
     y = x·(W⊙M)ᵀ + b        x [B, K], weight W [N, K], mask M [N, K], bias b [N] or None
     dX = dY·(W⊙M),   dW = (dYᵀ·X)⊙M,   db = Σ_rows dY
@@ -36,7 +36,7 @@ def degree_mask(in_degrees: torch.Tensor, out_degrees: torch.Tensor) -> torch.Te
 
 
 def masked_linear_reference(x, weight, mask, bias=None):
-    """The seeds' MaskedLinear.forward (the 'torch' backend)."""
+    """The reference MaskedLinear.forward (the 'torch' backend)."""
     return F.linear(x, mask * weight, bias)
 
 

@@ -1,9 +1,9 @@
 """squeeze_2x2 as PyTorch sees it: custom ops, fake implementations, autograd, and the
 public function that picks a backend.
 
-Seed 001's squeeze_2x2 moves each 2x2 spatial block into channels ([B, C, H, W] ->
-[B, 4C, H/2, W/2]), or back when reverse. It is a permutation, so every backend equals the
-reference bit for bit, and its gradient is the opposite squeeze.
+The multi-scale RealNVP's squeeze_2x2 moves each 2x2 spatial block into channels
+([B, C, H, W] -> [B, 4C, H/2, W/2]), or back when reverse. It is a permutation, so every
+backend equals the reference bit for bit, and its gradient is the opposite squeeze.
 
 Ops: torch.ops.fastflow.squeeze_2x2 (C++ CPU and CUDA kernels, schema in
 csrc/registration.cpp) and torch.ops.fastflow.squeeze_2x2_triton (Triton).
@@ -20,7 +20,8 @@ from ._checks import require_float, require_tensors
 
 
 def squeeze_2x2_output_shape(x: torch.Tensor, reverse: bool, alt_order: bool) -> tuple[int, ...]:
-    """Checks the arguments as seed 001 does (same ValueErrors) and returns the output shape.
+    """Checks the arguments as the reference squeeze_2x2 does (same ValueErrors) and returns
+    the output shape.
 
     The twin of csrc/squeeze_2x2.h, for the Python-side paths (reference, fake tensors, Triton).
     """
@@ -38,7 +39,7 @@ def squeeze_2x2_output_shape(x: torch.Tensor, reverse: bool, alt_order: bool) ->
         if h % 2 != 0:
             raise ValueError(f"Height must be divisible by 2, got {h}.")
         if w % 2 != 0:
-            raise ValueError(f"Width must be divisible by 4, got {w}.")  # seed 001's words
+            raise ValueError(f"Width must be divisible by 4, got {w}.")  # the reference's words
     elif h % 2 != 0 or w % 2 != 0:
         raise ValueError(f"Expected even spatial dims HxW, got {h}x{w}")
     return (b, 4 * c, h // 2, w // 2)
@@ -91,15 +92,16 @@ OP = registry.register(registry.Op(
 
 
 def squeeze_2x2(x: torch.Tensor, reverse: bool = False, alt_order: bool = False) -> torch.Tensor:
-    """Seed 001's squeeze_2x2 on the current backend (see fastflow.backend).
+    """The multi-scale RealNVP's squeeze_2x2 on the current backend (see fastflow.backend).
 
     Args:
         x: NCHW tensor, float32/float64/float16/bfloat16, any strides.
         reverse: undo a squeeze ([B, 4C, h, w] -> [B, C, 2h, 2w]).
-        alt_order: seed 001's alternate channel order (used before the multi-scale split).
+        alt_order: the reference's alternate channel order (used before the multi-scale
+            split).
 
-    Returns a new contiguous tensor. Raises seed 001's ValueErrors for odd H or W (forward)
-    and C not divisible by 4 (reverse), a ValueError if x is not 4-D, and a TypeError for a
-    non-float x.
+    Returns a new contiguous tensor. Raises the reference's ValueErrors for odd H or W
+    (forward) and C not divisible by 4 (reverse), a ValueError if x is not 4-D, and a
+    TypeError for a non-float x.
     """
     return registry.call(OP, x, reverse, alt_order)

@@ -1,16 +1,16 @@
-"""Seed 002: Glow's pieces on vectors (ActNorm, Invertible1x1Conv, AffineCoupling,
-GlowBlock, Glow), its RealNVP, and its MADE and MAF. (Its PlanarFlow, NormalizingFlow and
-Neural-ODE flow are not reproduced.)
+"""The vector Glow module: Glow's pieces on vectors (ActNorm, Invertible1x1Conv,
+AffineCoupling, GlowBlock, Glow), its RealNVP, and its MADE and MAF. (The original's
+PlanarFlow, NormalizingFlow and Neural-ODE flow are not reproduced.)
 
-Differences from the seed: torch.qr and torch.lu (removed from, or deprecated in, recent
-torch) are torch.linalg.qr and torch.linalg.lu_factor, which give the same factors; the
-seed's MAF reverse branch reads a name it never defines (it raises UnboundLocalError),
-fixed. The seed's other defects are kept, and named in the docstrings: its MADE's output
-mask uses <= (output i sees input i: not autoregressive) and its masks are plain
-attributes; its MAF samples through made_layers[0] only; its ActNorm initialisation does
-not zero the mean; its "Glow" has no squeeze or split; its 1x1 convolution drops the
-signs of U's diagonal; the ActNorm and 1x1-convolution log-dets are float32 whatever the
-model's dtype.
+Differences from the original: torch.qr and torch.lu (removed from, or deprecated in,
+recent torch) are torch.linalg.qr and torch.linalg.lu_factor, which give the same factors;
+the original's MAF reverse branch reads a name it never defines (it raises
+UnboundLocalError), fixed. The original's other defects are kept, and named in the
+docstrings: its MADE's output mask uses <= (output i sees input i: not autoregressive) and
+its masks are plain attributes; its MAF samples through made_layers[0] only; its ActNorm
+initialisation does not zero the mean; its "Glow" has no squeeze or split; its 1x1
+convolution drops the signs of U's diagonal; the ActNorm and 1x1-convolution log-dets are
+float32 whatever the model's dtype.
 """
 
 import numpy as np
@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 
 class AffineCoupling(nn.Module):
-    """Seed 002: affine coupling whose s and t networks see the kept dimensions only
+    """Affine coupling whose s and t networks see the kept dimensions only
     (mask 1 = kept). mask_type 'checkerboard' keeps the odd dimensions, the `mask` buffer
-    being the integer tensor arange(dim) % 2 (int64, as the seed registers it); 'channel'
-    keeps the first dim // 2 (a float mask). Any other mask_type registers no mask, and
-    the constructor fails on self.mask, as in the seed.
+    being the integer tensor arange(dim) % 2 (int64, as the original registers it);
+    'channel' keeps the first dim // 2 (a float mask). Any other mask_type registers no
+    mask, and the constructor fails on self.mask, as in the original.
 
     forward(z, reverse=False) -> (x, log_det): x = z·exp(s) + t on the changed dimensions,
     log_det = Σ s; reverse=True inverts it, log_det = −Σ s.
@@ -73,7 +73,7 @@ class AffineCoupling(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """Seed 002: n_layers AffineCouplings alternating 'checkerboard' and 'channel' masks.
+    """n_layers AffineCouplings alternating 'checkerboard' and 'channel' masks.
     forward(z, reverse=False) -> (x, log_det) maps latent to data; reverse=True maps data
     to latent (the layers in reverse order); log_prob(x) = log N(z; 0, I) + that log-det."""
 
@@ -101,17 +101,17 @@ class RealNVP(nn.Module):
 
 
 class Invertible1x1Conv(nn.Module):
-    """Seed 002: the invertible linear map x = W z on vectors ("1x1 convolution"),
+    """The invertible linear map x = W z on vectors ("1x1 convolution"),
     W = P·L·(U + diag(exp(log_s))) with L unit lower and U strictly upper triangular.
 
-    Initialised as in the seed: a random rotation (the Q of QR of torch.randn(channels,
-    channels)), LU-factorised into the `P` buffer and the L, U, log_s parameters, log_s =
-    log|diag(U)|. torch.linalg.qr and torch.linalg.lu_factor replace the seed's torch.qr
-    (removed from torch) and torch.lu (deprecated); they give the same factors. Kept from
-    the seed: diag(U) enters W only as exp(log_s) = |diag(U)|, so the initial W is that
-    rotation only when every entry of diag(U) is positive (the log-det, Σ log_s, is exact
-    for the W it uses); the log-det is Σ log_s times torch.ones(batch_size), so it is
-    float32 whatever the model's dtype.
+    Initialised as in the original: a random rotation (the Q of QR of
+    torch.randn(channels, channels)), LU-factorised into the `P` buffer and the L, U,
+    log_s parameters, log_s = log|diag(U)|. torch.linalg.qr and torch.linalg.lu_factor
+    replace the original's torch.qr (removed from torch) and torch.lu (deprecated); they
+    give the same factors. Kept from the original: diag(U) enters W only as exp(log_s) =
+    |diag(U)|, so the initial W is that rotation only when every entry of diag(U) is
+    positive (the log-det, Σ log_s, is exact for the W it uses); the log-det is Σ log_s
+    times torch.ones(batch_size), so it is float32 whatever the model's dtype.
     """
 
     def __init__(self, channels):
@@ -140,11 +140,11 @@ class Invertible1x1Conv(nn.Module):
 
 
 class ActNorm(nn.Module):
-    """Seed 002: per-channel scale and bias, x = z·exp(log_scale) + bias, initialised from
+    """Per-channel scale and bias, x = z·exp(log_scale) + bias, initialised from
     the first batch it sees (in either direction, under no_grad; the `initialized` buffer,
     an int64 scalar, records it).
 
-    Kept from the seed: the initialisation sets bias = −mean and log_scale =
+    Kept from the original: the initialisation sets bias = −mean and log_scale =
     −log(std + 1e-6), so the first batch comes out as z/std − mean, with zero mean only
     when the mean is 0 or std is 1 (Glow's actnorm would set bias = −mean/std); the
     log-det is Σ log_scale times torch.ones(batch_size), so it is float32 whatever the
@@ -177,7 +177,7 @@ class ActNorm(nn.Module):
 
 
 class GlowBlock(nn.Module):
-    """Seed 002: ActNorm -> Invertible1x1Conv -> AffineCoupling ('channel' mask), in
+    """ActNorm -> Invertible1x1Conv -> AffineCoupling ('channel' mask), in
     reverse order when reverse=True; returns (x, the sum of the three log-dets)."""
 
     def __init__(self, channels, hidden_dim=256):
@@ -199,10 +199,10 @@ class GlowBlock(nn.Module):
 
 
 class Glow(nn.Module):
-    """Seed 002: n_blocks GlowBlocks on input_dim-dimensional vectors. forward(z,
-    reverse=False) -> (x, log_det) maps latent to data; log_prob(x) runs it reversed.
-    Kept from the seed: despite its docstring ("multi-scale architecture with squeeze,
-    flow, split") there is no squeeze or split."""
+    """n_blocks GlowBlocks on input_dim-dimensional vectors. forward(z, reverse=False) ->
+    (x, log_det) maps latent to data; log_prob(x) runs it reversed. Kept from the
+    original: despite its docstring ("multi-scale architecture with squeeze, flow, split")
+    there is no squeeze or split."""
 
     def __init__(self, input_dim, n_blocks=8, hidden_dim=256):
         super().__init__()
@@ -225,11 +225,11 @@ class Glow(nn.Module):
 
 
 class MADE(nn.Module):
-    """Seed 002: MADE with plain nn.Linear `layers`, masked in forward; forward(z) ->
+    """MADE with plain nn.Linear `layers`, masked in forward; forward(z) ->
     (log_scale, loc), each [B, input_dim]. The hidden degrees are drawn with torch.randint
-    after the layers' initialisation, as in the seed.
+    after the layers' initialisation, as in the original.
 
-    Kept from the seed, defects included: every mask, the output layer's too, connects
+    Kept from the original, defects included: every mask, the output layer's too, connects
     degree m(l) <= m(l+1), so output i sees input i (not autoregressive); the masks are
     plain attributes (a list of bool tensors), not buffers, so not in the state_dict.
     """
@@ -266,14 +266,15 @@ class MADE(nn.Module):
 
 
 class MAF(nn.Module):
-    """Seed 002: MAF of n_layers MADEs. forward(z, reverse=False) -> (x, log_det)
-    samples sequentially; reverse=True maps data to latent through every MADE;
+    """MAF of n_layers MADEs. forward(z, reverse=False) -> (x, log_det) samples
+    sequentially; reverse=True maps data to latent through every MADE;
     log_prob(x) = log N(z; 0, I) + the reverse log-det.
 
-    Kept from the seed: forward runs made_layers[0] only, whatever n_layers is; and as the
-    MADE is not autoregressive, forward is not the inverse of reverse even for one layer.
-    Fixed: the seed's reverse branch starts with `z = x.clone()`, x undefined there (the
-    argument is named z), which raises UnboundLocalError; here the argument is the data.
+    Kept from the original: forward runs made_layers[0] only, whatever n_layers is; and as
+    the MADE is not autoregressive, forward is not the inverse of reverse even for one
+    layer. Fixed: the original's reverse branch starts with `z = x.clone()`, x undefined
+    there (the argument is named z), which raises UnboundLocalError; here the argument is
+    the data.
     """
 
     def __init__(self, input_dim, n_layers=5, hidden_dims=[256, 256]):
@@ -291,7 +292,7 @@ class MAF(nn.Module):
                 log_det_total += log_s[:, i]
             return x, log_det_total
         else:
-            # The seed's branch reads `x`, undefined there: the argument is the data.
+            # The original's branch reads `x`, undefined there: the argument is the data.
             x = z
             log_det_total = 0
             for made in self.made_layers:

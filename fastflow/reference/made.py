@@ -1,9 +1,9 @@
-"""Seed 000: MADE for binarized MNIST (MaskedLinear, MADE), the seed's sampling loop
-(generate_samples) and its per-sample log-likelihood (log_likelihood).
+"""The MADE: a Bernoulli MADE for binarized MNIST (MaskedLinear, MADE), the original's
+sampling loop (generate_samples) and its per-sample log-likelihood (log_likelihood).
 
-The models are the seed's, line for line. The two functions are the seed's
+The models are the original's, line for line. The two functions are the original's
 generate_samples and get_log_likelihoods without plotting and data loading; their
-differences from the seed are named in their docstrings.
+differences from the original are named in their docstrings.
 """
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 
 class MaskedLinear(nn.Linear):
-    """Seed 000: a linear layer with a configurable mask to enforce autoregressive constraints.
+    """A linear layer with a configurable mask to enforce autoregressive constraints.
 
     `mask` is a registered buffer of ones [out_features, in_features]; set_mask copies a
     numpy array into it.
@@ -31,15 +31,15 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """Seed 000: MADE(input_dim, hidden_dims, output_dim), Bernoulli logits for each pixel.
+    """MADE(input_dim, hidden_dims, output_dim), Bernoulli logits for each pixel.
 
     `net` is an nn.Sequential of layer_i (MaskedLinear) and relu_i; `layers` is a plain list
-    of the MaskedLinear layers (registered through `net`, as in the seed); `m` maps a layer
-    index to its units' degrees (-1: the inputs). The hidden degrees are drawn from numpy's
-    global RNG (np.random.randint, one hidden layer after another), after the layers' torch
-    initialisation, as in the seed. The masks assume output_dim == input_dim, as the seed's.
-    The layer class is the class attribute `masked_linear` (fastflow.nn.made.MADE swaps in
-    its fused layer).
+    of the MaskedLinear layers (registered through `net`, as in the original); `m` maps a
+    layer index to its units' degrees (-1: the inputs). The hidden degrees are drawn from
+    numpy's global RNG (np.random.randint, one hidden layer after another), after the layers'
+    torch initialisation, as in the original. The masks assume output_dim == input_dim, as
+    the original's. The layer class is the class attribute `masked_linear`
+    (fastflow.nn.made.MADE swaps in its fused layer).
     """
 
     masked_linear = MaskedLinear
@@ -84,17 +84,17 @@ class MADE(nn.Module):
 
 @torch.no_grad()
 def generate_samples(model, num_samples=16, uniforms=None):
-    """Seed 000's sampling loop: input_dim full forward passes, pixel i drawn in pass i.
+    """The original's sampling loop: input_dim full forward passes, pixel i drawn in pass i.
 
-    Puts the model in eval mode, as the seed does. Returns the samples [num_samples, D]
+    Puts the model in eval mode, as the original does. Returns the samples [num_samples, D]
     on the model's device, in its parameters' dtype.
 
-    Differences from the seed: no plotting (the seed reshapes to 28x28 and plots); D is
-    model.input_dim (the seed hard-codes 784); the samples stay on the model's device (the
-    seed uses a global `device`). Optional `uniforms` [num_samples, D]: when given, pixel i
-    is `(uniforms[:, i] < probs).float()` instead of torch.bernoulli(probs) (the same
-    distribution for uniforms ~ U[0, 1)), so that a sampler can be compared with this one
-    sample for sample.
+    Differences from the original: no plotting (the original reshapes to 28x28 and plots);
+    D is model.input_dim (the original hard-codes 784); the samples stay on the model's
+    device (the original uses a global `device`). Optional `uniforms` [num_samples, D]:
+    when given, pixel i is `(uniforms[:, i] < probs).float()` instead of
+    torch.bernoulli(probs) (the same distribution for uniforms ~ U[0, 1)), so that a
+    sampler can be compared with this one sample for sample.
     """
     model.eval()
     param = next(model.parameters())
@@ -114,10 +114,10 @@ def generate_samples(model, num_samples=16, uniforms=None):
 
 
 def log_likelihood(model, x):
-    """Seed 000's get_log_likelihoods for one batch: log p(x) per sample [N], the
+    """The original's get_log_likelihoods for one batch: log p(x) per sample [N], the
     Bernoulli log-likelihood -BCE-with-logits(model(x), x) summed over the pixels.
 
-    Unlike the seed's function this neither switches the model to eval mode nor turns off
+    Unlike the original function this neither switches the model to eval mode nor turns off
     autograd (MADE has no mode-dependent layers; the result stays differentiable).
     """
     return -F.binary_cross_entropy_with_logits(model(x), x, reduction='none').sum(dim=1)

@@ -1,16 +1,16 @@
-"""Seed 003: MAF built from Gaussian MADE blocks (MaskedLinear, PermuteLayer, MADE, MAF).
+"""The MAF, built from Gaussian MADE blocks (MaskedLinear, PermuteLayer, MADE, MAF).
 
-Seed 003 shows MaskedLinear, PermuteLayer, MADE's forward and inverse, and MAF's
+The original shows MaskedLinear, PermuteLayer, MADE's forward and inverse, and MAF's
 constructor, log_probs and sample, but not MADE's constructor and masks. Those come from
-the course code the seed's classes are taken from (Stanford CS236's MAF homework,
+the course code the original's classes are taken from (Stanford CS236's MAF homework,
 codebase/flow_network.py): checked against a public copy of that file,
 github.com/rsbandhu/Flow-Models-and-GANs codebase/flow_network.py (its MaskedLinear,
-PermuteLayer and MAF constructor are the seed's code), and against several other students'
-copies of the homework with the same MADE constructor and create_masks. The masks
+PermuteLayer and MAF constructor are the original's code), and against several other
+students' copies of the homework with the same MADE constructor and create_masks. The masks
 give input k degree k, hidden unit j degree j % (input_size − 1) and output i degree
 i − 1; a unit sees the units below whose degree does not exceed its own, so output i (mean
 and log-std alike) depends on inputs < i only, and output 0 is a constant (its bias).
-The seed's IAF is prose only and is not reproduced.
+The original's IAF is prose only and is not reproduced.
 """
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 
 class MaskedLinear(nn.Linear):
-    """Seed 003: a linear layer with a fixed mask, a registered buffer (in the state_dict)."""
+    """A linear layer with a fixed mask, a registered buffer (in the state_dict)."""
 
     def __init__(self, input_size, output_size, mask):
         super().__init__(input_size, output_size)
@@ -31,8 +31,8 @@ class MaskedLinear(nn.Linear):
 
 
 class PermuteLayer(nn.Module):
-    """Seed 003: reverses the order of the dimensions (so it is its own inverse);
-    forward and inverse both return (permuted inputs, zeros [B, 1]), as in the seed."""
+    """Reverses the order of the dimensions (so it is its own inverse); forward and
+    inverse both return (permuted inputs, zeros [B, 1]), as in the original."""
 
     def __init__(self, num_inputs):
         super().__init__()
@@ -46,16 +46,17 @@ class PermuteLayer(nn.Module):
 
 
 class MADE(nn.Module):
-    """Seed 003: Gaussian MADE, net(x) = (μ, α) for each dimension (α: log std), with
+    """Gaussian MADE, net(x) = (μ, α) for each dimension (α: log std), with
     `net` the nn.Sequential MaskedLinear, ReLU, (MaskedLinear, ReLU) × n_hidden,
     MaskedLinear to 2·input_size outputs (the means' and log-stds' rows share one mask).
     `m` holds the degrees (see the module docstring).
 
-    forward(z) -> (x, log_det): sequential, input_size full passes, x_i = μ_i + z_i·exp(α_i);
-    inverse(x) -> (z, log_det): one pass, z = (x − μ)·exp(−α). Both return
-    log_det = −Σ α, the log-determinant of the x -> z map, as the seed. forward writes x
-    in place between passes, as the seed: it is for sampling (under no_grad); autograd
-    cannot differentiate through it. The layer class is the class attribute `masked_linear`.
+    forward(z) -> (x, log_det): sequential, input_size full passes,
+    x_i = μ_i + z_i·exp(α_i); inverse(x) -> (z, log_det): one pass, z = (x − μ)·exp(−α).
+    Both return log_det = −Σ α, the log-determinant of the x -> z map, as the original.
+    forward writes x in place between passes, as the original: it is for sampling (under
+    no_grad); autograd cannot differentiate through it. The layer class is the class
+    attribute `masked_linear`.
     """
 
     masked_linear = MaskedLinear
@@ -110,19 +111,19 @@ class MADE(nn.Module):
 
 
 class MAF(nn.Module):
-    """Seed 003: `nf` = nn.Sequential of n_flows (MADE, PermuteLayer) pairs, base_dist
+    """`nf` = nn.Sequential of n_flows (MADE, PermuteLayer) pairs, base_dist
     N(0, 1). log_probs(x) is the batch mean of log p(x), running every block's inverse
     (data -> latent); sample runs the blocks' forward in reverse order.
 
-    Differences from the seed:
+    Differences from the original:
       * log_prob(x) is added: the per-sample log p(x) [B]; log_probs(x) is its mean, as
-        the seed's log_probs;
-      * each block's log-det is flattened to [B] before they are stacked: the seed stacks
-        MADE's [B] with PermuteLayer's [B, 1], which torch.stack refuses;
-      * sample(n, z=None) replaces the seed's sample(device, n): it uses the parameters'
-        device, takes optional normals z [n, input_size] (drawn when not given: on the CPU,
-        then moved, as the seed does) and returns a tensor [n, input_size] on that device
-        (the seed returns a numpy array), computed under no_grad.
+        the original's log_probs;
+      * each block's log-det is flattened to [B] before they are stacked: the original
+        stacks MADE's [B] with PermuteLayer's [B, 1], which torch.stack refuses;
+      * sample(n, z=None) replaces the original's sample(device, n): it uses the
+        parameters' device, takes optional normals z [n, input_size] (drawn when not given:
+        on the CPU, then moved, as the original does) and returns a tensor [n, input_size]
+        on that device (the original returns a numpy array), computed under no_grad.
 
     The MADE class is the class attribute `made`.
     """
@@ -154,7 +155,7 @@ class MAF(nn.Module):
         return p_z + sum_log_det
 
     def log_probs(self, x):
-        """The seed's log_probs: the mean of log_prob(x) over the batch."""
+        """The original's log_probs: the mean of log_prob(x) over the batch."""
         return self.log_prob(x).mean()
 
     @torch.no_grad()

@@ -1,15 +1,16 @@
-"""Seed 000: RealNVP with MLP coupling layers on flattened images (AffineCoupling, RealNVP)."""
+"""The MLP RealNVP: RealNVP with MLP coupling layers on flattened images (AffineCoupling,
+RealNVP)."""
 
 import torch
 import torch.nn as nn
 
 
 class AffineCoupling(nn.Module):
-    """Seed 000: affine coupling with separate s and t networks (s ends in Tanh); the
+    """Affine coupling with separate s and t networks (s ends in Tanh); the
     `mask` buffer marks the kept dimensions (1 = kept).
 
     forward(x) returns (y, log_det) with y = x·mask + (1 − mask)·(x·exp(s) + t); forward(x,
-    reverse=True) returns the inverse y only (no log-det), as in the seed.
+    reverse=True) returns the inverse y only (no log-det), as in the original.
     """
 
     def __init__(self, dim, hidden_dim, mask):
@@ -41,16 +42,17 @@ class AffineCoupling(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """Seed 000: n_layers AffineCoupling layers with alternating masks (arange(dim) % 2,
+    """n_layers AffineCoupling layers with alternating masks (arange(dim) % 2,
     then 1 − mask). log_prob(x) runs the layers forward (data -> latent); sample(n) runs
     them in reverse from z ~ N(0, I).
 
-    Differences from the seed: log_prob is a TODO in the seed; here it returns log_prior +
-    the sum of the layers' log-dets, after the seed's dequantization x + U[0, 1) (drawn
-    with torch.rand_like) when dim > 2. sample uses the parameters' device instead of the
-    seed's global `device`; z is still drawn on the CPU and then moved, as in the seed, so a
-    seed gives the same z on every device. The coupling class is the class attribute
-    `coupling_layer`, so that fastflow.nn's RealNVP builds the same model on its fused layers.
+    Differences from the original: log_prob is a TODO in the original; here it returns
+    log_prior + the sum of the layers' log-dets, after the original's dequantization
+    x + U[0, 1) (drawn with torch.rand_like) when dim > 2. sample uses the parameters'
+    device instead of the original's global `device`; z is still drawn on the CPU and then
+    moved, as in the original, so an RNG seed gives the same z on every device. The
+    coupling class is the class attribute `coupling_layer`, so that fastflow.nn's RealNVP
+    builds the same model on its fused layers.
     """
 
     coupling_layer = AffineCoupling

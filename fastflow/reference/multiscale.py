@@ -1,22 +1,23 @@
-"""Seed 001: the multi-scale RealNVP of Dinh et al. (squeeze_2x2, checkerboard and
+"""The multi-scale RealNVP of Dinh et al. (squeeze_2x2, checkerboard and
 channel-wise couplings with weight-normalized ResNet s/t networks, dequantize-and-logit
 pre-processing), with RealNVPLoss and bits_per_dim.
 
-Differences from the seed, each also named in its docstring:
-  * squeeze_2x2 raises a ValueError for an x that is not 4-D (the seed fails while
+Differences from the original, each also named in its docstring:
+  * squeeze_2x2 raises a ValueError for an x that is not 4-D (the original fails while
     unpacking its shape);
-  * RealNVP does not pick a device at construction (the seed sets self.device to CUDA when
-    available and moves its flows there): _pre_process uses the data_constraint buffer on
-    x's device, sample draws on the parameters' device;
+  * RealNVP does not pick a device at construction (the original sets self.device to CUDA
+    when available and moves its flows there): _pre_process uses the data_constraint
+    buffer on x's device, sample draws on the parameters' device;
   * RealNVP._pre_process(x, noise=None) takes optional dequantization noise;
     RealNVP.sample(n_samples, z=None) takes optional latents and returns the images
     instead of plotting and saving them;
-  * reshape where the seed has view (_pre_process, nll_score, RealNVPLoss): the same
+  * reshape where the original has view (_pre_process, nll_score, RealNVPLoss): the same
     values, but it also accepts channels-last tensors, on which view fails.
-The seed's training and plotting helpers (train_model, get_norm_layer, get_param_groups,
-BatchNormStats2d, clip_grad_norm, create_checkpoint_dir) are left out: they are not the
-model. Class attributes (_RealNVP.coupling_layer and .squeeze, RealNVP.flows_class) name
-the pieces, so that fastflow.nn builds the same model on its fused kernels.
+The original's training and plotting helpers (train_model, get_norm_layer,
+get_param_groups, BatchNormStats2d, clip_grad_norm, create_checkpoint_dir) are left out:
+they are not the model. Class attributes (_RealNVP.coupling_layer and .squeeze,
+RealNVP.flows_class) name the pieces, so that fastflow.nn builds the same model on its
+fused kernels.
 """
 
 from enum import IntEnum
@@ -28,14 +29,15 @@ import torch.nn.functional as F
 
 
 def squeeze_2x2(x, reverse=False, alt_order=False):
-    """Seed 001: squeeze (B, C, H, W) -> (B, 4C, H/2, W/2); reverse=True undoes it.
+    """Squeeze (B, C, H, W) -> (B, 4C, H/2, W/2); reverse=True undoes it.
 
     Default order: output channel 4c + 2·di + dj at (i, j) is x[:, c, 2i + di, 2j + dj].
-    alt_order=True (the seed's stride-2 conv / conv_transpose with a permutation weight):
-    output channel q·C + c holds sub-pixel q of channel c, the sub-pixels in the order
-    (0, 0), (1, 1), (0, 1), (1, 0). The seed's ValueErrors are kept, messages included.
+    alt_order=True (the original's stride-2 conv / conv_transpose with a permutation
+    weight): output channel q·C + c holds sub-pixel q of channel c, the sub-pixels in the
+    order (0, 0), (1, 1), (0, 1), (1, 0). The original's ValueErrors are kept, messages
+    included.
 
-    Added: a ValueError for an x that is not 4-D, checked first (the seed fails while
+    Added: a ValueError for an x that is not 4-D, checked first (the original fails while
     unpacking its shape).
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -98,14 +100,14 @@ def squeeze_2x2(x, reverse=False, alt_order=False):
 
 
 class MaskType(IntEnum):
-    """Seed 001: the coupling masks, checkerboard (before squeezing) or channel-wise (after)."""
+    """The coupling masks, checkerboard (before squeezing) or channel-wise (after)."""
     CHECKERBOARD = 0
     CHANNEL_WISE = 1
 
 
 def checkerboard_mask(height, width, reverse=False, dtype=torch.float32,
                       device=None, requires_grad=False):
-    """Seed 001: a (1, 1, height, width) checkerboard mask, entry (i, j) = (i + j) % 2:
+    """A (1, 1, height, width) checkerboard mask, entry (i, j) = (i + j) % 2:
     top-left entry 0 (1 if reverse)."""
     checkerboard = [[((i % 2) + j) % 2 for j in range(width)] for i in range(height)]
     mask = torch.tensor(checkerboard, dtype=dtype, device=device, requires_grad=requires_grad)
@@ -115,7 +117,7 @@ def checkerboard_mask(height, width, reverse=False, dtype=torch.float32,
 
 
 class Rescale(nn.Module):
-    """Seed 001: per-channel rescaling, weight [num_channels, 1, 1] of ones (a module, so
+    """Per-channel rescaling, weight [num_channels, 1, 1] of ones (a module, so
     that weight_norm can wrap it)."""
 
     def __init__(self, num_channels):
@@ -128,8 +130,8 @@ class Rescale(nn.Module):
 
 
 class WNConv2d(nn.Module):
-    """Seed 001: weight-normalized 2d convolution
-    (torch.nn.utils.parametrizations.weight_norm over nn.Conv2d, as the seed)."""
+    """Weight-normalized 2d convolution
+    (torch.nn.utils.parametrizations.weight_norm over nn.Conv2d, as the original)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, padding, bias=True):
         super(WNConv2d, self).__init__()
@@ -142,7 +144,7 @@ class WNConv2d(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Seed 001: ResNet basic block with weight norm (BatchNorm, ReLU, 3x3 conv, twice,
+    """ResNet basic block with weight norm (BatchNorm, ReLU, 3x3 conv, twice,
     plus the skip)."""
 
     def __init__(self, in_channels, out_channels):
@@ -165,7 +167,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Seed 001: the ResNet that computes the scale and translate factors; its input is
+    """The ResNet that computes the scale and translate factors; its input is
     batch-normalized (doubled when double_after_norm), concatenated with its negative and
     passed through ReLU before the first conv."""
 
@@ -205,13 +207,14 @@ class ResNet(nn.Module):
 
 
 class CouplingLayer(nn.Module):
-    """Seed 001: coupling layer with a checkerboard or channel-wise mask.
+    """Coupling layer with a checkerboard or channel-wise mask.
 
-    forward(x, sldj=None, reverse=True) -> (x, sldj). Note the seed's default reverse=True.
+    forward(x, sldj=None, reverse=True) -> (x, sldj). Note the original's default
+    reverse=True.
     reverse=False: x -> (x + t)·exp(s) on the changed part, and sldj (a tensor [B]) is
     increased in place by the sum of s per sample; reverse=True: x -> x·exp(−s) − t, sldj
     passed through untouched (it may be None). s = rescale(tanh(s_raw)). Raises
-    RuntimeError('Scale factor has NaN entries') when exp(±s) has a NaN, as the seed.
+    RuntimeError('Scale factor has NaN entries') when exp(±s) has a NaN, as the original.
     """
 
     def __init__(self, in_channels, mid_channels, num_blocks, mask_type, reverse_mask):
@@ -280,13 +283,13 @@ class CouplingLayer(nn.Module):
 
 
 class _RealNVP(nn.Module):
-    """Seed 001: one scale of RealNVP, built recursively: 3 checkerboard couplings, then
+    """One scale of RealNVP, built recursively: 3 checkerboard couplings, then
     (unless last) squeeze, 3 channel-wise couplings, unsqueeze, and the next scale on half
     the channels after an alt-order squeeze; the last scale has 4 checkerboard couplings.
 
     forward(x, sldj, reverse=False) -> (x, sldj). img_size is unused and not passed on to
-    the next scale, as in the seed. The next scale is built with type(self) (the seed names
-    _RealNVP), so that a subclass builds its own kind throughout.
+    the next scale, as in the original. The next scale is built with type(self) (the
+    original names _RealNVP), so that a subclass builds its own kind throughout.
     """
 
     coupling_layer = CouplingLayer
@@ -355,16 +358,16 @@ class _RealNVP(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """Seed 001: RealNVP(img_size, in_channels, args), args any object with num_scales,
-    mid_channels and num_blocks (the seed's Config). forward(x, reverse=False) -> (z, sldj):
+    """RealNVP(img_size, in_channels, args), args any object with num_scales, mid_channels
+    and num_blocks (the original's Config). forward(x, reverse=False) -> (z, sldj):
     x in [0, 1] is dequantized and converted to logits (_pre_process), then run through
     `flows`; forward(z, reverse=True) runs the flows backwards (sldj None).
 
-    Differences from the seed: no device is picked at construction (the seed sets
+    Differences from the original: no device is picked at construction (the original sets
     self.device to CUDA when available and moves its flows there; here the model stays
     where it is put, and there is no `device` attribute); _pre_process takes optional
     noise; sample(n_samples, z=None) returns the images instead of plotting and saving
-    them. The seed's train_model is left out.
+    them. The original's train_model is left out.
     """
 
     flows_class = _RealNVP
@@ -391,9 +394,9 @@ class RealNVP(nn.Module):
         u = (255·x + noise) / 256 and c = data_constraint (0.9). Returns (y, sldj), sldj the
         per-sample log-determinant of the map from u to y.
 
-        Differences from the seed: `noise` (U[0, 1) of x's shape) is drawn with
+        Differences from the original: `noise` (U[0, 1) of x's shape) is drawn with
         torch.rand_like(x) only when not given, so that a result can be reproduced exactly;
-        the buffer is used on x's device (the seed moves it to self.device).
+        the buffer is used on x's device (the original moves it to self.device).
         """
         if noise is None:
             noise = torch.rand_like(x)
@@ -411,14 +414,15 @@ class RealNVP(nn.Module):
 
     @torch.no_grad()
     def sample(self, n_samples, z=None):
-        """Puts the model in eval mode (as the seed) and returns n_samples images
+        """Puts the model in eval mode (as the original) and returns n_samples images
         sigmoid(flows⁻¹(z)) clamped to [0, 1], [n_samples, C, img_size, img_size], on the
-        model's device, without autograd history (the seed detaches them too).
+        model's device, without autograd history (the original detaches them too).
 
-        Differences from the seed: no plotting or saving (the seed's train/epoch arguments
-        only chose the file name, and are gone); z ~ N(0, I) is drawn on the parameters'
-        device (the seed: self.device) unless given, so that a result can be reproduced
-        exactly; the images stay on that device (the seed moves them to the CPU to plot).
+        Differences from the original: no plotting or saving (the original's train/epoch
+        arguments only chose the file name, and are gone); z ~ N(0, I) is drawn on the
+        parameters' device (the original: self.device) unless given, so that a result can
+        be reproduced exactly; the images stay on that device (the original moves them to
+        the CPU to plot).
         """
         self.eval()
         device = next(self.parameters()).device
@@ -429,7 +433,7 @@ class RealNVP(nn.Module):
         return torch.sigmoid(x).clamp(0, 1)
 
     def nll_score(self, z, sldj):
-        """Seed 001: per-sample negative log-likelihood [B] of latents z with log-dets sldj,
+        """Per-sample negative log-likelihood [B] of latents z with log-dets sldj,
         for k = 256 levels per dimension (RealNVPLoss is its batch mean)."""
         k = 256
         prior_ll = -0.5 * (z ** 2 + np.log(2 * np.pi))
@@ -439,11 +443,12 @@ class RealNVP(nn.Module):
 
 
 class RealNVPLoss(nn.Module):
-    """Seed 001: the NLL loss of a RealNVP model, k discrete values per input dimension:
+    """The NLL loss of a RealNVP model, k discrete values per input dimension:
     −mean(log N(z; 0, I) − D·log k + sldj), D the dimensions per sample.
 
-    reshape where the seed has view: the model's z can come out channels-last (from the
-    convolutions, e.g. with 3 input channels on the CPU), where the seed's view fails."""
+    reshape where the original has view: the model's z can come out channels-last (from
+    the convolutions, e.g. with 3 input channels on the CPU), where the original's view
+    fails."""
 
     def __init__(self, k=256):
         super(RealNVPLoss, self).__init__()
@@ -459,7 +464,7 @@ class RealNVPLoss(nn.Module):
 
 
 def bits_per_dim(x, nll):
-    """Seed 001: bits per dimension nll / (log(2)·D), D the dimensions per sample of x."""
+    """Bits per dimension nll / (log(2)·D), D the dimensions per sample of x."""
     dim = np.prod(x.size()[1:])
     bpd = nll / (np.log(2) * dim)
     return bpd

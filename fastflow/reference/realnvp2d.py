@@ -1,12 +1,12 @@
-"""Seed 004: RealNVP on 2-D data such as the Swiss roll (ScaleTranslateNet, CouplingLayer,
-RealNVP), as in the seed; its training and plotting are left out."""
+"""The 2-D RealNVP: RealNVP on 2-D data such as the Swiss roll (ScaleTranslateNet,
+CouplingLayer, RealNVP), as in the original; its training and plotting are left out."""
 
 import torch
 import torch.nn as nn
 
 
 class ScaleTranslateNet(nn.Module):
-    """Seed 004: the MLP (two hidden ReLU layers) that predicts scale and translation."""
+    """The MLP (two hidden ReLU layers) that predicts scale and translation."""
 
     def __init__(self, in_features, hidden_features, out_features):
         super().__init__()
@@ -23,13 +23,13 @@ class ScaleTranslateNet(nn.Module):
 
 
 class CouplingLayer(nn.Module):
-    """Seed 004: one affine coupling layer; st = st_net(x·mask) is split into s (through
+    """One affine coupling layer; st = st_net(x·mask) is split into s (through
     tanh) and t, and y = x·mask + (1 − mask)·(x·exp(s) + t).
 
     forward(x) returns (y, log_det_J), inverse(y) returns (x, log_det_J) with the inverse's
-    log-det (the negative). The mask (1 = kept) is a plain attribute, as in the seed: it is
-    not a buffer, so it is not in the state_dict and does not follow .to(); each call moves
-    it to the input's device, as the seed does.
+    log-det (the negative). The mask (1 = kept) is a plain attribute, as in the original:
+    it is not a buffer, so it is not in the state_dict and does not follow .to(); each call
+    moves it to the input's device, as the original does.
     """
 
     def __init__(self, dim, hidden_dim, mask):
@@ -60,8 +60,8 @@ class CouplingLayer(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """Seed 004: num_coupling_layers CouplingLayers whose masks alternate between keeping
-    the first dim // 2 dimensions and keeping the rest (int64 tensors, as the seed builds
+    """num_coupling_layers CouplingLayers whose masks alternate between keeping the
+    first dim // 2 dimensions and keeping the rest (int64 tensors, as the original builds
     them). forward(x) maps data to latent, returning (z, log_det_J); inverse(z) maps back,
     returning (x, log_det_J of the inverse). The coupling class is the class attribute
     `coupling_layer`, so that fastflow.nn's RealNVP builds the same model on its fused layers.

@@ -1,5 +1,5 @@
-"""Dequantize-and-logit (seed 001's _pre_process) in Triton: one program per sample.
-Math: csrc/dequantize_logit.h."""
+"""Dequantize-and-logit (the multi-scale RealNVP's _pre_process) in Triton: one program per
+sample. Math: csrc/dequantize_logit.h."""
 
 import triton
 import triton.language as tl

@@ -1,6 +1,7 @@
-"""Image affine coupling (seed 001) in Triton: one program per (b, c) plane of x, looping
-over the plane in BLOCK chunks; per-plane partial sums of the logdet and of the rescale
-gradient, reduced by the caller. Layout and math: csrc/image_coupling_index.h."""
+"""Image affine coupling (the multi-scale RealNVP's) in Triton: one program per (b, c)
+plane of x, looping over the plane in BLOCK chunks; per-plane partial sums of the logdet
+and of the rescale gradient, reduced by the caller. Layout and math:
+csrc/image_coupling_index.h."""
 
 import triton
 import triton.language as tl
