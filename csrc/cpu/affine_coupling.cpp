@@ -51,13 +51,13 @@ FASTFLOW_ALWAYS_INLINE void coupling_forward_rows_body(
     for (int64_t d = 0; d < in.dim; ++d) {
       const opmath_t keep = in.mask[d], change = opmath_t(1) - keep;
       const opmath_t s_raw = s[d];
-      const opmath_t s_masked = (Tanh::value ? cpu::tanh(s_raw) : s_raw) * change;
+      const opmath_t s_masked = (Tanh::value ? cpu::VectorMath::tanh(s_raw) : s_raw) * change;
       const opmath_t t_masked = opmath_t(t[d]) * change;
       const opmath_t xv = x[d];
       if constexpr (Reverse::value) {
-        y_row[d] = xv * keep + change * ((xv - t_masked) * cpu::exp(-s_masked));
+        y_row[d] = xv * keep + change * ((xv - t_masked) * cpu::VectorMath::exp(-s_masked));
       } else {
-        y_row[d] = xv * keep + change * (xv * cpu::exp(s_masked) + t_masked);
+        y_row[d] = xv * keep + change * (xv * cpu::VectorMath::exp(s_masked) + t_masked);
       }
       sum += s_masked;
     }
@@ -97,19 +97,19 @@ FASTFLOW_ALWAYS_INLINE void coupling_backward_rows_body(
     for (int64_t d = 0; d < in.dim; ++d) {
       const opmath_t keep = in.mask[d], change = opmath_t(1) - keep;
       const opmath_t s_raw = s[d];
-      const opmath_t act = Tanh::value ? cpu::tanh(s_raw) : s_raw;
+      const opmath_t act = Tanh::value ? cpu::VectorMath::tanh(s_raw) : s_raw;
       const opmath_t act_grad = Tanh::value ? opmath_t(1) - act * act : opmath_t(1);
       const opmath_t s_masked = act * change;
       const opmath_t xv = x[d], gy = grad_y[d];
       opmath_t grad_s_masked;
       if constexpr (Reverse::value) {
-        const opmath_t inv_scale = cpu::exp(-s_masked);
+        const opmath_t inv_scale = cpu::VectorMath::exp(-s_masked);
         const opmath_t t_masked = opmath_t(t[d]) * change;
         grad_x[d] = gy * (keep + change * inv_scale);
         grad_s_masked = -gy * change * (xv - t_masked) * inv_scale - grad_logdet;
         grad_t[d] = -gy * change * inv_scale * change;
       } else {
-        const opmath_t scale = cpu::exp(s_masked);
+        const opmath_t scale = cpu::VectorMath::exp(s_masked);
         grad_x[d] = gy * (keep + change * scale);
         grad_s_masked = gy * change * xv * scale + grad_logdet;
         grad_t[d] = gy * change * change;

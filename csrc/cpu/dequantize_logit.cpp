@@ -31,7 +31,7 @@ FASTFLOW_ALWAYS_INLINE void dequantize_logit_rows_body(const scalar_t* x, const 
     for (int64_t i = b * n; i < (b + 1) * n; ++i) {
       const opmath_t u = (opmath_t(x[i]) * opmath_t(255) + opmath_t(noise[i])) / opmath_t(256);
       const opmath_t p = ((opmath_t(2) * u - opmath_t(1)) * c + opmath_t(1)) / opmath_t(2);
-      const opmath_t log_p = cpu::log(p), log_q = cpu::log(opmath_t(1) - p);
+      const opmath_t log_p = cpu::VectorMath::log(p), log_q = cpu::VectorMath::log(opmath_t(1) - p);
       y[i] = log_p - log_q;
       sum += -log_p - log_q - constant;
     }

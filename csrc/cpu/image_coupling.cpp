@@ -55,11 +55,11 @@ FASTFLOW_ALWAYS_INLINE void image_coupling_planes_body(Reverse, ImageCouplingDat
       for (int64_t w = 0; w < g.width; ++w) {
         const int64_t i = h * g.width + w;
         const opmath_t change = changed_pixel<opmath_t>(g, h, w);
-        const opmath_t s_masked = weight * cpu::tanh(opmath_t(s[i])) * change;
+        const opmath_t s_masked = weight * cpu::VectorMath::tanh(opmath_t(s[i])) * change;
         const opmath_t t_masked = opmath_t(t[i]) * change;
         const opmath_t xv = x[i];
-        y_plane[i] = Reverse::value ? xv * cpu::exp(-s_masked) - t_masked
-                                    : (xv + t_masked) * cpu::exp(s_masked);
+        y_plane[i] = Reverse::value ? xv * cpu::VectorMath::exp(-s_masked) - t_masked
+                                    : (xv + t_masked) * cpu::VectorMath::exp(s_masked);
         sum += s_masked;
       }
     }
@@ -107,17 +107,17 @@ FASTFLOW_ALWAYS_INLINE void image_coupling_backward_planes_body(
       for (int64_t w = 0; w < g.width; ++w) {
         const int64_t i = h * g.width + w;
         const opmath_t change = changed_pixel<opmath_t>(g, h, w);
-        const opmath_t act = cpu::tanh(opmath_t(s[i]));
+        const opmath_t act = cpu::VectorMath::tanh(opmath_t(s[i]));
         const opmath_t s_masked = weight * act * change;
         const opmath_t xv = x[i], gy = grad_y[i];
         opmath_t grad_s_masked;
         if constexpr (Reverse::value) {
-          const opmath_t inv_scale = cpu::exp(-s_masked);
+          const opmath_t inv_scale = cpu::VectorMath::exp(-s_masked);
           grad_x[i] = gy * inv_scale;
           grad_t[i] = -gy * change;
           grad_s_masked = -gy * xv * inv_scale - grad_logdet;
         } else {
-          const opmath_t scale = cpu::exp(s_masked);
+          const opmath_t scale = cpu::VectorMath::exp(s_masked);
           const opmath_t t_masked = opmath_t(t[i]) * change;
           grad_x[i] = gy * scale;
           grad_t[i] = gy * scale * change;

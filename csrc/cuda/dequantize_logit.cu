@@ -10,9 +10,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float log_(float v) { return logf(v); }
-__device__ __forceinline__ double log_(double v) { return log(v); }
-
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     dequantize_logit_kernel(const T* __restrict__ x, const T* __restrict__ noise,
