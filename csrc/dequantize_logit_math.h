@@ -1,5 +1,7 @@
-// Dequantize-and-logit (seed 001's RealNVP._pre_process) with its log-determinant; shared
-// by the CPU and CUDA kernels (no torch headers).
+// Dequantize-and-logit (seed 001's RealNVP._pre_process) with its log-determinant, one
+// element: written once for the CPU and CUDA kernels (no torch headers). The kernels load,
+// convert to the math type T, call these, and store and sum the results. Math supplies log
+// for T: cpu::VectorMath (vectorizable) or cuda::DeviceMath.
 // Per element of x [B, ...] with uniform noise and the data constraint c:
 //   p = ((2·(x·255 + noise)/256 − 1)·c + 1) / 2,   y = log(p) − log(1 − p)
 //   ldj = softplus(y) + softplus(−y) − softplus(log(1 − c) − log(c))
@@ -17,6 +19,20 @@ namespace fastflow {
 template <typename T>
 FASTFLOW_HOST_DEVICE T softplus_constant(T c) {
   return -log(c);
+}
+
+template <typename T>
+struct DequantizeLogitForward {
+  T y, ldj;
+};
+
+// constant: softplus_constant(c).
+template <typename Math, typename T>
+FASTFLOW_HOST_DEVICE DequantizeLogitForward<T> dequantize_logit_forward(T x, T noise, T c, T constant) {
+  const T u = (x * T(255) + noise) / T(256);
+  const T p = ((T(2) * u - T(1)) * c + T(1)) / T(2);
+  const T log_p = Math::log(p), log_q = Math::log(T(1) - p);
+  return {log_p - log_q, -log_p - log_q - constant};
 }
 
 }  // namespace fastflow

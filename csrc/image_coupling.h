@@ -1,5 +1,5 @@
 // Image affine coupling: argument checks and geometry, shared by the CPU and CUDA bindings
-// (math and layout: image_coupling_index.h).
+// (layout: image_coupling_index.h; math: image_coupling_math.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -8,8 +8,7 @@
 //   channel-wise (Cc = C/2): one half of the channels is kept whole (the first half with
 //     reverse_mask, else the second); channel c of the other half is changed by channel
 //     c − (start of that half).
-// A changed element, with s' = rescale[cc]·tanh(s), t' = t (0 where the pixel is kept):
-//   forward: y = (x + t')·exp(s'), logdet += s';  reverse: y = x·exp(−s') − t', logdet −= s'
+// The math of a changed element: image_coupling_math.h.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
-// Vector affine coupling on the CPU (see ../affine_coupling.h for the math): one pass over
-// each row reads x, s and t once and writes y and the row's logdet. Rows run in parallel;
-// each row's loop is vectorized (vector_math.h), with AVX2 where the CPU has it.
+// Vector affine coupling on the CPU (math: ../affine_coupling_math.h): one pass over each
+// row reads x, s and t once and writes y and the row's logdet. Rows run in parallel; each
+// row's loop is vectorized (vector_math.h), with AVX2 where the CPU has it.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "../affine_coupling.h"
+#include "../affine_coupling_math.h"
 #include "../dispatch_flags.h"
 #include "vector_math.h"
 
@@ -49,17 +50,10 @@ FASTFLOW_ALWAYS_INLINE void coupling_forward_rows_body(
     opmath_t sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t d = 0; d < in.dim; ++d) {
-      const opmath_t keep = in.mask[d], change = opmath_t(1) - keep;
-      const opmath_t s_raw = s[d];
-      const opmath_t s_masked = (Tanh::value ? cpu::tanh(s_raw) : s_raw) * change;
-      const opmath_t t_masked = opmath_t(t[d]) * change;
-      const opmath_t xv = x[d];
-      if constexpr (Reverse::value) {
-        y_row[d] = xv * keep + change * ((xv - t_masked) * cpu::exp(-s_masked));
-      } else {
-        y_row[d] = xv * keep + change * (xv * cpu::exp(s_masked) + t_masked);
-      }
-      sum += s_masked;
+      const auto out = affine_coupling_forward<Tanh::value, Reverse::value, cpu::VectorMath>(
+          opmath_t(x[d]), opmath_t(s[d]), opmath_t(t[d]), opmath_t(in.mask[d]));
+      y_row[d] = out.y;
+      sum += out.s_masked;
     }
     logdet[b] = Reverse::value ? -sum : sum;
   }
@@ -95,26 +89,12 @@ FASTFLOW_ALWAYS_INLINE void coupling_backward_rows_body(
     scalar_t* grad_t = g.grad_t + b * g.grad_t_row;
 #pragma omp simd
     for (int64_t d = 0; d < in.dim; ++d) {
-      const opmath_t keep = in.mask[d], change = opmath_t(1) - keep;
-      const opmath_t s_raw = s[d];
-      const opmath_t act = Tanh::value ? cpu::tanh(s_raw) : s_raw;
-      const opmath_t act_grad = Tanh::value ? opmath_t(1) - act * act : opmath_t(1);
-      const opmath_t s_masked = act * change;
-      const opmath_t xv = x[d], gy = grad_y[d];
-      opmath_t grad_s_masked;
-      if constexpr (Reverse::value) {
-        const opmath_t inv_scale = cpu::exp(-s_masked);
-        const opmath_t t_masked = opmath_t(t[d]) * change;
-        grad_x[d] = gy * (keep + change * inv_scale);
-        grad_s_masked = -gy * change * (xv - t_masked) * inv_scale - grad_logdet;
-        grad_t[d] = -gy * change * inv_scale * change;
-      } else {
-        const opmath_t scale = cpu::exp(s_masked);
-        grad_x[d] = gy * (keep + change * scale);
-        grad_s_masked = gy * change * xv * scale + grad_logdet;
-        grad_t[d] = gy * change * change;
-      }
-      grad_s[d] = grad_s_masked * change * act_grad;
+      const auto grad = affine_coupling_backward<Tanh::value, Reverse::value, cpu::VectorMath>(
+          opmath_t(x[d]), opmath_t(s[d]), opmath_t(t[d]), opmath_t(in.mask[d]),
+          opmath_t(grad_y[d]), grad_logdet);
+      grad_x[d] = grad.x;
+      grad_s[d] = grad.s;
+      grad_t[d] = grad.t;
     }
   }
 }

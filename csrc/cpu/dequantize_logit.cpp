@@ -1,5 +1,5 @@
-// Dequantize-and-logit on the CPU (see ../dequantize_logit.h): one pass per sample writes
-// the logits and sums the log-determinant.
+// Dequantize-and-logit on the CPU (math: ../dequantize_logit_math.h): one pass per sample
+// writes the logits and sums the log-determinant.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -29,11 +29,10 @@ FASTFLOW_ALWAYS_INLINE void dequantize_logit_rows_body(const scalar_t* x, const 
     opmath_t sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t i = b * n; i < (b + 1) * n; ++i) {
-      const opmath_t u = (opmath_t(x[i]) * opmath_t(255) + opmath_t(noise[i])) / opmath_t(256);
-      const opmath_t p = ((opmath_t(2) * u - opmath_t(1)) * c + opmath_t(1)) / opmath_t(2);
-      const opmath_t log_p = cpu::log(p), log_q = cpu::log(opmath_t(1) - p);
-      y[i] = log_p - log_q;
-      sum += -log_p - log_q - constant;
+      const auto out =
+          dequantize_logit_forward<cpu::VectorMath>(opmath_t(x[i]), opmath_t(noise[i]), c, constant);
+      y[i] = out.y;
+      sum += out.ldj;
     }
     sldj[b] = sum;
   }

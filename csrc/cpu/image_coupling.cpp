@@ -1,4 +1,4 @@
-// Image affine coupling on the CPU (see ../image_coupling_index.h): one task per (b, c)
+// Image affine coupling on the CPU (math: ../image_coupling_math.h): one task per (b, c)
 // plane of x, reading st and the rescale weight in place (no chunk copies). Per-plane
 // partial sums of the logdet and of the rescale gradient are reduced afterwards, so the
 // result does not depend on the thread count.
@@ -17,6 +17,7 @@
 
 #include "../dispatch_flags.h"
 #include "../image_coupling.h"
+#include "../image_coupling_math.h"
 #include "vector_math.h"
 
 namespace fastflow {
@@ -54,13 +55,11 @@ FASTFLOW_ALWAYS_INLINE void image_coupling_planes_body(Reverse, ImageCouplingDat
 #pragma omp simd reduction(+ : sum)
       for (int64_t w = 0; w < g.width; ++w) {
         const int64_t i = h * g.width + w;
-        const opmath_t change = changed_pixel<opmath_t>(g, h, w);
-        const opmath_t s_masked = weight * cpu::tanh(opmath_t(s[i])) * change;
-        const opmath_t t_masked = opmath_t(t[i]) * change;
-        const opmath_t xv = x[i];
-        y_plane[i] = Reverse::value ? xv * cpu::exp(-s_masked) - t_masked
-                                    : (xv + t_masked) * cpu::exp(s_masked);
-        sum += s_masked;
+        const auto out = image_coupling_forward<Reverse::value, cpu::VectorMath>(
+            opmath_t(x[i]), opmath_t(s[i]), opmath_t(t[i]), weight,
+            changed_pixel<opmath_t>(g, h, w));
+        y_plane[i] = out.y;
+        sum += out.s_masked;
       }
     }
     partial[b * g.cond_channels + cc] = Reverse::value ? -sum : sum;
@@ -106,25 +105,13 @@ FASTFLOW_ALWAYS_INLINE void image_coupling_backward_planes_body(
 #pragma omp simd reduction(+ : grad_weight)
       for (int64_t w = 0; w < g.width; ++w) {
         const int64_t i = h * g.width + w;
-        const opmath_t change = changed_pixel<opmath_t>(g, h, w);
-        const opmath_t act = cpu::tanh(opmath_t(s[i]));
-        const opmath_t s_masked = weight * act * change;
-        const opmath_t xv = x[i], gy = grad_y[i];
-        opmath_t grad_s_masked;
-        if constexpr (Reverse::value) {
-          const opmath_t inv_scale = cpu::exp(-s_masked);
-          grad_x[i] = gy * inv_scale;
-          grad_t[i] = -gy * change;
-          grad_s_masked = -gy * xv * inv_scale - grad_logdet;
-        } else {
-          const opmath_t scale = cpu::exp(s_masked);
-          const opmath_t t_masked = opmath_t(t[i]) * change;
-          grad_x[i] = gy * scale;
-          grad_t[i] = gy * scale * change;
-          grad_s_masked = gy * (xv + t_masked) * scale + grad_logdet;
-        }
-        grad_s[i] = grad_s_masked * change * weight * (opmath_t(1) - act * act);
-        grad_weight += grad_s_masked * change * act;
+        const auto grad = image_coupling_backward<Reverse::value, cpu::VectorMath>(
+            opmath_t(x[i]), opmath_t(s[i]), opmath_t(t[i]), weight,
+            changed_pixel<opmath_t>(g, h, w), opmath_t(grad_y[i]), grad_logdet);
+        grad_x[i] = grad.x;
+        grad_s[i] = grad.s;
+        grad_t[i] = grad.t;
+        grad_weight += grad.weight;
       }
     }
     out.grad_rescale_partial[b * g.cond_channels + cc] = grad_weight;

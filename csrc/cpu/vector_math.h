@@ -73,14 +73,17 @@ FASTFLOW_ALWAYS_INLINE float log_f32(float x) {
                   : (x == 0.0f ? -kInf : std::numeric_limits<float>::quiet_NaN());
 }
 
-// The kernels' math by type: the vectorizable polynomials for float (also the math type
-// of float16 and bfloat16), the C library for double.
-FASTFLOW_ALWAYS_INLINE float exp(float v) { return exp_f32(v); }
-FASTFLOW_ALWAYS_INLINE double exp(double v) { return std::exp(v); }
-FASTFLOW_ALWAYS_INLINE float tanh(float v) { return tanh_f32(v); }
-FASTFLOW_ALWAYS_INLINE double tanh(double v) { return std::tanh(v); }
-FASTFLOW_ALWAYS_INLINE float log(float v) { return log_f32(v); }
-FASTFLOW_ALWAYS_INLINE double log(double v) { return std::log(v); }
+// The CPU kernels' math, the Math policy of the per-element formulas (../<op>_math.h): the
+// vectorizable polynomials for float (also the math type of float16 and bfloat16), the C
+// library for double.
+struct VectorMath {
+  static FASTFLOW_ALWAYS_INLINE float exp(float v) { return exp_f32(v); }
+  static FASTFLOW_ALWAYS_INLINE double exp(double v) { return std::exp(v); }
+  static FASTFLOW_ALWAYS_INLINE float tanh(float v) { return tanh_f32(v); }
+  static FASTFLOW_ALWAYS_INLINE double tanh(double v) { return std::tanh(v); }
+  static FASTFLOW_ALWAYS_INLINE float log(float v) { return log_f32(v); }
+  static FASTFLOW_ALWAYS_INLINE double log(double v) { return std::log(v); }
+};
 
 }  // namespace fastflow::cpu
 

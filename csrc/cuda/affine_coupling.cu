@@ -2,6 +2,7 @@
 // shuffle reduction for the row's logdet), grid-stride over rows.
 #include <type_traits>
 
+#include "../affine_coupling_math.h"
 #include "../dispatch_flags.h"
 #include "dtype.cuh"
 #include "affine_coupling.cuh"
@@ -27,15 +28,11 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t row = first; row < a.rows; row += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     acc_t sum = 0;
     for (int64_t d = lane; d < a.dim; d += 32) {
-      const acc_t keep = to_opmath(mask[d]), change = acc_t(1) - keep;
-      const acc_t s_raw = to_opmath(s[row * a.s_row + d]);
-      const acc_t s_masked = (kTanh ? tanh_(s_raw) : s_raw) * change;
-      const acc_t t_masked = to_opmath(t[row * a.t_row + d]) * change;
-      const acc_t xv = to_opmath(x[row * a.x_row + d]);
-      const acc_t out = kReverse ? xv * keep + change * ((xv - t_masked) * exp_(-s_masked))
-                                 : xv * keep + change * (xv * exp_(s_masked) + t_masked);
-      y[row * a.dim + d] = from_opmath<T>(out);
-      sum += s_masked;
+      const auto out = affine_coupling_forward<kTanh, kReverse, DeviceMath>(
+          to_opmath(x[row * a.x_row + d]), to_opmath(s[row * a.s_row + d]),
+          to_opmath(t[row * a.t_row + d]), to_opmath(mask[d]));
+      y[row * a.dim + d] = from_opmath<T>(out.y);
+      sum += out.s_masked;
     }
     sum = warp_sum(sum);
     if (lane == 0) logdet[row] = kReverse ? -sum : sum;
@@ -60,29 +57,13 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t row = first; row < a.rows; row += static_cast<int64_t>(gridDim.x) * kWarpsPerBlock) {
     const acc_t g_logdet = grad_logdet[row * g.grad_logdet_stride];
     for (int64_t d = lane; d < a.dim; d += 32) {
-      const acc_t keep = to_opmath(mask[d]), change = acc_t(1) - keep;
-      const acc_t s_raw = to_opmath(s[row * a.s_row + d]);
-      const acc_t act = kTanh ? tanh_(s_raw) : s_raw;
-      const acc_t act_grad = kTanh ? acc_t(1) - act * act : acc_t(1);
-      const acc_t s_masked = act * change;
-      const acc_t xv = to_opmath(x[row * a.x_row + d]);
-      const acc_t gy = to_opmath(grad_y[row * g.grad_y_row + d]);
-      acc_t gx, gs_masked, gt;
-      if (kReverse) {
-        const acc_t inv_scale = exp_(-s_masked);
-        const acc_t t_masked = to_opmath(t[row * a.t_row + d]) * change;
-        gx = gy * (keep + change * inv_scale);
-        gs_masked = -gy * change * (xv - t_masked) * inv_scale - g_logdet;
-        gt = -gy * change * inv_scale * change;
-      } else {
-        const acc_t scale = exp_(s_masked);
-        gx = gy * (keep + change * scale);
-        gs_masked = gy * change * xv * scale + g_logdet;
-        gt = gy * change * change;
-      }
-      grad_x[row * a.dim + d] = from_opmath<T>(gx);
-      grad_s[row * g.grad_s_row + d] = from_opmath<T>(gs_masked * change * act_grad);
-      grad_t[row * g.grad_t_row + d] = from_opmath<T>(gt);
+      const auto grad = affine_coupling_backward<kTanh, kReverse, DeviceMath>(
+          to_opmath(x[row * a.x_row + d]), to_opmath(s[row * a.s_row + d]),
+          to_opmath(t[row * a.t_row + d]), to_opmath(mask[d]),
+          to_opmath(grad_y[row * g.grad_y_row + d]), g_logdet);
+      grad_x[row * a.dim + d] = from_opmath<T>(grad.x);
+      grad_s[row * g.grad_s_row + d] = from_opmath<T>(grad.s);
+      grad_t[row * g.grad_t_row + d] = from_opmath<T>(grad.t);
     }
   }
 }

@@ -1,4 +1,4 @@
-// Vector affine coupling CUDA launchers (math: ../affine_coupling.h); no torch headers.
+// Vector affine coupling CUDA launchers (math: ../affine_coupling_math.h); no torch headers.
 #pragma once
 
 #include <cuda_runtime_api.h>

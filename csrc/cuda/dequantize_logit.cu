@@ -10,9 +10,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float log_(float v) { return logf(v); }
-__device__ __forceinline__ double log_(double v) { return log(v); }
-
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     dequantize_logit_kernel(const T* __restrict__ x, const T* __restrict__ noise,
@@ -24,11 +21,10 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t constant = softplus_constant(c);
   acc_t sum = 0;
   for (int64_t i = b * n + threadIdx.x; i < (b + 1) * n; i += kThreads) {
-    const acc_t u = (to_opmath(x[i]) * acc_t(255) + to_opmath(noise[i])) / acc_t(256);
-    const acc_t p = ((acc_t(2) * u - acc_t(1)) * c + acc_t(1)) / acc_t(2);
-    const acc_t log_p = log_(p), log_q = log_(acc_t(1) - p);
-    y[i] = from_opmath<T>(log_p - log_q);
-    sum += -log_p - log_q - constant;
+    const auto out =
+        dequantize_logit_forward<DeviceMath>(to_opmath(x[i]), to_opmath(noise[i]), c, constant);
+    y[i] = from_opmath<T>(out.y);
+    sum += out.ldj;
   }
   sum = block_sum<kThreads>(sum);
   if (threadIdx.x == 0) sldj[b] = sum;

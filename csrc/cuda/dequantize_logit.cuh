@@ -1,4 +1,4 @@
-// Dequantize-and-logit CUDA launcher (math: ../dequantize_logit.h); no torch headers.
+// Dequantize-and-logit CUDA launcher (math: ../dequantize_logit_math.h); no torch headers.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -30,6 +30,15 @@ __device__ __forceinline__ float exp_(float v) { return expf(v); }
 __device__ __forceinline__ double exp_(double v) { return exp(v); }
 __device__ __forceinline__ float tanh_(float v) { return tanhf(v); }
 __device__ __forceinline__ double tanh_(double v) { return tanh(v); }
+__device__ __forceinline__ float log_(float v) { return logf(v); }
+__device__ __forceinline__ double log_(double v) { return log(v); }
+
+// The device's math, the Math policy of the per-element formulas (../<op>_math.h).
+struct DeviceMath {
+  template <typename T> static __device__ __forceinline__ T exp(T v) { return exp_(v); }
+  template <typename T> static __device__ __forceinline__ T tanh(T v) { return tanh_(v); }
+  template <typename T> static __device__ __forceinline__ T log(T v) { return log_(v); }
+};
 
 // Calls f with a null pointer of the storage type for `dtype` (to pick a template).
 template <typename F>

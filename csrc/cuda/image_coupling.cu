@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "../dispatch_flags.h"
+#include "../image_coupling_math.h"
 #include "dtype.cuh"
 #include "image_coupling.cuh"
 
@@ -31,13 +32,11 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t weight = to_opmath(rescale[cc]);
   acc_t sum = 0;
   for (int64_t i = threadIdx.x; i < hw; i += kThreads) {
-    const acc_t change = changed_pixel<acc_t>(g, i / g.width, i % g.width);
-    const acc_t s_masked = weight * tanh_(to_opmath(s[i])) * change;
-    const acc_t t_masked = to_opmath(t[i]) * change;
-    const acc_t xv = to_opmath(x_plane[i]);
-    y_plane[i] = from_opmath<T>(kReverse ? xv * exp_(-s_masked) - t_masked
-                                         : (xv + t_masked) * exp_(s_masked));
-    sum += s_masked;
+    const auto out = image_coupling_forward<kReverse, DeviceMath>(
+        to_opmath(x_plane[i]), to_opmath(s[i]), to_opmath(t[i]), weight,
+        changed_pixel<acc_t>(g, i / g.width, i % g.width));
+    y_plane[i] = from_opmath<T>(out.y);
+    sum += out.s_masked;
   }
   sum = block_sum<kThreads>(sum);
   if (threadIdx.x == 0) partial[b * g.cond_channels + cc] = kReverse ? -sum : sum;
@@ -66,27 +65,13 @@ __global__ void __launch_bounds__(kThreads)
   const acc_t g_logdet = grad_logdet[b];
   acc_t grad_weight = 0;
   for (int64_t i = threadIdx.x; i < hw; i += kThreads) {
-    const acc_t change = changed_pixel<acc_t>(g, i / g.width, i % g.width);
-    const acc_t act = tanh_(to_opmath(st[s_offset + i]));
-    const acc_t s_masked = weight * act * change;
-    const acc_t xv = to_opmath(x_plane[i]), gy = to_opmath(grad_y_plane[i]);
-    acc_t gx, gt, gs_masked;
-    if (kReverse) {
-      const acc_t inv_scale = exp_(-s_masked);
-      gx = gy * inv_scale;
-      gt = -gy * change;
-      gs_masked = -gy * xv * inv_scale - g_logdet;
-    } else {
-      const acc_t scale = exp_(s_masked);
-      const acc_t t_masked = to_opmath(st[t_offset + i]) * change;
-      gx = gy * scale;
-      gt = gy * scale * change;
-      gs_masked = gy * (xv + t_masked) * scale + g_logdet;
-    }
-    grad_x_plane[i] = from_opmath<T>(gx);
-    grad_st[s_offset + i] = from_opmath<T>(gs_masked * change * weight * (acc_t(1) - act * act));
-    grad_st[t_offset + i] = from_opmath<T>(gt);
-    grad_weight += gs_masked * change * act;
+    const auto grad = image_coupling_backward<kReverse, DeviceMath>(
+        to_opmath(x_plane[i]), to_opmath(st[s_offset + i]), to_opmath(st[t_offset + i]), weight,
+        changed_pixel<acc_t>(g, i / g.width, i % g.width), to_opmath(grad_y_plane[i]), g_logdet);
+    grad_x_plane[i] = from_opmath<T>(grad.x);
+    grad_st[s_offset + i] = from_opmath<T>(grad.s);
+    grad_st[t_offset + i] = from_opmath<T>(grad.t);
+    grad_weight += grad.weight;
   }
   grad_weight = block_sum<kThreads>(grad_weight);
   if (threadIdx.x == 0) partial[b * g.cond_channels + cc] = grad_weight;

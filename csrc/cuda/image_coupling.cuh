@@ -1,4 +1,4 @@
-// Image affine coupling CUDA launchers (math: ../image_coupling_index.h); no torch headers.
+// Image affine coupling CUDA launchers (math: ../image_coupling_math.h); no torch headers.
 #pragma once
 
 #include <cuda_runtime_api.h>

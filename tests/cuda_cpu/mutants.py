@@ -1,6 +1,9 @@
-"""Plants one bug at a time in a copy of csrc/cuda and checks that the emulated tests fail:
-a swapped index, a wrong sign in a gradient, an off-by-one bound, a missing ReLU, a wrong
-shuffle offset, a missing __syncthreads (caught by ThreadSanitizer), in every kernel file.
+"""Plants one bug at a time in a copy of csrc and checks that the emulated tests fail: a
+swapped index, a wrong sign in a gradient, an off-by-one bound, a missing ReLU, a wrong
+shuffle offset, a missing __syncthreads (caught by ThreadSanitizer), in every kernel file of
+csrc/cuda and in the per-element math it shares with the CPU kernels (csrc/<op>_math.h;
+only the emulated build reads the copy, so the CPU kernel the tests compare with keeps the
+right formula).
 
     python tests/cuda_cpu/mutants.py [--only NAME,...] [--list]
 
@@ -20,41 +23,44 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
-# name: (file in csrc/cuda, text, replacement, pytest -k selection, sanitizer or None)
+# name: (file in csrc, text, replacement, pytest -k selection, sanitizer or None)
 MUTANTS = {
-    "squeeze-swapped-index": ("squeeze_2x2.cu", "(2 * i + di) * s2 + (2 * j + dj) * s3",
+    "squeeze-swapped-index": ("cuda/squeeze_2x2.cu", "(2 * i + di) * s2 + (2 * j + dj) * s3",
                               "(2 * i + dj) * s2 + (2 * j + di) * s3", "squeeze", None),
-    "squeeze-off-by-one": ("squeeze_2x2.cu", "idx < total;", "idx < total - 1;", "squeeze", None),
-    "affine-gradient-sign": ("affine_coupling.cu", "gs_masked = gy * change * xv * scale + g_logdet;",
-                             "gs_masked = gy * change * xv * scale - g_logdet;", "affine", None),
-    "affine-off-by-one": ("affine_coupling.cu", "acc_t sum = 0;\n    for (int64_t d = lane; d < a.dim;",
+    "squeeze-off-by-one": ("cuda/squeeze_2x2.cu", "idx < total;", "idx < total - 1;", "squeeze", None),
+    "affine-gradient-sign": ("affine_coupling_math.h",
+                             "grad_s_masked = grad_y * change * x * scale + grad_logdet;",
+                             "grad_s_masked = grad_y * change * x * scale - grad_logdet;", "affine", None),
+    "affine-off-by-one": ("cuda/affine_coupling.cu", "acc_t sum = 0;\n    for (int64_t d = lane; d < a.dim;",
                           "acc_t sum = 0;\n    for (int64_t d = lane; d < a.dim - 1;", "affine", None),
-    "warp-shuffle-offset": ("dtype.cuh", "for (int offset = 16; offset > 0;",
+    "warp-shuffle-offset": ("cuda/dtype.cuh", "for (int offset = 16; offset > 0;",
                             "for (int offset = 8; offset > 0;", "affine", None),
-    "block-sum-off-by-one": ("dtype.cuh", "v = threadIdx.x < kThreads / 32 ? partial",
+    "block-sum-off-by-one": ("cuda/dtype.cuh", "v = threadIdx.x < kThreads / 32 ? partial",
                              "v = threadIdx.x < kThreads / 32 - 1 ? partial", "image or dequantize", None),
-    "image-gradient-sign": ("image_coupling.cu", "gt = gy * scale * change;", "gt = -gy * scale * change;",
-                            "image", None),
-    "image-swapped-index": ("image_coupling.cu", "partial[b * g.cond_channels + cc] = kReverse",
+    "image-gradient-sign": ("image_coupling_math.h", "grad_t = grad_y * scale * change;",
+                            "grad_t = -grad_y * scale * change;", "image", None),
+    "image-swapped-index": ("cuda/image_coupling.cu", "partial[b * g.cond_channels + cc] = kReverse",
                             "partial[cc * g.batch + b] = kReverse", "image", None),
-    "dequantize-off-by-one": ("dequantize_logit.cu", "i < (b + 1) * n;", "i <= (b + 1) * n;",
+    "dequantize-off-by-one": ("cuda/dequantize_logit.cu", "i < (b + 1) * n;", "i <= (b + 1) * n;",
                               "dequantize", None),
-    "masked-linear-staircase-off-by-one": ("masked_linear.cu", "w.prefix(min64(r0 + kN, rows) - 1);",
+    "masked-linear-staircase-off-by-one": ("cuda/masked_linear.cu", "w.prefix(min64(r0 + kN, rows) - 1);",
                                            "w.prefix(min64(r0 + kN, rows) - 2);", "masked_linear", None),
-    "masked-linear-grad-x-search-off-by-one": ("masked_linear.cu", "first_above(w.row_prefix, rows, c0);",
+    "masked-linear-grad-x-search-off-by-one": ("cuda/masked_linear.cu",
+                                               "first_above(w.row_prefix, rows, c0);",
                                                "first_above(w.row_prefix, rows, c0 + 1);", "masked_linear",
                                                None),
-    "masked-linear-grad-weight-skip-bound": ("masked_linear.cu", "batch_end = c0 < w.prefix(",
+    "masked-linear-grad-weight-skip-bound": ("cuda/masked_linear.cu", "batch_end = c0 < w.prefix(",
                                              "batch_end = c0 + 1 < w.prefix(", "masked_linear", None),
-    "masked-linear-missing-syncthreads": ("masked_linear.cu", "__syncthreads();  // the next step overwrites",
+    "masked-linear-missing-syncthreads": ("cuda/masked_linear.cu",
+                                          "__syncthreads();  // the next step overwrites",
                                           "//  the next step overwrites", "masked_linear and float32",
                                           "thread"),
-    "made-sample-missing-relu": ("made_sample.cu", "round_to<T>(x < acc_t(0) ? acc_t(0) : x)",
+    "made-sample-missing-relu": ("cuda/made_sample.cu", "round_to<T>(x < acc_t(0) ? acc_t(0) : x)",
                                  "round_to<T>(x)", "made_sample", None),
-    "made-sample-inverse-sign": ("made_sample.cu", "scaled * exp_(-alpha)", "scaled * exp_(alpha)",
+    "made-sample-inverse-sign": ("cuda/made_sample.cu", "scaled * exp_(-alpha)", "scaled * exp_(alpha)",
                                  "made_sample", None),
-    "made-sample-off-by-one": ("made_sample.cu", "t <= steps;", "t < steps;", "made_sample", None),
-    "made-sample-swapped-index": ("made_sample.cu", "out_width + a.out_order[p]]", "out_width + p]",
+    "made-sample-off-by-one": ("cuda/made_sample.cu", "t <= steps;", "t < steps;", "made_sample", None),
+    "made-sample-swapped-index": ("cuda/made_sample.cu", "out_width + a.out_order[p]]", "out_width + p]",
                                   "made_sample", None),
 }
 
@@ -65,7 +71,7 @@ def run(name, workdir):
     if csrc.exists():
         shutil.rmtree(csrc)
     shutil.copytree(ROOT / "csrc", csrc)
-    path = csrc / "cuda" / file
+    path = csrc / file
     source = path.read_text()
     if source.count(text) != 1:
         return "does not apply", 0.0
