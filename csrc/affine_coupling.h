@@ -57,7 +57,7 @@ inline void check_affine_coupling_backward(const at::Tensor& grad_y, const at::T
                     grad_logdet.scalar_type());
 }
 
-// The packed form: st [B, 2D] holds s = st[:, :D] and t = st[:, D:] (seed 004's
+// The packed form: st [B, 2D] holds s = st[:, :D] and t = st[:, D:] (the 2-D RealNVP's
 // st_net output); returns the two halves as views.
 inline std::pair<at::Tensor, at::Tensor> split_packed(const at::Tensor& x, const at::Tensor& st) {
   TORCH_CHECK_VALUE(x.dim() == 2, "affine_coupling_packed: expected x of shape [B, D], got ",

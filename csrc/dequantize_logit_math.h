@@ -1,4 +1,4 @@
-// Dequantize-and-logit (seed 001's RealNVP._pre_process) with its log-determinant, one
+// Dequantize-and-logit (multi-scale RealNVP's _pre_process) with its log-determinant, one
 // element: written once for the CPU and CUDA kernels (no torch headers). The kernels load,
 // convert to the math type T, call these, and store and sum the results. Math supplies log
 // for T: cpu::VectorMath (vectorizable) or cuda::DeviceMath.

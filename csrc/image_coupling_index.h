@@ -1,9 +1,9 @@
-// Image affine coupling (seed 001's CouplingLayer): which elements change, and which
+// Image affine coupling (multi-scale RealNVP's CouplingLayer): which elements change, and which
 // conditioner channel changes them. Shared by the CPU and CUDA kernels (no torch headers).
 //
 // x is [B, C, H, W]; the conditioner output st is [B, 2·Cc, H, W] (s = st[:, :Cc],
 // t = st[:, Cc:]) and the rescale weight has Cc entries.
-//   checkerboard (Cc = C): pixel (h, w) is kept where seed 001's checkerboard_mask is 1:
+//   checkerboard (Cc = C): pixel (h, w) is kept where the reference checkerboard_mask is 1:
 //     (h + w) odd, or even with reverse_mask; every channel c is changed by channel c.
 //   channel-wise (Cc = C/2): one half of the channels is kept whole (the first half with
 //     reverse_mask, else the second); channel c of the other half is changed by channel

@@ -23,8 +23,8 @@
 //
 // Rules (the `rule` argument, by name): what a step does with the outputs of one dimension
 // and its noise e, and the value v it feeds back into the network:
-//   "bernoulli":        logit l, v = [e < sigmoid(l)], log term += log p(v | l)  (seed 000)
-//   "gaussian":         μ, α, v = μ + e·exp(α), log term −= α   (seed 003's MADE.forward, MAF)
+//   "bernoulli":        logit l, v = [e < sigmoid(l)], log term += log p(v | l)  (the MADE)
+//   "gaussian":         μ, α, v = μ + e·exp(α), log term −= α   (Gaussian MADE, MAF)
 //   "gaussian_inverse": μ, α, v = (e − μ)·exp(−α), log term −= α (an IAF's slow direction)
 #pragma once
 
@@ -37,9 +37,9 @@
 #include <optional>
 #include <string_view>
 
-namespace fastflow {
+#include "made_sample_math.h"
 
-enum class SampleRule : int { kBernoulli, kGaussian, kGaussianInverse };
+namespace fastflow {
 
 inline int64_t outputs_per_dim(SampleRule rule) { return rule == SampleRule::kBernoulli ? 1 : 2; }
 

@@ -8,23 +8,23 @@
 namespace fastflow {
 
 inline void define_ops(torch::Library& m) {
-  // Seed 001's squeeze_2x2 (NCHW): [B, C, H, W] -> [B, 4C, H/2, W/2], or back when reverse.
+  // squeeze_2x2 (multi-scale RealNVP, NCHW): [B, C, H, W] -> [B, 4C, H/2, W/2], or back when reverse.
   m.def("squeeze_2x2(Tensor x, bool reverse=False, bool alt_order=False) -> Tensor");
 
-  // Vector affine coupling (seeds 000, 004), see csrc/affine_coupling.h:
+  // Vector affine coupling (the MLP and 2-D RealNVPs), see csrc/affine_coupling.h:
   // (x, raw s, raw t, mask) -> (y, logdet [B]).
   m.def("affine_coupling(Tensor x, Tensor s, Tensor t, Tensor mask, bool tanh_scale, "
         "bool reverse) -> (Tensor, Tensor)");
   m.def("affine_coupling_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, Tensor s, "
         "Tensor t, Tensor mask, bool tanh_scale, bool reverse) -> (Tensor, Tensor, Tensor)");
-  // The same with s and t packed as st = [s | t] of shape [B, 2D] (seed 004's st_net
+  // The same with s and t packed as st = [s | t] of shape [B, 2D] (the 2-D RealNVP's st_net
   // output): the backward writes one gradient for st, no concatenation.
   m.def("affine_coupling_packed(Tensor x, Tensor st, Tensor mask, bool tanh_scale, "
         "bool reverse) -> (Tensor, Tensor)");
   m.def("affine_coupling_packed_backward(Tensor grad_y, Tensor grad_logdet, Tensor x, "
         "Tensor st, Tensor mask, bool tanh_scale, bool reverse) -> (Tensor, Tensor)");
 
-  // Image affine coupling (seed 001's CouplingLayer), see csrc/image_coupling_index.h:
+  // Image affine coupling (multi-scale RealNVP), see csrc/image_coupling_index.h:
   // (x, st, rescale weight) -> (y, logdet [B]); backward -> (grad_x, grad_st, grad_rescale).
   m.def("image_coupling(Tensor x, Tensor st, Tensor rescale, bool channel_wise, "
         "bool reverse_mask, bool reverse) -> (Tensor, Tensor)");
@@ -32,7 +32,7 @@ inline void define_ops(torch::Library& m) {
         "Tensor rescale, bool channel_wise, bool reverse_mask, bool reverse) -> "
         "(Tensor, Tensor, Tensor)");
 
-  // Dequantize-and-logit (seed 001's _pre_process), see csrc/dequantize_logit.h:
+  // Dequantize-and-logit (multi-scale RealNVP's _pre_process), see csrc/dequantize_logit.h:
   // (x in [0, 1], uniform noise, data constraint [1]) -> (logits, sldj [B]).
   m.def("dequantize_logit(Tensor x, Tensor noise, Tensor constraint) -> (Tensor, Tensor)");
 

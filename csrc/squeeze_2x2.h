@@ -10,7 +10,7 @@
 
 namespace fastflow {
 
-// Validates x (same messages as seed 001's squeeze_2x2 and fastflow/ops/squeeze_2x2.py)
+// Validates x (same messages as the reference squeeze_2x2 and fastflow/ops/squeeze_2x2.py)
 // and returns the output shape.
 inline std::array<int64_t, 4> squeeze_2x2_output_shape(const at::Tensor& x, bool reverse,
                                                        bool alt_order) {
@@ -28,7 +28,7 @@ inline std::array<int64_t, 4> squeeze_2x2_output_shape(const at::Tensor& x, bool
   }
   if (alt_order) {
     TORCH_CHECK_VALUE(h % 2 == 0, "Height must be divisible by 2, got ", h, ".");
-    // Seed 001's message says 4; the check (and this one) is for 2.
+    // The original's message says 4; the check (and this one) is for 2.
     TORCH_CHECK_VALUE(w % 2 == 0, "Width must be divisible by 4, got ", w, ".");
   } else {
     TORCH_CHECK_VALUE(h % 2 == 0 && w % 2 == 0, "Expected even spatial dims HxW, got ", h, "x",

@@ -11,8 +11,8 @@
 
 namespace fastflow {
 
-// Default order (seed 001's view/permute): channel 4c + 2di + dj.
-// alt_order (seed 001's stride-2 conv with a permutation weight): channel k*C + c,
+// Default order (the multi-scale RealNVP's view/permute): channel 4c + 2di + dj.
+// alt_order (the multi-scale RealNVP's stride-2 conv with a permutation weight): channel k*C + c,
 // where the sub-pixel k = 0, 1, 2, 3 is (di, dj) = (0,0), (1,1), (0,1), (1,0).
 template <typename index_t>
 FASTFLOW_HOST_DEVICE index_t squeezed_channel(index_t c, index_t di, index_t dj,

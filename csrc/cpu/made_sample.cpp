@@ -161,8 +161,16 @@ inline void push(const PackedLayer<acc_t>& layer, int64_t i, const acc_t* value,
   }
 }
 
-template <typename acc_t>
-inline acc_t sigmoid(acc_t x) { return acc_t(1) / (acc_t(1) + std::exp(-x)); }
+// The rules' math (made_sample_math.h) as the CPU kernel runs it: libm's exp.
+struct StdMath {
+  template <typename T> static T exp(T v) { return std::exp(v); }
+  template <typename T> static T mul(T a, T b) { return a * b; }
+};
+
+template <typename scalar_t>
+struct RoundThrough {
+  template <typename T> static T apply(T v) { return static_cast<T>(static_cast<scalar_t>(v)); }
+};
 
 struct Schedule {
   std::vector<std::vector<int64_t>> finalize;  // per hidden layer, [T + 2]
@@ -216,23 +224,8 @@ void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule&
       for (int64_t b = 0; b < n; ++b) {
         const acc_t e = static_cast<acc_t>(noise[(s0 + b) * dims + d]);
         const acc_t* o = out.data() + b * out_width + per_dim * i;
-        acc_t v;
-        if (rule == SampleRule::kBernoulli) {
-          const acc_t logit = static_cast<acc_t>(static_cast<scalar_t>(o[0]));
-          const acc_t p = static_cast<acc_t>(static_cast<scalar_t>(sigmoid(logit)));
-          v = e < p ? acc_t(1) : acc_t(0);
-          // log p(v | logit) = −BCE-with-logits, in its stable form.
-          const double l = logit;
-          log_term[b] -= std::max(l, 0.0) - l * v + std::log1p(std::exp(-std::abs(l)));
-        } else {
-          const acc_t mu = static_cast<acc_t>(static_cast<scalar_t>(o[0]));
-          const acc_t alpha = static_cast<acc_t>(static_cast<scalar_t>(o[1]));
-          const acc_t scaled = rule == SampleRule::kGaussian
-                                   ? static_cast<acc_t>(static_cast<scalar_t>(e * std::exp(alpha)))
-                                   : static_cast<acc_t>(static_cast<scalar_t>(e - mu));
-          v = rule == SampleRule::kGaussian ? mu + scaled : scaled * std::exp(-alpha);
-          log_term[b] -= alpha;
-        }
+        const auto [v, term] = sample_dimension<StdMath, RoundThrough<scalar_t>>(rule, o, e);
+        log_term[b] -= term;
         const scalar_t stored = static_cast<scalar_t>(v);
         values[(s0 + b) * dims + d] = stored;
         value[b] = static_cast<acc_t>(stored);

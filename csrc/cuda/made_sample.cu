@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "dtype.cuh"
+#include "../made_sample_math.h"
 #include "made_sample.cuh"
 
 namespace fastflow::cuda {
@@ -34,6 +35,17 @@ template <typename T>
 __device__ __forceinline__ opmath_t<T> round_to(opmath_t<T> v) {
   return to_opmath(from_opmath<T>(v));
 }
+
+// The rules' math (made_sample_math.h) on the device.
+struct SampleMath {
+  template <typename T> static __device__ __forceinline__ T exp(T v) { return exp_(v); }
+  template <typename T> static __device__ __forceinline__ T mul(T a, T b) { return mul_rn(a, b); }
+};
+
+template <typename T>
+struct RoundTo {
+  static __device__ __forceinline__ opmath_t<T> apply(opmath_t<T> v) { return round_to<T>(v); }
+};
 
 // acc[b, q] += chunk[b][j] · row_p[q] for the chunk's positions p = first + j (j ascending)
 // and q in p's push range, skipping zero values as the CPU kernel does.
@@ -77,7 +89,7 @@ __global__ void __launch_bounds__(kThreads)
   const auto* biases = static_cast<const acc_t*>(a.biases);
   const int64_t W = a.acc_width, L = a.num_layers, steps = a.steps;
   const int64_t out_offset = a.layers[L - 1].acc_offset, out_width = a.layers[L - 1].outputs;
-  const int per_dim = a.rule == MadeRule::Bernoulli ? 1 : 2;
+  const int per_dim = a.rule == SampleRule::kBernoulli ? 1 : 2;
   acc_t* acc = scratch != nullptr ? scratch + static_cast<int64_t>(blockIdx.x) * kTile * W
                                   : reinterpret_cast<acc_t*>(dynamic_shared);
   const int64_t tiles = (a.samples + kTile - 1) / kTile;
@@ -119,24 +131,7 @@ __global__ void __launch_bounds__(kThreads)
           const int64_t i = c0 + j, d = a.dim_order[i];
           const acc_t e = to_opmath(noise[(s0 + b) * a.dims + d]);
           const acc_t* o = acc + b * W + out_offset + per_dim * i;
-          acc_t v;
-          double term;
-          if (a.rule == MadeRule::Bernoulli) {
-            const acc_t logit = round_to<T>(o[0]);
-            const acc_t p = round_to<T>(acc_t(1) / (acc_t(1) + exp_(-logit)));
-            v = e < p ? acc_t(1) : acc_t(0);
-            // −log p(v | logit) = BCE-with-logits, in its stable form.
-            const double lg = logit;
-            term = (lg < 0.0 ? 0.0 : lg) - lg * v + log1p(exp(-fabs(lg)));
-          } else {
-            const acc_t mu = round_to<T>(o[0]);
-            const acc_t alpha = round_to<T>(o[1]);
-            const acc_t scaled = a.rule == MadeRule::Gaussian
-                                     ? round_to<T>(mul_rn(e, exp_(alpha)))
-                                     : round_to<T>(e - mu);
-            v = a.rule == MadeRule::Gaussian ? mu + scaled : scaled * exp_(-alpha);
-            term = alpha;
-          }
+          const auto [v, term] = sample_dimension<SampleMath, RoundTo<T>>(a.rule, o, e);
           const T stored = from_opmath<T>(v);
           values[(s0 + b) * a.dims + d] = stored;
           chunk_values[b][j] = to_opmath(stored);

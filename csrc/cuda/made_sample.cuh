@@ -13,12 +13,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../made_sample_math.h"
 #include "dtype.h"
 
 namespace fastflow::cuda {
 
-// The values of fastflow::SampleRule (checked by the binding).
-enum class MadeRule : int { Bernoulli = 0, Gaussian = 1, GaussianInverse = 2 };
 
 // Where one layer's data lie in the flat arrays of MadeSampleArgs.
 struct MadeLayer {
@@ -46,7 +45,7 @@ struct MadeSampleArgs {
                                   // [0, last layer's outputs)
   int64_t samples, dims, num_layers, steps;
   int64_t acc_width;              // Σ outputs over the layers
-  MadeRule rule;
+  SampleRule rule;
   DType dtype;
   MadeLayer layers[kMaxMadeLayers];  // the first num_layers
 };

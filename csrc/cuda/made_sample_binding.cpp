@@ -23,14 +23,6 @@
 namespace fastflow {
 namespace {
 
-constexpr bool same_rule(SampleRule rule, cuda::MadeRule made_rule) {
-  return static_cast<int>(rule) == static_cast<int>(made_rule);
-}
-static_assert(same_rule(SampleRule::kBernoulli, cuda::MadeRule::Bernoulli) &&
-                  same_rule(SampleRule::kGaussian, cuda::MadeRule::Gaussian) &&
-                  same_rule(SampleRule::kGaussianInverse, cuda::MadeRule::GaussianInverse),
-              "the launcher's rules must be fastflow::SampleRule's");
-
 // A flat 1-D concatenation; an empty list gives an empty tensor with `options`.
 at::Tensor flat_cat(const std::vector<at::Tensor>& parts, const at::TensorOptions& options) {
   if (parts.empty()) return at::empty({0}, options);
@@ -106,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   args.num_layers = L;
   args.steps = steps.size(0) - 1;
   args.acc_width = acc_offset;
-  args.rule = static_cast<cuda::MadeRule>(rule);
+  args.rule = rule;
   args.dtype = dtype;
 
   size_t scratch_bytes = 0;
