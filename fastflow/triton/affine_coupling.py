@@ -1,6 +1,6 @@
 """Vector affine coupling in Triton: one program per row, looping over the row in
 BLOCK_D chunks, accumulating the row's logdet in float32 (float64 for float64 inputs).
-The math is in csrc/affine_coupling.h."""
+The C++ kernels' math, which this is checked against: csrc/affine_coupling_math.h."""
 
 import triton
 import triton.language as tl

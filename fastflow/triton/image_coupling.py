@@ -1,7 +1,7 @@
 """Image affine coupling (the multi-scale RealNVP's) in Triton: one program per (b, c)
 plane of x, looping over the plane in BLOCK chunks; per-plane partial sums of the logdet
-and of the rescale gradient, reduced by the caller. Layout and math:
-csrc/image_coupling_index.h."""
+and of the rescale gradient, reduced by the caller. Layout: csrc/image_coupling_index.h;
+the C++ kernels' math, which this is checked against: csrc/image_coupling_math.h."""
 
 import triton
 import triton.language as tl
