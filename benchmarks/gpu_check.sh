@@ -66,9 +66,10 @@
 # quick.csv, quick.json and plots quick-<op>.png (packed into quick-plots.tar when OUT is set:
 # the device tool brings back at most 8 files; quick.json is gzipped if over 15 MiB).
 #
-# After a run: commit the results (benchmarks/results/<gpu>/), then enable in `auto` (each
-# op's AUTO_ORDER["cuda"] in fastflow/ops/) each backend that passed its tests, the
-# sanitizers and the bench's checks, and update README's "compiled, not run" rows.
+# After a run: commit the results (benchmarks/results/<gpu>/), then enable in `auto` (the
+# `auto["cuda"]` of each op's registry entry, in fastflow/ops/<op>.py) each backend that
+# passed its tests, the sanitizers and the bench's checks; the README's ops table is
+# regenerated from the registry (tests/test_readme.py says how).
 # shellcheck disable=SC2317  # the phase_* functions are called as "phase_$name"
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
