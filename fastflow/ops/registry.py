@@ -3,8 +3,7 @@
 An entry (Op) says what the op is, its reference (the 'torch' backend), its kernels
 (torch.ops.fastflow.<name>: the C++ CPU and CUDA kernels; <name>_triton: Triton), the
 argument checks of its Python-side paths, the backends 'auto' may pick per device type, and
-where the benchmark measures it.
-Every public op function ends in `call(op, ...)`; fastflow.info() and the README's ops table
+where the benchmark measures it. Every public op function ends in `call(op, ...)`; fastflow.info() and the README's ops table
 are generated from REGISTRY. Adding an op: docs/design.md, "Adding an op".
 
 Arguments are checked once per call, by the code that runs them: the C++ op checks its own
@@ -46,7 +45,7 @@ class Op:
     def auto_text(self, device_type: str) -> str:
         """What 'auto' runs on that device type, in words (before availability)."""
         first = (self.auto.get(device_type) or ("torch",))[0]
-        if self.measured_sizes is not None and first != "torch" and device_type == "cpu":
+        if self.measured_sizes is not None and first != "torch":
             return f"measured per shape class: `{first}` where faster, else `torch`"
         return f"`{first}`"
 
