@@ -33,6 +33,15 @@ import torch.nn as nn
 from .made_model import MaskedLayer
 
 
+def step_of_dimensions(dim_order: torch.Tensor, step_offsets: torch.Tensor) -> torch.Tensor:
+    """The step (1..T) of each dimension, from the sampling order (unit_orders[0]) and the
+    step offsets, on their device (no copy to the host)."""
+    positions = torch.arange(dim_order.shape[0], device=dim_order.device)
+    step_of = torch.empty_like(dim_order)
+    step_of[dim_order] = torch.searchsorted(step_offsets, positions, right=True)
+    return step_of
+
+
 @dataclass(eq=False)
 class SamplePlan:
     """Sorted positions and schedule of a masked stack (csrc/made_sample.h), int64 on the CPU:
@@ -45,12 +54,10 @@ class SamplePlan:
     push_ranges: list[torch.Tensor]
     finalize_offsets: list[torch.Tensor]
     step_offsets: torch.Tensor
-    step_sizes: tuple[int, ...] = field(init=False)  # dimensions sampled at steps 1..T
     _on_device: dict = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self):
         _check_plan(self)
-        self.step_sizes = tuple(self.step_offsets.diff().tolist())
 
     @property
     def steps(self) -> int:
@@ -61,10 +68,7 @@ class SamplePlan:
     @property
     def step_of(self) -> torch.Tensor:
         """The step (1..T) of each dimension."""
-        step_of = torch.empty_like(self.unit_orders[0])
-        step_of[self.unit_orders[0]] = torch.arange(1, self.steps + 1).repeat_interleave(
-            self.step_offsets.diff())
-        return step_of
+        return step_of_dimensions(self.unit_orders[0], self.step_offsets)
 
     def to(self, device: torch.device) -> tuple:
         """(unit_orders, push_ranges, finalize_offsets, step_offsets) on `device`, copied

@@ -32,7 +32,7 @@ from .. import triton as _triton
 from . import registry
 from ._checks import FLOAT_DTYPES
 from .made_model import MaskedLayer, masked_stack
-from .made_plan import cached_plan
+from .made_plan import cached_plan, step_of_dimensions
 
 # The sampling rules, the ops' `rule` (csrc/made_sample.h says what each does), and the
 # network outputs each reads per dimension.
@@ -75,11 +75,7 @@ def sample_reference(noise, weights, biases, masks, unit_orders, push_ranges, fi
     forward, in the plan's order. Each step's dimensions are chosen on the device (no copy
     to the host)."""
     layers = [MaskedLayer(w, b, m) for w, b, m in zip(weights, biases, masks)]
-    dims = noise.shape[1]
-    # The step (1..T) of each dimension, from the positions' steps in the sampling order.
-    positions = torch.arange(dims, device=noise.device)
-    step_of = torch.empty_like(positions)
-    step_of[unit_orders[0]] = torch.searchsorted(step_offsets, positions, right=True)
+    step_of = step_of_dimensions(unit_orders[0], step_offsets)
     values = torch.zeros_like(noise)
     for t in range(1, step_offsets.shape[0]):
         values = torch.where(step_of == t, _sampled(rule, _stack_forward(layers, values), noise),
