@@ -1,15 +1,19 @@
 // One-pass MADE / MAF sampling (docs/design.md, "One-pass MADE/MAF sampling"): the rules and
 // the argument checks, shared by the CPU and CUDA bindings.
 //
-// The network is a stack of masked linear layers l = 0..L with ReLU between them. Every unit
+// The network is a stack of masked linear layers l = 0..L with an element-wise activation
+// between them (`activation`), and an optional per-sample term added to the first layer's
+// pre-activations (`context_bias` [N, n_0]: what a conditional model's context contributes,
+// computed before the call). Every unit
 // has a sorted *position* in its layer: the units of layer l's output are sorted by the step
 // at which they become final (their ready step), the inputs by the step at which they are
 // sampled. The plan, built once per model from the masks (fastflow/ops/made_plan.py):
 //
 //   unit_orders[0]        [D]        position -> input dimension (the sampling order)
 //   unit_orders[l + 1]    [n_l]      position -> output unit of layer l (for the output
-//                                    layer: dimension order[0][i]'s units, one per dimension
-//                                    for Bernoulli logits, two (μ, α) for the Gaussian rules)
+//                                    layer, positions k·i .. k·i + k − 1 are the k outputs
+//                                    of dimension order[0][i], in the rule's order: the plan
+//                                    maps the model's layout, blocked or interleaved, to this)
 //   push_ranges[l]        [m_l, 2]   for each input position of layer l, the half-open range
 //                                    of its output positions that its mask connects it to
 //   finalize_offsets[l]   [T + 2]    hidden layer l's positions whose ready step is s are
@@ -21,11 +25,9 @@
 // values would be a copy to the host per call on a GPU. The CPU kernel, which reads the plan
 // on the host anyway, checks its values; the CUDA kernel clamps every index it reads from it.
 //
-// Rules (the `rule` argument, by name): what a step does with the outputs of one dimension
-// and its noise e, and the value v it feeds back into the network:
-//   "bernoulli":        logit l, v = [e < sigmoid(l)], log term += log p(v | l)  (the MADE)
-//   "gaussian":         μ, α, v = μ + e·exp(α), log term −= α   (Gaussian MADE, MAF)
-//   "gaussian_inverse": μ, α, v = (e − μ)·exp(−α), log term −= α (an IAF's slow direction)
+// Rules (the `rule` argument, by name, with its constants `rule_params`): what a step does
+// with the outputs of one dimension and its noise e, and the value v it feeds back into the
+// network. Their formulas: made_sample_math.h.
 #pragma once
 
 #include <ATen/core/List.h>
@@ -33,6 +35,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/StringUtil.h>
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -41,18 +44,56 @@
 
 namespace fastflow {
 
-inline int64_t outputs_per_dim(SampleRule rule) { return rule == SampleRule::kBernoulli ? 1 : 2; }
-
-// The rule of this name (fastflow/ops/made_sample.py's OUTPUTS_PER_DIM names the same).
+// The rule of this name (fastflow/ops/made_sample.py's RULES names the same).
 inline SampleRule parse_sample_rule(std::string_view name) {
   if (name == "bernoulli") return SampleRule::kBernoulli;
   if (name == "gaussian") return SampleRule::kGaussian;
   if (name == "gaussian_inverse") return SampleRule::kGaussianInverse;
-  C10_THROW_ERROR(ValueError, c10::str("made_sample: rule must be one of 'bernoulli', "
-                                       "'gaussian', 'gaussian_inverse', got '", name, "'"));
+  if (name == "zuko_affine_inverse") return SampleRule::kZukoAffineInverse;
+  if (name == "zuko_rqs_inverse") return SampleRule::kZukoRqsInverse;
+  if (name == "nflows_affine_inverse") return SampleRule::kNflowsAffineInverse;
+  C10_THROW_ERROR(ValueError, c10::str("made_sample: rule must be one of 'bernoulli', 'gaussian', "
+                                       "'gaussian_inverse', 'zuko_affine_inverse', "
+                                       "'zuko_rqs_inverse', 'nflows_affine_inverse', got '",
+                                       name, "'"));
 }
 
+// The activation of this name (fastflow/ops/made_sample.py's ACTIVATIONS names the same).
+inline Activation parse_activation(std::string_view name) {
+  if (name == "relu") return Activation::kRelu;
+  if (name == "leaky_relu") return Activation::kLeakyRelu;
+  if (name == "elu") return Activation::kElu;
+  if (name == "silu") return Activation::kSilu;
+  if (name == "tanh") return Activation::kTanh;
+  if (name == "sigmoid") return Activation::kSigmoid;
+  C10_THROW_ERROR(ValueError, c10::str("made_sample: activation must be one of 'relu', "
+                                       "'leaky_relu', 'elu', 'silu', 'tanh', 'sigmoid', got '",
+                                       name, "'"));
+}
+
+// What check_made_sample reads from the arguments.
+struct SampleCall {
+  SampleRule rule;
+  Activation activation;
+  int64_t per_dim;  // network outputs per dimension
+};
+
 namespace detail {
+
+// The number of rule_params each rule takes, and its outputs per dimension (0: any k with
+// k = 3·bins − 1, bins >= 1, for the spline).
+inline int64_t rule_param_count(SampleRule rule) {
+  switch (rule) {
+    case SampleRule::kZukoAffineInverse: return 1;
+    case SampleRule::kZukoRqsInverse: return 2;
+    case SampleRule::kNflowsAffineInverse: return 1;
+    default: return 0;
+  }
+}
+
+inline int64_t rule_outputs_per_dim(SampleRule rule) {
+  return rule == SampleRule::kBernoulli ? 1 : rule == SampleRule::kZukoRqsInverse ? 0 : 2;
+}
 
 inline void check_index_tensor(const char* name, const at::Tensor& t, int64_t size,
                                const at::Device& device) {
@@ -67,13 +108,36 @@ inline void check_index_tensor(const char* name, const at::Tensor& t, int64_t si
 }  // namespace detail
 
 // Checks the shapes, dtypes and devices of fastflow::made_sample's arguments (as the
-// dispatcher passes them), not the plan's values (see the top). Returns the rule.
-inline SampleRule check_made_sample(const at::Tensor& noise, at::TensorList weights,
+// dispatcher passes them) and the rule's constants, not the plan's values (see the top).
+inline SampleCall check_made_sample(const at::Tensor& noise, at::TensorList weights,
                                     const c10::List<std::optional<at::Tensor>>& biases,
                                     at::TensorList masks, at::TensorList unit_orders,
                                     at::TensorList push_ranges, at::TensorList finalize_offsets,
-                                    const at::Tensor& step_offsets, std::string_view rule_name) {
+                                    const at::Tensor& step_offsets, std::string_view rule_name,
+                                    at::ArrayRef<double> rule_params,
+                                    std::string_view activation_name,
+                                    const std::optional<at::Tensor>& context_bias) {
   const SampleRule rule = parse_sample_rule(rule_name);
+  const Activation activation = parse_activation(activation_name);
+  const int64_t param_count = detail::rule_param_count(rule);
+  TORCH_CHECK_VALUE(static_cast<int64_t>(rule_params.size()) == param_count, "made_sample: rule '",
+                    rule_name, "' takes ", param_count, " rule_params, got ", rule_params.size());
+  for (const double p : rule_params) {
+    TORCH_CHECK_VALUE(std::isfinite(p), "made_sample: rule_params must be finite, got ", p);
+  }
+  if (rule == SampleRule::kZukoAffineInverse || rule == SampleRule::kZukoRqsInverse) {
+    const double log_slope = rule_params[param_count - 1];
+    TORCH_CHECK_VALUE(log_slope < 0.0, "made_sample: the log slope (rule_params[", param_count - 1,
+                      "]) must be negative (a slope in (0, 1)), got ", log_slope);
+  }
+  if (rule == SampleRule::kZukoRqsInverse) {
+    TORCH_CHECK_VALUE(rule_params[0] > 0.0, "made_sample: the spline's bound (rule_params[0]) "
+                      "must be positive, got ", rule_params[0]);
+  }
+  if (rule == SampleRule::kNflowsAffineInverse) {
+    TORCH_CHECK_VALUE(rule_params[0] > 0.0, "made_sample: epsilon (rule_params[0]) must be "
+                      "positive, got ", rule_params[0]);
+  }
   TORCH_CHECK_VALUE(noise.dim() == 2, "made_sample: noise must be [N, D], got ", noise.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(noise.scalar_type()), "made_sample: noise must be a float "
                    "tensor, got ", noise.scalar_type());
@@ -119,10 +183,27 @@ inline SampleRule check_made_sample(const at::Tensor& noise, at::TensorList weig
     }
     width = w.size(0);
   }
-  TORCH_CHECK_VALUE(width == outputs_per_dim(rule) * dims, "made_sample: the last layer must have ",
-                    outputs_per_dim(rule) * dims, " outputs for this rule, got ", width);
+  int64_t per_dim = detail::rule_outputs_per_dim(rule);
+  if (per_dim == 0) {  // the spline: 3·bins − 1 outputs per dimension
+    per_dim = dims > 0 && width % dims == 0 ? width / dims : 0;
+    TORCH_CHECK_VALUE(dims == 0 || (per_dim >= 2 && (per_dim + 1) % 3 == 0), "made_sample: rule '",
+                      rule_name, "' needs 3·bins − 1 outputs per dimension (bins >= 1), got ",
+                      width, " outputs for ", dims, " dimensions");
+  } else {
+    TORCH_CHECK_VALUE(width == per_dim * dims, "made_sample: the last layer must have ",
+                      per_dim * dims, " outputs for rule '", rule_name, "', got ", width);
+  }
   detail::check_index_tensor("unit_orders", unit_orders[layers], width, device);
-  return rule;
+  if (context_bias.has_value()) {
+    const at::Tensor& c = *context_bias;
+    TORCH_CHECK_VALUE(c.dim() == 2 && c.size(0) == noise.size(0) &&
+                          c.size(1) == weights[0].size(0) &&
+                          c.scalar_type() == noise.scalar_type() && c.device() == device,
+                      "made_sample: context_bias must be [", noise.size(0), ", ", weights[0].size(0),
+                      "] with the noise's dtype and device, got ", c.scalar_type(), " ", c.sizes(),
+                      " on ", c.device());
+  }
+  return {rule, activation, per_dim};
 }
 
 }  // namespace fastflow

@@ -18,7 +18,7 @@ import torch
 from fastflow import reference
 from fastflow.ops import made_plan
 from fastflow.ops.made_model import masked_stack
-from fastflow.ops.made_sample import OUTPUTS_PER_DIM
+from fastflow.ops.made_sample import MADE_RULES, RULES
 
 import cuda_cpu
 from fastflow.accuracy import float64_copy
@@ -234,9 +234,9 @@ def test_masked_linear(emu, batch, k, n, form, dtype):
 
 def sample_args(made, noise, rule):
     layers = masked_stack(made, "test")
-    plan = made_plan.cached_plan(made, layers, OUTPUTS_PER_DIM[rule], "test").plan
+    plan = made_plan.cached_plan(made, layers, RULES[rule][0], "test").plan
     return (noise, [l.weight for l in layers], [l.bias for l in layers], [l.mask for l in layers],
-            *plan.to(noise.device), rule)
+            *plan.to(noise.device), rule, [], "relu", None)
 
 
 def sampling_model(rule, dims, dtype, hidden=37):
@@ -265,7 +265,7 @@ def assert_sampling_identical(got, expected, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("rule", list(OUTPUTS_PER_DIM))
+@pytest.mark.parametrize("rule", list(MADE_RULES))
 @pytest.mark.parametrize("batch,dims", [(19, 10), (1, 6), (0, 5), (8, 2)])
 def test_made_sample(emu, batch, dims, rule, dtype):
     made = sampling_model(rule, dims, dtype)
@@ -319,7 +319,7 @@ def test_made_sample_wide_layers_opt_in_past_48k(emu):
 @pytest.mark.skipif(cuda_cpu.sanitize_setting() == "thread",
                     reason="a bad plan's clamped orders send several threads to one output: a "
                            "race by design (its values are undefined), not a kernel bug")
-@pytest.mark.parametrize("rule", list(OUTPUTS_PER_DIM))
+@pytest.mark.parametrize("rule", list(MADE_RULES))
 def test_made_sample_bad_plan_stays_in_bounds(emu, rule):
     """The binding does not read the plan's values (made_sample.cuh): it clamps the unit
     orders into range, and the kernel every offset and range it reads. A bad plan gives wrong
@@ -330,7 +330,7 @@ def test_made_sample_bad_plan_stays_in_bounds(emu, rule):
     for what, bad in out_of_range_plans(args):
         values, log_terms, outputs = emu.ops.made_sample(*bad)
         assert values.shape == (19, 10) and log_terms.shape == (19,), what
-        assert outputs.shape == (19, 10 * OUTPUTS_PER_DIM[rule]), what
+        assert outputs.shape == (19, 10 * RULES[rule][0]), what
 
 
 # The emulator's own checks: launches beyond the hardware's limits fail with the limit named.

@@ -23,12 +23,11 @@ from fastflow._extension import EXTENSION
 from fastflow.backend import unavailable_reason
 from fastflow.ops import made_plan
 from fastflow.ops.made_model import masked_stack
-from fastflow.ops.made_sample import OUTPUTS_PER_DIM
+from fastflow.ops.made_sample import MADE_RULES, RULES
 
 from backends import HAS_GPU
 from utils import assert_matches_float64
 
-RULES = list(OUTPUTS_PER_DIM)
 
 # These tests run on CPU tensors: Triton takes them only under its interpreter.
 _TRITON_REASON = unavailable_reason("triton") or (
@@ -336,9 +335,9 @@ def test_bad_arguments():
 
 def _op_args(made, noise, rule):
     layers = masked_stack(made, "test")
-    plan = model_plan(made, OUTPUTS_PER_DIM[rule])
+    plan = model_plan(made, RULES[rule][0])
     return (noise, [l.weight for l in layers], [l.bias for l in layers],
-            [l.mask for l in layers], *plan.to(noise.device), rule)
+            [l.mask for l in layers], *plan.to(noise.device), rule, [], "relu", None)
 
 
 # The plan's place in _op_args's arguments.
@@ -372,8 +371,21 @@ def test_op_checks_its_plan(op_name):
     op = getattr(torch.ops.fastflow, op_name)
     made = bernoulli_made(6, [16], seed=0)
     args = _op_args(made, torch.rand(3, 6), "bernoulli")
-    with pytest.raises(ValueError, match="rule"):
-        op(*args[:-1], "poisson")
+    with pytest.raises(ValueError, match="rule must be one of"):
+        op(*args[:8], "poisson", *args[9:])
+    with pytest.raises(ValueError, match="activation must be one of"):
+        op(*args[:10], "gelu", None)
+    with pytest.raises(ValueError, match="takes 0 rule_params, got 1"):
+        op(*args[:9], [1.0], *args[10:])
+    with pytest.raises(ValueError, match="context_bias must be"):
+        op(*args[:11], torch.zeros(3, 15))
+    gaussian = _op_args(reference.maf.MADE(6, 16, 1), torch.randn(3, 6), "gaussian")
+    with pytest.raises(ValueError, match="log slope"):
+        op(*gaussian[:8], "zuko_affine_inverse", [0.5], *gaussian[10:])
+    with pytest.raises(ValueError, match="epsilon"):
+        op(*gaussian[:8], "nflows_affine_inverse", [0.0], *gaussian[10:])
+    with pytest.raises(ValueError, match="3·bins − 1 outputs per dimension"):
+        op(*args[:8], "zuko_rqs_inverse", [5.0, -7.0], *args[10:])
     with pytest.raises(ValueError, match="finalize_offsets"):
         op(*args[:6], [], *args[7:])
     if op_name == "made_sample_triton":
@@ -424,7 +436,7 @@ def test_plan_checked_when_made():
 
 
 @pytest.mark.parametrize("op_name", SAMPLE_OPS)
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("rule", MADE_RULES)
 def test_opcheck(op_name, rule):
     if rule != "bernoulli":
         made = reference.maf.MADE(5, 12, 1)
@@ -472,7 +484,7 @@ def recorded_host_syncs():
 
 
 @pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("rule", MADE_RULES)
 def test_no_host_sync_after_the_first_call(masks_compared_by_version, backend, rule):
     """On a GPU a call after the model's first reads nothing on the host: run here on CPU
     tensors with the plan cache as on a GPU (the C++ kernels are not seen, only what Python
@@ -689,7 +701,7 @@ def test_cuda_batch_zero():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("rule", MADE_RULES)
 def test_cuda_opcheck(rule):
     if rule != "bernoulli":
         made = reference.maf.MADE(5, 12, 1).cuda()

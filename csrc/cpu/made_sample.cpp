@@ -3,7 +3,7 @@
 // (a hidden unit at its ready step, an input when it is sampled) its value times its packed
 // weight row is added once into the next layer's accumulators, over just the range of
 // positions its mask connects it to. Each weight is used once per sample: the arithmetic of
-// about one forward pass instead of D. ReLU zeros and Bernoulli zeros push nothing.
+// about one forward pass instead of D. Zeros (of ReLU, of Bernoulli samples) push nothing.
 //
 // Threads take blocks of samples; each runs the whole D-step loop for its block, so the steps
 // need no synchronisation. The plan's values are checked at every call (here on the host, that
@@ -161,9 +161,13 @@ inline void push(const PackedLayer<acc_t>& layer, int64_t i, const acc_t* value,
   }
 }
 
-// The rules' math (made_sample_math.h) as the CPU kernel runs it: libm's exp.
+// The rules' math (made_sample_math.h) as the CPU kernel runs it: libm's.
 struct StdMath {
   template <typename T> static T exp(T v) { return std::exp(v); }
+  template <typename T> static T log(T v) { return std::log(v); }
+  template <typename T> static T log1p(T v) { return std::log1p(v); }
+  template <typename T> static T sqrt(T v) { return std::sqrt(v); }
+  template <typename T> static T tanh(T v) { return std::tanh(v); }
   template <typename T> static T mul(T a, T b) { return a * b; }
 };
 
@@ -176,7 +180,17 @@ struct Schedule {
   std::vector<std::vector<int64_t>> finalize;  // per hidden layer, [T + 2]
   std::vector<int64_t> steps;                  // [T + 1]
   std::vector<int64_t> dim_order;              // [D]
+  std::vector<int64_t> first_order;            // [outputs of the first layer]
   std::vector<int64_t> out_order;              // [outputs of the last layer]
+};
+
+// What every sample block reads besides the layers and the schedule.
+template <typename scalar_t>
+struct SampleInputs {
+  SampleCall call;
+  const double* rule_params;
+  const scalar_t* noise;         // [samples, D]
+  const scalar_t* context_bias;  // [samples, outputs of the first layer], or null
 };
 
 std::vector<int64_t> to_vector(const at::Tensor& t) {
@@ -187,7 +201,7 @@ std::vector<int64_t> to_vector(const at::Tensor& t) {
 // Samples [s0, s1): the whole D-step loop for one block.
 template <typename scalar_t, typename acc_t>
 void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule& schedule,
-                  SampleRule rule, const scalar_t* noise, int64_t s0, int64_t s1, scalar_t* values,
+                  const SampleInputs<scalar_t>& in, int64_t s0, int64_t s1, scalar_t* values,
                   acc_t* log_terms, scalar_t* outputs) {
   const int64_t n = s1 - s0, L = static_cast<int64_t>(layers.size());
   const int64_t dims = static_cast<int64_t>(schedule.dim_order.size());
@@ -198,10 +212,19 @@ void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule&
       std::copy(layers[l].bias.begin(), layers[l].bias.end(), acc[l].begin() + b * layers[l].outputs);
     }
   }
+  if (in.context_bias != nullptr) {
+    const int64_t width = layers[0].outputs;
+    for (int64_t b = 0; b < n; ++b) {
+      const scalar_t* c = in.context_bias + (s0 + b) * width;
+      for (int64_t p = 0; p < width; ++p) {
+        acc[0][b * width + p] += static_cast<acc_t>(c[schedule.first_order[p]]);
+      }
+    }
+  }
   std::vector<acc_t> value(n);
   std::vector<double> log_term(n, 0.0);
   const int64_t steps = static_cast<int64_t>(schedule.steps.size()) - 1;
-  const int64_t per_dim = outputs_per_dim(rule);
+  const int64_t per_dim = in.call.per_dim;
   for (int64_t t = 1; t <= steps; ++t) {
     // Hidden units ready at t − 1 are final: push them, lower layers first (a unit of layer
     // l + 1 ready at t − 1 may need units of layer l that became ready at t − 1).
@@ -210,7 +233,7 @@ void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule&
       for (int64_t p = schedule.finalize[l][t - 1]; p < schedule.finalize[l][t]; ++p) {
         for (int64_t b = 0; b < n; ++b) {
           // Rounded to the model's dtype, as the reference's activations are.
-          const acc_t h = std::max(acc[l][b * width + p], acc_t(0));
+          const acc_t h = activate<StdMath>(in.call.activation, acc[l][b * width + p]);
           value[b] = static_cast<acc_t>(static_cast<scalar_t>(h));
         }
         push(layers[l + 1], p, value.data(), n, acc[l + 1].data());
@@ -222,9 +245,10 @@ void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule&
     for (int64_t i = schedule.steps[t - 1]; i < schedule.steps[t]; ++i) {
       const int64_t d = schedule.dim_order[i];
       for (int64_t b = 0; b < n; ++b) {
-        const acc_t e = static_cast<acc_t>(noise[(s0 + b) * dims + d]);
+        const acc_t e = static_cast<acc_t>(in.noise[(s0 + b) * dims + d]);
         const acc_t* o = out.data() + b * out_width + per_dim * i;
-        const auto [v, term] = sample_dimension<StdMath, RoundThrough<scalar_t>>(rule, o, e);
+        const auto [v, term] = sample_dimension<StdMath, RoundThrough<scalar_t>>(
+            in.call.rule, o, per_dim, e, in.rule_params);
         log_term[b] -= term;
         const scalar_t stored = static_cast<scalar_t>(v);
         values[(s0 + b) * dims + d] = stored;
@@ -322,9 +346,12 @@ int64_t block_samples(int64_t samples) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
     const at::Tensor& noise_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
     at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges,
-    at::TensorList finalize_offsets, const at::Tensor& step_offsets, std::string_view rule_name) {
-  const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
-                                            push_ranges, finalize_offsets, step_offsets, rule_name);
+    at::TensorList finalize_offsets, const at::Tensor& step_offsets, std::string_view rule_name,
+    at::ArrayRef<double> rule_params, std::string_view activation,
+    const std::optional<at::Tensor>& context_bias_in) {
+  const SampleCall call = check_made_sample(noise_in, weights, biases, masks, unit_orders,
+                                            push_ranges, finalize_offsets, step_offsets, rule_name,
+                                            rule_params, activation, context_bias_in);
   check_plan_values(noise_in.size(1), weights, unit_orders, push_ranges, finalize_offsets,
                     step_offsets);
   const at::Tensor noise = noise_in.contiguous();
@@ -341,19 +368,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
   for (const auto& offsets : finalize_offsets) schedule.finalize.push_back(to_vector(offsets));
   schedule.steps = to_vector(step_offsets);
   schedule.dim_order = to_vector(unit_orders[0]);
+  schedule.first_order = to_vector(unit_orders[1]);
+  const at::Tensor context_bias =
+      context_bias_in.has_value() ? context_bias_in->contiguous() : at::Tensor();
   schedule.out_order = to_vector(unit_orders[L]);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, noise.scalar_type(), "made_sample", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const std::vector<PackedLayer<acc_t>>& layers =
         packed_layers<scalar_t, acc_t>(weights, biases, masks, unit_orders, push_ranges);
-    const scalar_t* noise_data = noise.const_data_ptr<scalar_t>();
+    const SampleInputs<scalar_t> inputs{
+        call, rule_params.data(), noise.const_data_ptr<scalar_t>(),
+        context_bias.defined() ? context_bias.const_data_ptr<scalar_t>() : nullptr};
     scalar_t* values_data = values.mutable_data_ptr<scalar_t>();
     scalar_t* outputs_data = outputs.mutable_data_ptr<scalar_t>();
     acc_t* log_data = log_terms.mutable_data_ptr<acc_t>();
     const int64_t block = block_samples(samples);
     at::parallel_for(0, (samples + block - 1) / block, 1, [&](int64_t begin, int64_t end) {
       for (int64_t blk = begin; blk < end; ++blk) {
-        sample_block<scalar_t, acc_t>(layers, schedule, rule, noise_data, blk * block,
+        sample_block<scalar_t, acc_t>(layers, schedule, inputs, blk * block,
                                       std::min(samples, (blk + 1) * block), values_data,
                                       log_data, outputs_data);
       }

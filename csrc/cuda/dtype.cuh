@@ -32,12 +32,18 @@ __device__ __forceinline__ float tanh_(float v) { return tanhf(v); }
 __device__ __forceinline__ double tanh_(double v) { return tanh(v); }
 __device__ __forceinline__ float log_(float v) { return logf(v); }
 __device__ __forceinline__ double log_(double v) { return log(v); }
+__device__ __forceinline__ float log1p_(float v) { return log1pf(v); }
+__device__ __forceinline__ double log1p_(double v) { return log1p(v); }
+__device__ __forceinline__ float sqrt_(float v) { return sqrtf(v); }
+__device__ __forceinline__ double sqrt_(double v) { return sqrt(v); }
 
 // The device's math, the Math policy of the per-element formulas (../<op>_math.h).
 struct DeviceMath {
   template <typename T> static __device__ __forceinline__ T exp(T v) { return exp_(v); }
   template <typename T> static __device__ __forceinline__ T tanh(T v) { return tanh_(v); }
   template <typename T> static __device__ __forceinline__ T log(T v) { return log_(v); }
+  template <typename T> static __device__ __forceinline__ T log1p(T v) { return log1p_(v); }
+  template <typename T> static __device__ __forceinline__ T sqrt(T v) { return sqrt_(v); }
 };
 
 // Calls f with a null pointer of the storage type for `dtype` (to pick a template).

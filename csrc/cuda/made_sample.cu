@@ -37,8 +37,7 @@ __device__ __forceinline__ opmath_t<T> round_to(opmath_t<T> v) {
 }
 
 // The rules' math (made_sample_math.h) on the device.
-struct SampleMath {
-  template <typename T> static __device__ __forceinline__ T exp(T v) { return exp_(v); }
+struct SampleMath : DeviceMath {
   template <typename T> static __device__ __forceinline__ T mul(T a, T b) { return mul_rn(a, b); }
 };
 
@@ -89,7 +88,9 @@ __global__ void __launch_bounds__(kThreads)
   const auto* biases = static_cast<const acc_t*>(a.biases);
   const int64_t W = a.acc_width, L = a.num_layers, steps = a.steps;
   const int64_t out_offset = a.layers[L - 1].acc_offset, out_width = a.layers[L - 1].outputs;
-  const int per_dim = a.rule == SampleRule::kBernoulli ? 1 : 2;
+  const int64_t per_dim = a.per_dim;
+  const auto* context_bias = static_cast<const T*>(a.context_bias);
+  const int64_t first_width = a.layers[0].outputs;
   acc_t* acc = scratch != nullptr ? scratch + static_cast<int64_t>(blockIdx.x) * kTile * W
                                   : reinterpret_cast<acc_t*>(dynamic_shared);
   const int64_t tiles = (a.samples + kTile - 1) / kTile;
@@ -97,7 +98,13 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int64_t s0 = tile * kTile;
     const int n = static_cast<int>(a.samples - s0 < kTile ? a.samples - s0 : kTile);
-    for (int64_t k = threadIdx.x; k < n * W; k += kThreads) acc[k] = biases[k % W];
+    for (int64_t k = threadIdx.x; k < n * W; k += kThreads) {
+      acc[k] = biases[k % W];
+      // The context's term on the first layer (layer 0's positions come first in acc).
+      if (context_bias != nullptr && k % W < first_width) {
+        acc[k] += to_opmath(context_bias[(s0 + k / W) * first_width + a.first_order[k % W]]);
+      }
+    }
     if (threadIdx.x < kTile) log_term[threadIdx.x] = 0.0;
     __syncthreads();
 
@@ -114,7 +121,7 @@ __global__ void __launch_bounds__(kThreads)
           for (int k = threadIdx.x; k < n * len; k += kThreads) {
             const int b = k / len, j = k % len;
             const acc_t x = acc[b * W + from.acc_offset + c0 + j];
-            chunk_values[b][j] = round_to<T>(x < acc_t(0) ? acc_t(0) : x);  // ReLU
+            chunk_values[b][j] = round_to<T>(activate<SampleMath>(a.activation, x));
           }
           __syncthreads();
           push_chunk(weights + to.weight_offset, a.ranges + 2 * to.range_offset, to.outputs, c0,
@@ -131,7 +138,8 @@ __global__ void __launch_bounds__(kThreads)
           const int64_t i = c0 + j, d = a.dim_order[i];
           const acc_t e = to_opmath(noise[(s0 + b) * a.dims + d]);
           const acc_t* o = acc + b * W + out_offset + per_dim * i;
-          const auto [v, term] = sample_dimension<SampleMath, RoundTo<T>>(a.rule, o, e);
+          const auto [v, term] =
+              sample_dimension<SampleMath, RoundTo<T>>(a.rule, o, per_dim, e, a.rule_params);
           const T stored = from_opmath<T>(v);
           values[(s0 + b) * a.dims + d] = stored;
           chunk_values[b][j] = to_opmath(stored);

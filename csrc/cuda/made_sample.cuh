@@ -31,6 +31,7 @@ struct MadeLayer {
 // The layer table travels in the kernel's arguments (a table in device memory would be a copy
 // to the device, and a wait, at every call), which must fit in 4 KiB.
 constexpr int kMaxMadeLayers = 64;
+constexpr int kMaxRuleParams = 2;
 
 struct MadeSampleArgs {
   const void* noise;              // [samples, dims] storage type, contiguous
@@ -41,11 +42,17 @@ struct MadeSampleArgs {
   const int64_t* finalize;        // [num_layers − 1, steps + 2]: the finalize_offsets, any values
   const int64_t* step_offsets;    // [steps + 1], any values
   const int64_t* dim_order;       // [dims]: unit_orders[0], each in [0, dims)
+  const int64_t* first_order;     // [first layer's outputs]: unit_orders[1], each in range
   const int64_t* out_order;       // [last layer's outputs]: unit_orders[num_layers], each in
                                   // [0, last layer's outputs)
+  const void* context_bias;       // [samples, first layer's outputs] storage type,
+                                  // contiguous, or null
   int64_t samples, dims, num_layers, steps;
   int64_t acc_width;              // Σ outputs over the layers
   SampleRule rule;
+  Activation activation;
+  int64_t per_dim;                // outputs of the last layer per dimension
+  double rule_params[kMaxRuleParams];
   DType dtype;
   MadeLayer layers[kMaxMadeLayers];  // the first num_layers
 };

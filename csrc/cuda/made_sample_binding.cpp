@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <string_view>
 #include <tuple>
@@ -33,9 +34,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
     const at::Tensor& noise_in, at::TensorList weights,
     const c10::List<std::optional<at::Tensor>>& biases, at::TensorList masks,
     at::TensorList unit_orders, at::TensorList push_ranges, at::TensorList finalize_offsets,
-    const at::Tensor& step_offsets, std::string_view rule_name) {
-  const SampleRule rule = check_made_sample(noise_in, weights, biases, masks, unit_orders,
-                                            push_ranges, finalize_offsets, step_offsets, rule_name);
+    const at::Tensor& step_offsets, std::string_view rule_name, at::ArrayRef<double> rule_params,
+    std::string_view activation, const std::optional<at::Tensor>& context_bias_in) {
+  const SampleCall call = check_made_sample(noise_in, weights, biases, masks, unit_orders,
+                                            push_ranges, finalize_offsets, step_offsets, rule_name,
+                                            rule_params, activation, context_bias_in);
+  TORCH_INTERNAL_ASSERT(rule_params.size() <= cuda::kMaxRuleParams);
   const int64_t L = static_cast<int64_t>(weights.size());
   TORCH_CHECK_VALUE(L <= cuda::kMaxMadeLayers, "made_sample: the CUDA kernel takes at most ",
                     cuda::kMaxMadeLayers, " layers, got ", L);
@@ -84,6 +88,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   const at::Tensor ranges_flat = flat_cat(ranges, index_opts);
   const at::Tensor finalize_flat = flat_cat(finalize, index_opts);
   const at::Tensor steps = step_offsets.contiguous();
+  const at::Tensor context_bias =
+      context_bias_in.has_value() ? context_bias_in->contiguous() : at::Tensor();
 
   args.noise = noise.const_data_ptr();
   args.weights = weights_flat.const_data_ptr();
@@ -92,13 +98,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   args.finalize = finalize_flat.const_data_ptr<int64_t>();
   args.step_offsets = steps.const_data_ptr<int64_t>();
   args.dim_order = orders[0].const_data_ptr<int64_t>();
+  args.first_order = orders[1].const_data_ptr<int64_t>();
   args.out_order = orders[L].const_data_ptr<int64_t>();
+  args.context_bias = context_bias.defined() ? context_bias.const_data_ptr() : nullptr;
   args.samples = samples;
   args.dims = dims;
   args.num_layers = L;
   args.steps = steps.size(0) - 1;
   args.acc_width = acc_offset;
-  args.rule = rule;
+  args.rule = call.rule;
+  args.activation = call.activation;
+  args.per_dim = call.per_dim;
+  std::copy(rule_params.begin(), rule_params.end(), args.rule_params);
   args.dtype = dtype;
 
   size_t scratch_bytes = 0;

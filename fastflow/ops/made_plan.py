@@ -158,10 +158,12 @@ def _ranges(connected: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.where(any_, first, 0), torch.where(any_, last, 0)], dim=1).long()
 
 
-def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_sample") -> SamplePlan:
+def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_sample",
+               interleaved: bool = False) -> SamplePlan:
     """The sampling plan of a stack with these masks ([out, in] each, nonzero = connected);
-    the last layer has per_dim outputs per dimension (the units of dimension d are rows
-    d, D + d, ...)."""
+    the last layer has per_dim outputs per dimension: the units of dimension d are rows
+    d, D + d, ... (blocked, the seeds' MADEs), or with `interleaved` rows per_dim·d, ...,
+    per_dim·d + per_dim − 1 (zuko's and nflows')."""
     connected = [m.detach().cpu() != 0 for m in masks]
     dims = connected[0].shape[1]
     if connected[-1].shape[0] != per_dim * dims:
@@ -170,7 +172,9 @@ def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_samp
     reach = connected[0].float()  # reach[j, k]: unit j depends on input k
     for m in connected[1:]:
         reach = (m.float() @ reach).clamp_(max=1.0)
-    depends = (reach.view(per_dim, dims, dims).amax(dim=0) > 0).numpy()
+    by_unit = reach.view(dims, per_dim, dims).transpose(0, 1) if interleaved else \
+        reach.view(per_dim, dims, dims)
+    depends = (by_unit.amax(dim=0) > 0).numpy()
     step_of = torch.from_numpy(_sampling_steps(depends, caller))
     steps = int(step_of.max()) if dims else 0
 
@@ -184,7 +188,9 @@ def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_samp
         order = torch.sort(ready, stable=True).indices
         unit_orders.append(order)
         finalize_offsets.append(torch.searchsorted(ready[order], torch.arange(steps + 2)))
-    unit_orders.append((dim_order[:, None] + dims * torch.arange(per_dim)[None, :]).reshape(-1))
+    units = dim_order[:, None] * per_dim + torch.arange(per_dim) if interleaved else \
+        dim_order[:, None] + dims * torch.arange(per_dim)
+    unit_orders.append(units.reshape(-1))
     push_ranges = [_ranges(m[unit_orders[l + 1]][:, unit_orders[l]])
                    for l, m in enumerate(connected)]
     return SamplePlan(unit_orders, push_ranges, finalize_offsets, step_offsets)
@@ -208,17 +214,20 @@ class CachedPlan:
     """A model's plan and the masks it was built from (held, so that their memory is not
     another tensor's while cached; copies where compared by value)."""
 
-    def __init__(self, masks: list[torch.Tensor], per_dim: int, plan: SamplePlan):
+    def __init__(self, masks: list[torch.Tensor], per_dim: int, interleaved: bool,
+                 plan: SamplePlan):
         keys = [_mask_key(m) for m in masks]
         self._masks = [m if key is not None else m.clone() for m, key in zip(masks, keys)]
         self._keys = keys
         self._in_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         self.per_dim = per_dim
+        self.interleaved = interleaved
         self.plan = plan
 
-    def holds(self, masks: list[torch.Tensor], per_dim: int) -> bool:
-        """Whether `masks` are the masks this plan was built from."""
-        if per_dim != self.per_dim or len(masks) != len(self._masks):
+    def holds(self, masks: list[torch.Tensor], per_dim: int, interleaved: bool) -> bool:
+        """Whether `masks` are the masks this plan was built from, in this layout."""
+        if (per_dim, interleaved) != (self.per_dim, self.interleaved) or \
+                len(masks) != len(self._masks):
             return False
         for mask, held, key in zip(masks, self._masks, self._keys):
             if key is None:
@@ -240,13 +249,14 @@ class CachedPlan:
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def cached_plan(model: nn.Module, layers: list[MaskedLayer], per_dim: int,
-                caller: str) -> CachedPlan:
+def cached_plan(model: nn.Module, layers: list[MaskedLayer], per_dim: int, caller: str,
+                interleaved: bool = False) -> CachedPlan:
     """The model's plan, rebuilt when a mask changes (module docstring)."""
     masks = [layer.mask for layer in layers]
     cached = _PLANS.get(model)
-    if cached is None or not cached.holds(masks, per_dim):
-        cached = CachedPlan(masks, per_dim, build_plan(masks, per_dim, caller))
+    if cached is None or not cached.holds(masks, per_dim, interleaved):
+        cached = CachedPlan(masks, per_dim, interleaved,
+                            build_plan(masks, per_dim, caller, interleaved))
         _PLANS[model] = cached
     return cached
 

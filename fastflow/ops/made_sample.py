@@ -24,6 +24,8 @@ safe).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,74 +36,172 @@ from ._checks import FLOAT_DTYPES
 from .made_model import MaskedLayer, masked_stack
 from .made_plan import cached_plan, step_of_dimensions
 
-# The sampling rules, the ops' `rule` (csrc/made_sample.h says what each does), and the
-# network outputs each reads per dimension.
-OUTPUTS_PER_DIM = {"bernoulli": 1, "gaussian": 2, "gaussian_inverse": 2}
+# The sampling rules, the ops' `rule` (their formulas: csrc/made_sample_math.h): the network
+# outputs each reads per dimension (None: 3·bins − 1, the spline's) and its rule_params.
+RULES = {
+    "bernoulli": (1, ()),
+    "gaussian": (2, ()),
+    "gaussian_inverse": (2, ()),
+    "zuko_affine_inverse": (2, ("log slope",)),
+    "zuko_rqs_inverse": (None, ("bound", "log slope")),
+    "nflows_affine_inverse": (2, ("epsilon",)),
+}
+# The rules of fastflow's own models (the seeds' MADE, MAF and IAF).
+MADE_RULES = ("bernoulli", "gaussian", "gaussian_inverse")
 
-def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor) -> torch.Tensor:
+# The hidden units' activations, the ops' `activation`, as torch computes them.
+ACTIVATIONS = {"relu": torch.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "silu": F.silu,
+               "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor, activation: str,
+                   context_bias: torch.Tensor | None) -> torch.Tensor:
     for index, layer in enumerate(layers):
         if index:
-            x = torch.relu(x)
+            x = ACTIVATIONS[activation](x)
         x = F.linear(x, layer.mask * layer.weight, layer.bias)
+        if index == 0 and context_bias is not None:
+            x = x + context_bias
     return x
 
 
-def _log_terms(rule: str, outputs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """log p(values | logits) for Bernoulli; −Σ α for the Gaussian rules (the Gaussian
-    MADE's log_det)."""
-    acc = torch.float64 if values.dtype == torch.float64 else torch.float32
-    if rule == "bernoulli":
-        return -F.binary_cross_entropy_with_logits(outputs.to(acc), values.to(acc),
-                                                   reduction="none").sum(dim=1)
-    return -outputs.chunk(2, dim=1)[1].to(acc).sum(dim=1)
+def _soft_clamp(x: torch.Tensor, limit: float) -> torch.Tensor:
+    return x / (1 + (x / limit).abs())
 
 
-def _sampled(rule: str, out: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Every dimension's value under `rule` from the network's outputs `out` [N, k·D]."""
-    dims = noise.shape[1]
+def _rqs_inverse(o: torch.Tensor, y: torch.Tensor, bound: float, log_slope: float):
+    """zuko's MonotonicRQSTransform inverse of y [...] for parameters o [..., 3K − 1], and
+    log f′ at the result (0 outside [−bound, bound], where it is the identity)."""
+    bins = (o.shape[-1] + 1) // 3
+    widths, heights, derivatives = o.split([bins, bins, bins - 1], dim=-1)
+    knots_x = bound * (2 * F.pad(torch.softmax(_soft_clamp(widths, log_slope / 2), -1),
+                                 (1, 0)).cumsum(-1) - 1)
+    knots_y = bound * (2 * F.pad(torch.softmax(_soft_clamp(heights, log_slope / 2), -1),
+                                 (1, 0)).cumsum(-1) - 1)
+    slopes = F.pad(torch.exp(_soft_clamp(derivatives, log_slope)), (1, 1), value=1.0)
+    k = (knots_y < y[..., None]).sum(-1) - 1
+    inside = (k >= 0) & (k < bins)
+    k = k.clamp(0, bins - 1)[..., None]
+    pick = lambda t, shift: t.gather(-1, k + shift)[..., 0]  # noqa: E731
+    x0, x1, y0, y1 = pick(knots_x, 0), pick(knots_x, 1), pick(knots_y, 0), pick(knots_y, 1)
+    d0, d1 = pick(slopes, 0), pick(slopes, 1)
+    s = (y1 - y0) / (x1 - x0)
+    y_ = y - y0
+    bend = d0 + d1 - 2 * s
+    a = (y1 - y0) * (s - d0) + y_ * bend
+    b = (y1 - y0) * d0 - y_ * bend
+    c = -s * y_
+    z = 2 * c / (-b - (b * b - 4 * a * c).sqrt())
+    x = x0 + z * (x1 - x0)
+    zz = z * (1 - z)
+    log_slope_at_x = (s * s * (2 * s * zz + d0 * (1 - z) ** 2 + d1 * z * z)).log() - \
+        2 * (s + bend * zz).log()
+    return torch.where(inside, x, y), torch.where(inside, log_slope_at_x, 0)
+
+
+def _apply_rule(rule: str, o: torch.Tensor, e: torch.Tensor, params: list[float]):
+    """(values, terms) [N, D] of `rule` for outputs o [N, D, k] and noise e [N, D], both in
+    sampling positions; the kernels subtract the terms from the log term."""
     if rule == "bernoulli":
-        return (noise < torch.sigmoid(out)).to(noise.dtype)
-    mu, alpha = out[:, :dims], out[:, dims:]
+        logit = o[..., 0]
+        v = (e < torch.sigmoid(logit)).to(e.dtype)
+        acc = torch.float64 if e.dtype == torch.float64 else torch.float32
+        return v, F.binary_cross_entropy_with_logits(logit.to(acc), v.to(acc), reduction="none")
+    if rule == "zuko_rqs_inverse":
+        return _rqs_inverse(o, e, params[0], params[1])
+    first, second = o[..., 0], o[..., 1]
     if rule == "gaussian":
-        return mu + noise * torch.exp(alpha)
-    return (noise - mu) * torch.exp(-alpha)
+        return first + e * torch.exp(second), second
+    if rule == "gaussian_inverse":
+        return (e - first) * torch.exp(-second), second
+    if rule == "zuko_affine_inverse":
+        log_scale = _soft_clamp(second, params[0])
+        return (e - first) / torch.exp(log_scale), log_scale
+    scale = F.softplus(first) + params[0]  # nflows_affine_inverse
+    return (e - second) / scale, scale.log()
 
 
 @torch.no_grad()
 def sample_reference(noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
-                     step_offsets, rule):
+                     step_offsets, rule, rule_params, activation, context_bias):
     """The reference algorithm (the 'torch' backend), on the op's arguments: one full
-    forward pass per sampling step, as the MADE's generate_samples and the Gaussian MADE's
-    forward, in the plan's order. Each step's dimensions are chosen on the device (no copy
-    to the host)."""
+    forward pass per sampling step, as the MADE's generate_samples, the Gaussian MADE's
+    forward and zuko's and nflows' inverses, in the plan's order. Each step's dimensions are
+    chosen on the device (no copy to the host)."""
     layers = [MaskedLayer(w, b, m) for w, b, m in zip(weights, biases, masks)]
-    step_of = step_of_dimensions(unit_orders[0], step_offsets)
+    samples, dims = noise.shape
+    acc = torch.float64 if noise.dtype == torch.float64 else torch.float32
+    width = weights[-1].shape[0]
+    if dims == 0:
+        return noise.clone(), noise.new_zeros(samples, dtype=acc), noise.new_zeros(samples, width)
+    dim_order, out_order = unit_orders[0], unit_orders[-1]
+    step_of = step_of_dimensions(dim_order, step_offsets)[dim_order]  # per position
+    noise_by_position = noise[:, dim_order]
+
+    def outputs_by_position(out):
+        return out[:, out_order].view(samples, dims, width // dims)
+
     values = torch.zeros_like(noise)
     for t in range(1, step_offsets.shape[0]):
-        values = torch.where(step_of == t, _sampled(rule, _stack_forward(layers, values), noise),
-                             values)
-    outputs = _stack_forward(layers, values)
-    return values, _log_terms(rule, outputs, values), outputs
+        out = _stack_forward(layers, values, activation, context_bias)
+        v, _ = _apply_rule(rule, outputs_by_position(out), noise_by_position, rule_params)
+        sampled = values[:, dim_order]
+        values = values.index_copy(1, dim_order, torch.where(step_of == t, v, sampled))
+    outputs = _stack_forward(layers, values, activation, context_bias)
+    _, terms = _apply_rule(rule, outputs_by_position(outputs), noise_by_position, rule_params)
+    return values, -terms.to(acc).sum(dim=1), outputs
 
 
 def _made_sample_fake(noise, weights, biases, masks, unit_orders, push_ranges,
-                      finalize_offsets, step_offsets, rule):
+                      finalize_offsets, step_offsets, rule, rule_params, activation,
+                      context_bias):
     acc = torch.float64 if noise.dtype == torch.float64 else torch.float32
     return (noise.new_empty(noise.shape), noise.new_empty(noise.shape[0], dtype=acc),
             noise.new_empty(noise.shape[0], weights[-1].shape[0]))
 
 
+def outputs_per_dim(rule: str, width: int, dims: int, op: str = "made_sample") -> int:
+    """The network outputs per dimension that `rule` reads from a last layer of `width`
+    outputs (ValueError when the width does not fit the rule)."""
+    per_dim = RULES[rule][0]
+    if per_dim is None:
+        per_dim = width // dims if dims and width % dims == 0 else 0
+        if dims and (per_dim < 2 or (per_dim + 1) % 3):
+            raise ValueError(f"{op}: rule '{rule}' needs 3·bins − 1 outputs per dimension "
+                             f"(bins >= 1), got {width} outputs for {dims} dimensions")
+        return per_dim
+    if width != per_dim * dims:
+        raise ValueError(f"{op}: the last layer must have {per_dim * dims} outputs for rule "
+                         f"'{rule}', got {width}")
+    return per_dim
 
 
 def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
-                      finalize_offsets, step_offsets, rule) -> None:
+                      finalize_offsets, step_offsets, rule, rule_params, activation,
+                      context_bias) -> None:
     """ValueError/TypeError for arguments of the wrong shape, dtype or device (the twin of
     csrc/made_sample.h's check). The plan's values are not read: that would be a copy to the
     host per call on a GPU, and the Triton launcher and kernel clamp every index they read."""
     op = "made_sample"
-    if not isinstance(rule, str) or rule not in OUTPUTS_PER_DIM:
-        raise ValueError(f"{op}: rule must be one of {', '.join(map(repr, OUTPUTS_PER_DIM))}, "
-                         f"got {rule!r}")
+    if not isinstance(rule, str) or rule not in RULES:
+        raise ValueError(f"{op}: rule must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be one of {', '.join(map(repr, ACTIVATIONS))}, "
+                         f"got {activation!r}")
+    names = RULES[rule][1]
+    if len(rule_params) != len(names):
+        raise ValueError(f"{op}: rule '{rule}' takes {len(names)} rule_params, got "
+                         f"{len(rule_params)}")
+    if not all(math.isfinite(p) for p in rule_params):
+        raise ValueError(f"{op}: rule_params must be finite, got {list(rule_params)}")
+    if "log slope" in names and not rule_params[-1] < 0:
+        raise ValueError(f"{op}: the log slope (rule_params[{len(names) - 1}]) must be negative "
+                         f"(a slope in (0, 1)), got {rule_params[-1]}")
+    if rule == "zuko_rqs_inverse" and not rule_params[0] > 0:
+        raise ValueError(f"{op}: the spline's bound (rule_params[0]) must be positive, got "
+                         f"{rule_params[0]}")
+    if rule == "nflows_affine_inverse" and not rule_params[0] > 0:
+        raise ValueError(f"{op}: epsilon (rule_params[0]) must be positive, got {rule_params[0]}")
     if noise.dim() != 2 or noise.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{op}: noise must be a float [N, D] tensor, got {noise.dtype} "
                          f"{tuple(noise.shape)}")
@@ -129,14 +229,18 @@ def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
         if l < layers - 1:
             index.append(("finalize_offsets", finalize_offsets[l], (steps + 2,)))
         width = weight.shape[0]
-    if width != OUTPUTS_PER_DIM[rule] * noise.shape[1]:
-        raise ValueError(f"{op}: the last layer must have {OUTPUTS_PER_DIM[rule]} outputs per "
-                         f"dimension for rule {rule!r}, got {width}")
+    outputs_per_dim(rule, width, noise.shape[1], op)
     index.append(("unit_orders", unit_orders[layers], (width,)))
     for name, t, shape in index:
         if t.dtype != torch.int64 or t.shape != shape or t.device != noise.device:
             raise ValueError(f"{op}: {name} must be int64 {list(shape)} on {noise.device}, got "
                              f"{t.dtype} {list(t.shape)} on {t.device}")
+    if context_bias is not None and (
+            context_bias.shape != (noise.shape[0], weights[0].shape[0]) or
+            context_bias.dtype != noise.dtype or context_bias.device != noise.device):
+        raise ValueError(f"{op}: context_bias must be [{noise.shape[0]}, {weights[0].shape[0]}] "
+                         f"with the noise's dtype and device, got {context_bias.dtype} "
+                         f"{list(context_bias.shape)} on {context_bias.device}")
 
 
 if _triton.VERSION is not None:
@@ -147,11 +251,16 @@ if _triton.VERSION is not None:
                             biases: list[torch.Tensor | None], masks: list[torch.Tensor],
                             unit_orders: list[torch.Tensor], push_ranges: list[torch.Tensor],
                             finalize_offsets: list[torch.Tensor], step_offsets: torch.Tensor,
-                            rule: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            rule: str, rule_params: list[float], activation: str,
+                            context_bias: torch.Tensor | None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
-                          finalize_offsets, step_offsets, rule)
+                          finalize_offsets, step_offsets, rule, rule_params, activation,
+                          context_bias)
         return _kernels.made_sample(noise.contiguous(), weights, biases, masks, unit_orders,
-                                    push_ranges, finalize_offsets, step_offsets, rule)
+                                    push_ranges, finalize_offsets, step_offsets, rule,
+                                    rule_params, activation,
+                                    None if context_bias is None else context_bias.contiguous())
 
 
 def _checked_fake(*args):
@@ -175,9 +284,13 @@ OP = registry.register(registry.Op(
 
 
 def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Tensor, rule: str,
-                    caller: str):
-    """(values, log terms, outputs) of `model` (whose masked_stack is `layers`) on `noise`
-    [N, D] under `rule`."""
+                    caller: str, *, rule_params: tuple[float, ...] = (), activation: str = "relu",
+                    context_bias: torch.Tensor | None = None, interleaved: bool = False):
+    """(values, log terms, outputs) of `model` (whose masked stack is `layers`) on `noise`
+    [N, D] under `rule`, with the hidden units' `activation` and the context's term on the
+    first layer (context_bias [N, first layer's outputs]). The last layer's outputs are the
+    rule's k outputs of each dimension: rows d, D + d, ... of dimension d, or with
+    `interleaved` rows k·d .. k·d + k − 1. The plan is cached on `model`."""
     weight = layers[0].weight
     if not isinstance(noise, torch.Tensor):
         raise TypeError(f"{caller}: noise must be a torch.Tensor, got {type(noise).__name__}")
@@ -189,10 +302,12 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
     if not noise.is_floating_point():
         raise TypeError(f"{caller}: noise must be a float tensor, got {noise.dtype}")
     noise = noise.to(device=weight.device, dtype=weight.dtype).contiguous()
-    cached = cached_plan(model, layers, OUTPUTS_PER_DIM[rule], caller)
+    per_dim = outputs_per_dim(rule, layers[-1].weight.shape[0], weight.shape[1], caller)
+    cached = cached_plan(model, layers, per_dim, caller, interleaved)
     return registry.call(OP, noise, [layer.weight for layer in layers],
                          [layer.bias for layer in layers], cached.masks_as(weight.dtype),
-                         *cached.plan.to(weight.device), rule)
+                         *cached.plan.to(weight.device), rule, list(rule_params), activation,
+                         context_bias)
 
 
 def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | None = None,
