@@ -356,6 +356,80 @@ def maf_sample_cases(full):
     return [_maf_sample(16, 64, 128, 5)]
 
 
+def _peer_sample(op, name, batch, dim, transforms, build, peer_inverse, fastflow_inverse):
+    """A flow of a peer library (zuko, nflows) sampled from the same base noise z by the
+    library's own inverse (the `reference` provider) and by fastflow's (the others); judged
+    against the library's own inverse of a float64 copy of the flow."""
+    def make(device, dtype, mode):
+        torch.manual_seed(0)
+        flow = build(dim, transforms).to(device=device, dtype=dtype).eval()
+        flow64 = float64_copy(flow)
+        z = torch.randn(batch, dim, device=device, dtype=dtype)
+        return Setup((z,), torch.no_grad()(lambda z: peer_inverse(flow, z)),
+                     lambda z: fastflow_inverse(flow, z),
+                     reference64=torch.no_grad()(lambda z: peer_inverse(flow64, z)))
+    label = f"{name} {transforms}x{dim}-512-512"
+    return Case(op, f"b{batch} {label}", (batch, dim), batch * dim, make, label,
+                modes=(SAMPLE,), dtypes=(torch.float32, torch.float64), compiles=False)
+
+
+def _peer_sizes(full):
+    """(batch, dim) of the peers' cases. Their own samplers run D network passes per
+    transform: at D = 784 several seconds per call on a small CPU, so the quick
+    configuration uses D = 64."""
+    return [(16, 784), (256, 784)] if full else [(16, 64)]
+
+
+def zuko_sample_cases(full):
+    try:
+        import zuko
+    except ImportError:
+        return []
+    import fastflow.zuko
+
+    def zuko_inverse(flow, z):
+        return flow().transform.inv(z)
+
+    def fastflow_inverse(flow, z):
+        return fastflow.zuko.sample(flow, z=z)
+
+    def maf(dim, transforms):
+        return zuko.flows.MAF(dim, transforms=transforms, hidden_features=[512, 512])
+
+    def nsf(dim, transforms):
+        return zuko.flows.NSF(dim, transforms=transforms, hidden_features=[512, 512])
+    return [_peer_sample("zuko_sample", name, batch, dim, 5, build, zuko_inverse, fastflow_inverse)
+            for batch, dim in _peer_sizes(full) for name, build in (("MAF", maf), ("NSF", nsf))]
+
+
+def nflows_sample_cases(full):
+    try:
+        from nflows.distributions.normal import StandardNormal
+        from nflows.flows.base import Flow
+        from nflows.transforms import (CompositeTransform, MaskedAffineAutoregressiveTransform,
+                                       ReversePermutation)
+    except ImportError:
+        return []
+    import fastflow.nflows
+
+    def maf(dim, transforms):
+        parts = []
+        for index in range(transforms):
+            if index:
+                parts.append(ReversePermutation(dim))
+            parts.append(MaskedAffineAutoregressiveTransform(dim, 512, num_blocks=1,
+                                                             use_residual_blocks=False))
+        return Flow(CompositeTransform(parts), StandardNormal([dim]))
+
+    def nflows_inverse(flow, z):
+        return flow._transform.inverse(z)[0]
+
+    def fastflow_inverse(flow, z):
+        return fastflow.nflows.inverse(flow._transform, z)[0]
+    return [_peer_sample("nflows_sample", "MAF", batch, dim, 5, maf, nflows_inverse,
+                         fastflow_inverse) for batch, dim in _peer_sizes(full)]
+
+
 def _mlp_realnvp_log_prob(model, x):
     """The MLP RealNVP's log_prob on x already dequantized: its torch.rand_like noise would differ
     under torch.compile (which has its own random stream), the rest is the same."""
@@ -415,6 +489,8 @@ OPS = {
     "made": made_cases,
     "made_sample": made_sample_cases,
     "maf_sample": maf_sample_cases,
+    "zuko_sample": zuko_sample_cases,
+    "nflows_sample": nflows_sample_cases,
     "realnvp": realnvp_cases,
 }
 
