@@ -7,7 +7,13 @@ positions, as the CPU kernel does: (W⊙M) with rows gathered by the output orde
 by the input order, transposed to [inputs, outputs], so that a unit's push reads one
 contiguous row slice. All layers go into one flat buffer, and all running pre-activations
 into one scratch [N, Σ widths] initialised with the sorted biases, so the kernel takes the
-same arguments whatever the number of layers (their offsets in an int64 table).
+same arguments whatever the number of layers (their offsets in an int64 table). The
+context's term on the first layer (context_bias) is added to that scratch there too.
+
+The formulas follow csrc/made_sample_math.h line by line: a hidden unit's activation
+(ACTIVATION: relu, leaky_relu, elu, silu, tanh, sigmoid) when it becomes final, and a
+dimension's rule (RULE, PER_DIM outputs at last-layer positions PER_DIM·i .. PER_DIM·i +
+PER_DIM − 1 for the dimension at position i; the rule's constants as float64 scalars).
 
 A push adds value[b] · row_p[begin:end) into the next layer's accumulators in chunks of
 BLOCK_N positions. The accumulators live in global memory and are read back by other
@@ -50,12 +56,168 @@ def _clamped(index, high):
 
 
 @triton.jit
+def _log1p(x):
+    """log(1 + x), accurate for small x too (Goldberg's: log(w)·x/(w − 1), w = 1 + x): the
+    core language has no log1p that the interpreter runs (libdevice's runs on a GPU only)."""
+    w = 1.0 + x
+    return tl.where(w == 1.0, x, tl.log(w) * (x / (w - 1.0)))
+
+
+@triton.jit
+def _tanh(x):
+    """tanh from exp(−2|x|), for the same reason as _log1p: within a few ulps of 1 (absolute,
+    not relative near 0), which is what a pushed value needs."""
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0.0, -t, t)
+
+
+@triton.jit
+def _activated(x, ACTIVATION: tl.constexpr):
+    """The hidden units' activation: activate in csrc/made_sample_math.h."""
+    if ACTIVATION == "relu":
+        y = tl.where(x < 0.0, 0.0, x)
+    elif ACTIVATION == "leaky_relu":
+        y = tl.where(x < 0.0, x * 0.01, x)
+    elif ACTIVATION == "elu":
+        y = tl.where(x > 0.0, x, tl.exp(x) - 1.0)
+    elif ACTIVATION == "silu":
+        y = x / (1.0 + tl.exp(-x))
+    elif ACTIVATION == "tanh":
+        y = _tanh(x)
+    elif ACTIVATION == "sigmoid":
+        y = 1.0 / (1.0 + tl.exp(-x))
+    return y
+
+
+@triton.jit
+def _soft_clamp(x, limit):
+    """x / (1 + |x / limit|): zuko's soft clamp into (−|limit|, |limit|)."""
+    return x / (1.0 + tl.abs(x / limit))
+
+
+@triton.jit
+def _spline_param(ptr, live, limit):
+    """A spline parameter of each sample, soft-clamped into (−|limit|, |limit|)."""
+    return _soft_clamp(tl.load(ptr, mask=live, other=0.0), limit)
+
+
+@triton.jit
+def _rqs_inverse(o, live, y, bound, log_slope, BINS: tl.constexpr):
+    """rqs_inverse of csrc/made_sample_math.h for a tile of samples: (x, log f′(x) in float64)
+    of zuko's spline at y, whose parameters (BINS widths, BINS heights, BINS − 1
+    derivatives) start at o per sample. Every bin is computed; each sample keeps the first
+    whose knots hold y (identity outside [−bound, bound])."""
+    widths = o
+    heights = o + BINS
+    derivatives = o + 2 * BINS
+    limit = 0.5 * log_slope  # widths and heights: x / (1 + |2x / log slope|)
+    w_max = _spline_param(widths, live, limit)
+    h_max = _spline_param(heights, live, limit)
+    for k in tl.static_range(1, BINS):
+        w_max = tl.maximum(w_max, _spline_param(widths + k, live, limit))
+        h_max = tl.maximum(h_max, _spline_param(heights + k, live, limit))
+    w_sum = tl.zeros_like(y)
+    h_sum = tl.zeros_like(y)
+    for k in tl.static_range(BINS):
+        w_sum += tl.exp(_spline_param(widths + k, live, limit) - w_max)
+        h_sum += tl.exp(_spline_param(heights + k, live, limit) - h_max)
+    # Knots: x_k = bound·(2·Σ_{j<k} softmax(widths)_j − 1), likewise y_k; derivatives at the
+    # knots exp(d), 1 at both ends.
+    w_cum = tl.zeros_like(y)
+    h_cum = tl.zeros_like(y)
+    x0 = tl.zeros_like(y) - bound
+    y0 = tl.zeros_like(y) - bound
+    d1 = tl.zeros_like(y) + 1.0  # the derivative at knot k + 1, carried to the next bin
+    x = y
+    log_det = tl.zeros_like(y).to(tl.float64)
+    done = ~(y > y0)  # below the spline (or NaN): y itself, as rqs_inverse returns it
+    for k in tl.static_range(BINS):
+        w_cum += tl.exp(_spline_param(widths + k, live, limit) - w_max) / w_sum
+        h_cum += tl.exp(_spline_param(heights + k, live, limit) - h_max) / h_sum
+        x1 = bound * (2.0 * w_cum - 1.0)
+        y1 = bound * (2.0 * h_cum - 1.0)
+        d0 = d1
+        # The last knot's load is masked: exp(soft_clamp(0)) = 1.
+        d1 = tl.exp(_spline_param(derivatives + k, live & (k < BINS - 1), log_slope))
+        dy = y1 - y0
+        dx = x1 - x0
+        s = dy / dx
+        here = ~done & (y <= y1)
+        # 0 for the samples whose y lies in another bin keeps their unused arithmetic finite.
+        y_ = tl.where(here, y - y0, 0.0)
+        bend = d0 + d1 - 2.0 * s
+        a = dy * (s - d0) + y_ * bend
+        b = dy * d0 - y_ * bend
+        c = -s * y_
+        z = 2.0 * c / (-b - tl.sqrt(b * b - 4.0 * a * c))
+        # log f′(x) = log(s²·(2s·z(1 − z) + d0·(1 − z)² + d1·z²)) − 2·log(s + bend·z(1 − z)).
+        zz = z * (1.0 - z)
+        num = s * s * (2.0 * s * zz + d0 * (1.0 - z) * (1.0 - z) + d1 * z * z)
+        den = s + bend * zz
+        x = tl.where(here, x0 + z * dx, x)
+        log_det = tl.where(here, tl.log(num).to(tl.float64) - 2.0 * tl.log(den).to(tl.float64),
+                           log_det)
+        done = done | here
+        x0 = x1
+        y0 = y1
+    return x, log_det
+
+
+@triton.jit
+def _rounded_output(out, live, STORE: tl.constexpr, ACC: tl.constexpr,
+                    BF16_BY_BITS: tl.constexpr):
+    """A network output read through the model's dtype, as the reference's tensors hold it."""
+    return _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
+
+
+@triton.jit
+def _sample_dimension(out, live, e, rule_param0, rule_param1, RULE: tl.constexpr,
+                      PER_DIM: tl.constexpr, STORE: tl.constexpr, ACC: tl.constexpr,
+                      BF16_BY_BITS: tl.constexpr):
+    """(value, term in float64) of one dimension of a tile of samples: sample_dimension in
+    csrc/made_sample_math.h. out: the dimension's first output per sample; e: its noise."""
+    if RULE == "bernoulli":
+        logit = _rounded_output(out, live, STORE, ACC, BF16_BY_BITS)
+        prob = _rounded(1.0 / (1.0 + tl.exp(-logit)), STORE, BF16_BY_BITS).to(ACC)
+        v = tl.where(e < prob, 1.0, 0.0).to(ACC)
+        # −log p(v | logit) = BCE-with-logits in its stable form, in float64 as the CPU
+        # kernel sums it.
+        l64 = logit.to(tl.float64)
+        term = tl.maximum(l64, 0.0) - l64 * v.to(tl.float64) + _log1p(tl.exp(-tl.abs(l64)))
+    elif RULE == "zuko_rqs_inverse":
+        v, term = _rqs_inverse(out, live, e, tl.full([], rule_param0, ACC),
+                               tl.full([], rule_param1, ACC), (PER_DIM + 1) // 3)
+    else:
+        first = _rounded_output(out, live, STORE, ACC, BF16_BY_BITS)
+        second = _rounded_output(out + 1, live, STORE, ACC, BF16_BY_BITS)
+        if RULE == "gaussian":
+            v = first + _rounded(e * tl.exp(second), STORE, BF16_BY_BITS).to(ACC)
+            term = second.to(tl.float64)
+        elif RULE == "gaussian_inverse":
+            v = _rounded(e - first, STORE, BF16_BY_BITS).to(ACC) * tl.exp(-second)
+            term = second.to(tl.float64)
+        elif RULE == "zuko_affine_inverse":
+            log_scale = _soft_clamp(second, tl.full([], rule_param0, ACC))
+            v = _rounded(e - first, STORE, BF16_BY_BITS).to(ACC) / tl.exp(log_scale)
+            term = log_scale.to(tl.float64)
+        elif RULE == "nflows_affine_inverse":
+            # torch's softplus: u above 20 is returned as is.
+            scale = tl.where(first > 20.0, first, _log1p(tl.exp(first))) + \
+                tl.full([], rule_param0, ACC)
+            v = _rounded(e - second, STORE, BF16_BY_BITS).to(ACC) / scale
+            term = tl.log(scale).to(tl.float64)
+    return v, term
+
+
+@triton.jit
 def _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, layer, position, value, samples, live,
           acc_stride, BLOCK_N: tl.constexpr):
     """acc[b, layer's begin:end) += value[b] · row[begin:end) for the input `position` of
-    `layer`, then a barrier. A tile whose values are all zero (ReLU, Bernoulli, samples past
-    the end) pushes nothing. The layer table's row: where the layer's packed rows, its
-    accumulators (a column of the scratch) and its push ranges start, and its outputs."""
+    `layer`, then a barrier. A tile whose values are all zero (of ReLU, of Bernoulli, samples
+    past the end) pushes nothing: zeros add nothing, whatever the activation. The layer
+    table's row: where the layer's packed rows, its accumulators (a column of the scratch)
+    and its push ranges start, and its outputs."""
     info = table_ptr + layer * 4
     rows = tl.load(info + 0)
     acc_col = tl.load(info + 1)
@@ -80,9 +242,10 @@ def _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, layer, position, value, samp
 def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, finalize_ptr,
                         steps_ptr, dim_order_ptr, out_order_ptr, values_ptr, log_ptr,
                         outputs_ptr, samples_total, dims, steps, layers, acc_stride,
-                        RULE: tl.constexpr, STORE: tl.constexpr, ACC: tl.constexpr,
-                        BF16_BY_BITS: tl.constexpr, BLOCK_B: tl.constexpr,
-                        BLOCK_N: tl.constexpr):
+                        rule_param0: tl.float64, rule_param1: tl.float64,
+                        RULE: tl.constexpr, PER_DIM: tl.constexpr, ACTIVATION: tl.constexpr,
+                        STORE: tl.constexpr, ACC: tl.constexpr, BF16_BY_BITS: tl.constexpr,
+                        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
     samples = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     live = samples < samples_total
     last = layers - 1
@@ -100,7 +263,7 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                 h = tl.load(acc_ptr + samples * acc_stride + hidden_col + p, mask=live,
                             other=0.0)
                 # Rounded to the model's dtype, as the reference's activations are.
-                h = _rounded(tl.maximum(h, 0.0), STORE, BF16_BY_BITS).to(ACC)
+                h = _rounded(_activated(h, ACTIVATION), STORE, BF16_BY_BITS).to(ACC)
                 _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, l + 1, p, h, samples, live,
                       acc_stride, BLOCK_N)
         # The dimensions of step t: their outputs are final now.
@@ -109,26 +272,10 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
         for i in range(i0, i1):
             d = tl.load(dim_order_ptr + i)
             e = tl.load(noise_ptr + samples * dims + d, mask=live, other=0.0).to(ACC)
-            if RULE == "bernoulli":
-                out = acc_ptr + samples * acc_stride + last_col + i
-                logit = _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
-                prob = _rounded(1.0 / (1.0 + tl.exp(-logit)), STORE, BF16_BY_BITS).to(ACC)
-                v = tl.where(e < prob, 1.0, 0.0).to(ACC)
-                # log p(v | logit) = −BCE-with-logits in its stable form, in float64 as the
-                # CPU kernel sums it.
-                l64 = logit.to(tl.float64)
-                log_term -= (tl.maximum(l64, 0.0) - l64 * v.to(tl.float64)
-                             + tl.log(1.0 + tl.exp(-tl.abs(l64))))
-            else:
-                out = acc_ptr + samples * acc_stride + last_col + 2 * i
-                mu = _rounded(tl.load(out, mask=live, other=0.0), STORE, BF16_BY_BITS).to(ACC)
-                alpha = _rounded(tl.load(out + 1, mask=live, other=0.0), STORE,
-                                 BF16_BY_BITS).to(ACC)
-                if RULE == "gaussian":
-                    v = mu + _rounded(e * tl.exp(alpha), STORE, BF16_BY_BITS).to(ACC)
-                else:
-                    v = _rounded(e - mu, STORE, BF16_BY_BITS).to(ACC) * tl.exp(-alpha)
-                log_term -= alpha.to(tl.float64)
+            v, term = _sample_dimension(acc_ptr + samples * acc_stride + last_col + PER_DIM * i,
+                                        live, e, rule_param0, rule_param1, RULE, PER_DIM,
+                                        STORE, ACC, BF16_BY_BITS)
+            log_term -= term
             stored = _rounded(v, STORE, BF16_BY_BITS)
             tl.store(values_ptr + samples * dims + d, stored, mask=live)
             # Past the end v may be nonzero (Gaussian): zeroed so those samples push nothing.
@@ -180,10 +327,10 @@ def _layer_table(shapes: tuple, device: torch.device) -> torch.Tensor:
 
 
 def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
-                step_offsets, rule):
+                step_offsets, rule, rule_params, activation, context_bias):
     """(values [N, D] in noise's dtype, log terms [N] float32 (float64 for float64),
     outputs [N, out] in natural order), as fastflow::made_sample. Arguments checked by the
-    caller; noise contiguous."""
+    caller; noise and context_bias contiguous."""
     samples, dims = noise.shape
     acc_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
     device = noise.device
@@ -198,6 +345,12 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
     table = _layer_table(tuple(tuple(w.shape) for w in weights), device)
     ranges = torch.cat([r.contiguous() for r in push_ranges])
     acc = sorted_biases[None, :].repeat(samples, 1)
+    if context_bias is not None:
+        # The first layer's accumulators come first, in sorted positions.
+        acc[:, :weights[0].shape[0]] += context_bias.to(acc_dtype).index_select(1, unit_orders[1])
+    # At most two constants, 0 where unused. Passed to kernel arguments annotated float64:
+    # a plain float argument would reach a compiled kernel as float32.
+    rule_param0, rule_param1 = [*rule_params, 0.0, 0.0][:2]
     # With a single layer there are no hidden units to finalise: step_offsets stands in for
     # the (never read) finalize table.
     finalize = (torch.stack(finalize_offsets) if finalize_offsets else step_offsets).contiguous()
@@ -206,8 +359,9 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
                               step_offsets.contiguous(), unit_orders[0],
                               unit_orders[-1], values, log_terms, outputs,
                               samples, dims, step_offsets.shape[0] - 1, len(weights),
-                              acc.shape[1], RULE=rule, STORE=_TL_DTYPE[noise.dtype],
-                              ACC=_TL_DTYPE[acc_dtype],
+                              acc.shape[1], rule_param0, rule_param1, RULE=rule,
+                              PER_DIM=out_width // max(dims, 1), ACTIVATION=activation,
+                              STORE=_TL_DTYPE[noise.dtype], ACC=_TL_DTYPE[acc_dtype],
                               BF16_BY_BITS=INTERPRETED and noise.dtype == torch.bfloat16,
                               BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N)
     return values, log_terms, outputs
