@@ -1,10 +1,14 @@
 // One-pass MADE / MAF sampling (docs/design.md, "One-pass MADE/MAF sampling"): the rules and
 // the argument checks, shared by the CPU and CUDA bindings.
 //
-// The network is a stack of masked linear layers l = 0..L with an element-wise activation
-// between them (`activation`), and an optional per-sample term added to the first layer's
-// pre-activations (`context_bias` [N, n_0]: what a conditional model's context contributes,
-// computed before the call). Every unit
+// The network is a chain of masked linear layers l = 0..L − 1, y_l = (W_l⊙M_l)·in_l + b_l
+// [+ c_l] [+ y_k], wired by:
+//   activated[l]      (L − 1) layer l + 1 reads activation(y_l) (`activation`), or y_l itself
+//   skips[l]          (L)     −1, or the layer k <= l − 2 whose y_k is added to y_l (a
+//                             residual block's skip; same width)
+//   context_biases[l] (L)     None, or a per-sample term c_l [N, n_l] (what a conditional
+//                             model's context contributes, computed before the call)
+// A plain MADE: activated all true, no skips, no context. Every unit
 // has a sorted *position* in its layer: the units of layer l's output are sorted by the step
 // at which they become final (their ready step), the inputs by the step at which they are
 // sampled. The plan, built once per model from the masks (fastflow/ops/made_plan.py):
@@ -116,7 +120,8 @@ inline SampleCall check_made_sample(const at::Tensor& noise, at::TensorList weig
                                     const at::Tensor& step_offsets, std::string_view rule_name,
                                     at::ArrayRef<double> rule_params,
                                     std::string_view activation_name,
-                                    const std::optional<at::Tensor>& context_bias) {
+                                    const c10::List<bool>& activated, at::IntArrayRef skips,
+                                    const c10::List<std::optional<at::Tensor>>& context_biases) {
   const SampleRule rule = parse_sample_rule(rule_name);
   const Activation activation = parse_activation(activation_name);
   const int64_t param_count = detail::rule_param_count(rule);
@@ -183,6 +188,26 @@ inline SampleCall check_made_sample(const at::Tensor& noise, at::TensorList weig
     }
     width = w.size(0);
   }
+  TORCH_CHECK_VALUE(static_cast<int64_t>(activated.size()) == layers - 1 &&
+                        static_cast<int64_t>(skips.size()) == layers &&
+                        static_cast<int64_t>(context_biases.size()) == layers,
+                    "made_sample: expected ", layers - 1, " activated flags, ", layers,
+                    " skips and ", layers, " context_biases, got ", activated.size(), ", ",
+                    skips.size(), " and ", context_biases.size());
+  for (int64_t l = 0; l < layers; ++l) {
+    const int64_t k = skips[l];
+    TORCH_CHECK_VALUE(k == -1 || (k >= 0 && k <= l - 2 && weights[k].size(0) == weights[l].size(0)),
+                      "made_sample: skips[", l, "] must be -1 or a layer k <= l - 2 of the same "
+                      "width, got ", k);
+    if (const std::optional<at::Tensor> c = context_biases.get(l); c.has_value()) {
+      TORCH_CHECK_VALUE(c->dim() == 2 && c->size(0) == noise.size(0) &&
+                            c->size(1) == weights[l].size(0) &&
+                            c->scalar_type() == noise.scalar_type() && c->device() == device,
+                        "made_sample: context_biases[", l, "] must be [", noise.size(0), ", ",
+                        weights[l].size(0), "] with the noise's dtype and device, got ",
+                        c->scalar_type(), " ", c->sizes(), " on ", c->device());
+    }
+  }
   int64_t per_dim = detail::rule_outputs_per_dim(rule);
   if (per_dim == 0) {  // the spline: 3·bins − 1 outputs per dimension
     per_dim = dims > 0 && width % dims == 0 ? width / dims : 0;
@@ -194,15 +219,6 @@ inline SampleCall check_made_sample(const at::Tensor& noise, at::TensorList weig
                       per_dim * dims, " outputs for rule '", rule_name, "', got ", width);
   }
   detail::check_index_tensor("unit_orders", unit_orders[layers], width, device);
-  if (context_bias.has_value()) {
-    const at::Tensor& c = *context_bias;
-    TORCH_CHECK_VALUE(c.dim() == 2 && c.size(0) == noise.size(0) &&
-                          c.size(1) == weights[0].size(0) &&
-                          c.scalar_type() == noise.scalar_type() && c.device() == device,
-                      "made_sample: context_bias must be [", noise.size(0), ", ", weights[0].size(0),
-                      "] with the noise's dtype and device, got ", c.scalar_type(), " ", c.sizes(),
-                      " on ", c.device());
-  }
   return {rule, activation, per_dim};
 }
 

@@ -49,15 +49,14 @@ inline void define_ops(torch::Library& m) {
   m.def("degree_masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, "
         "Tensor in_degrees, Tensor out_degrees, bool input_grad) -> (Tensor, Tensor, Tensor)");
 
-  // One-pass autoregressive sampling, see csrc/made_sample.h: the masked linear stack (an
-  // element-wise activation between layers, an optional per-sample context term on the
-  // first), its plan from fastflow/ops/made_plan.py and the noise [N, D] (uniforms, base
+  // One-pass autoregressive sampling, see csrc/made_sample.h: the masked linear layers and
+  // their wiring (activations, residual skips, per-sample context terms), their plan from fastflow/ops/made_plan.py and the noise [N, D] (uniforms, base
   // normals, or data for the inverse rules) -> (values [N, D], log terms [N], the last layer's
   // outputs [N, out] of the finished samples). No gradient.
   m.def("made_sample(Tensor noise, Tensor[] weights, Tensor?[] biases, Tensor[] masks, "
         "Tensor[] unit_orders, Tensor[] push_ranges, Tensor[] finalize_offsets, "
-        "Tensor step_offsets, str rule, float[] rule_params, str activation, "
-        "Tensor? context_bias) -> (Tensor, Tensor, Tensor)");
+        "Tensor step_offsets, str rule, float[] rule_params, str activation, bool[] activated, "
+        "int[] skips, Tensor?[] context_biases) -> (Tensor, Tensor, Tensor)");
 }
 
 }  // namespace fastflow

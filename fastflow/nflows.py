@@ -12,13 +12,13 @@ with nflows' scale parametrisation (softplus(u) + epsilon, epsilon read from the
     x, logabsdet = fastflow.nflows.inverse(flow._transform, noise, context)
 
 Supported: nflows Flows whose transform is any composition (CompositeTransform) of
-- MaskedAffineAutoregressiveTransform with use_residual_blocks=False (any random_mask),
-  no batch norm, no dropout while training, and one of relu, leaky_relu (0.01), elu (1.0),
-  silu, tanh, sigmoid as activation: fastflow's one-pass sampler;
+- MaskedAffineAutoregressiveTransform, with residual blocks (nflows' default) or without
+  (then any random_mask), no batch norm, no dropout while training, and one of relu,
+  leaky_relu (0.01), elu (1.0), silu, tanh, sigmoid as activation: fastflow's one-pass
+  sampler;
 - transforms that are not autoregressive (permutations, LU linear, batch norm, couplings):
   their own inverse, which is one pass already.
-Other autoregressive transforms, and MADEs with residual blocks (nflows' default), are
-refused with a TypeError naming the part.
+Other autoregressive transforms are refused with a TypeError naming the part.
 """
 
 from __future__ import annotations
@@ -62,15 +62,16 @@ def _activation_name(function, caller: str) -> str:
 
 
 def _read_made(made, caller: str):
-    """(masked layers, activation name) of a MADE without residual blocks."""
-    if made.use_residual_blocks:
-        raise TypeError(f"fastflow.nflows.{caller}: a MADE with residual blocks "
-                        f"(use_residual_blocks=True, nflows' default) is not supported; build "
-                        f"the transform with use_residual_blocks=False")
+    """The MADE as the op's layers: (masked layers, activation name, activated, skips, the
+    blocks' context layers by layer index). Without residual blocks: the initial layer, each
+    block's layer, the final layer, all activated. With them (nflows' default): each block is
+    two layers, activation(x) -> linear -> (+ context) -> activation -> linear, the second
+    adding the block's input x; the final layer reads the last block's output itself."""
     activation = _activation_name(made.activation, caller)
-    modules = [made.initial_layer]
+    modules, activated, skips, block_contexts = [made.initial_layer], [], [-1], {}
     for index, block in enumerate(made.blocks):
-        if block.batch_norm is not None:
+        norms = getattr(block, "batch_norm", None) or getattr(block, "batch_norm_layers", None)
+        if norms is not None:
             raise TypeError(f"fastflow.nflows.{caller}: block {index} of the MADE uses batch "
                             f"norm (use_batch_norm=True), which is not supported")
         if block.dropout.p > 0 and block.training:
@@ -79,18 +80,30 @@ def _read_made(made, caller: str):
         if block.activation is not made.activation:
             raise TypeError(f"fastflow.nflows.{caller}: block {index} of the MADE has another "
                             f"activation than the MADE")
-        modules.append(block.linear)
+        if made.use_residual_blocks:
+            source = len(modules) - 1
+            if hasattr(block, "context_layer"):
+                block_contexts[len(modules)] = block.context_layer
+            modules += list(block.linear_layers)
+            activated += [True, True]
+            skips += [-1, source]
+        else:
+            modules.append(block.linear)
+            activated.append(True)
+            skips.append(-1)
     modules.append(made.final_layer)
+    activated.append(not made.use_residual_blocks)
+    skips.append(-1)
     layers = [MaskedLayer(m.weight.detach(), None if m.bias is None else m.bias.detach(), m.mask)
               for m in modules]
-    return layers, activation
+    return layers, activation, activated, skips, block_contexts
 
 
 def _affine_inverse(transform, inputs: torch.Tensor, context: torch.Tensor | None, caller: str):
     made = transform.autoregressive_net
-    layers, activation = _read_made(made, caller)
+    layers, activation, activated, skips, block_contexts = _read_made(made, caller)
     context_layer = getattr(made, "context_layer", None)
-    context_bias = None
+    context_biases = [None] * len(layers)
     if context_layer is not None:
         if context is None:
             raise ValueError(f"fastflow.nflows.{caller}: the MADE takes a context of "
@@ -99,12 +112,16 @@ def _affine_inverse(transform, inputs: torch.Tensor, context: torch.Tensor | Non
             raise ValueError(f"fastflow.nflows.{caller}: expected a context of shape "
                              f"[{inputs.shape[0]}, {context_layer.in_features}], got "
                              f"{tuple(context.shape)}")
-        weight = layers[0].weight
-        context_bias = ACTIVATIONS[activation](context_layer(context.to(weight.dtype))).detach()
+        context = context.to(layers[0].weight.dtype)
+        # The initial layer adds activation(context layer); each residual block's first
+        # layer adds its own context layer's output.
+        context_biases[0] = ACTIVATIONS[activation](context_layer(context)).detach()
+        for index, block_context_layer in block_contexts.items():
+            context_biases[index] = block_context_layer(context).detach()
     x, logabsdet, _ = run_made_sample(transform, layers, inputs, "nflows_affine_inverse", caller,
                                       rule_params=(float(transform._epsilon),),
-                                      activation=activation, context_bias=context_bias,
-                                      interleaved=True)
+                                      activation=activation, activated=activated, skips=skips,
+                                      context_biases=context_biases, interleaved=True)
     return x, logabsdet.to(x.dtype)
 
 

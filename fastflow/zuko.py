@@ -15,8 +15,8 @@ Supported: flows whose transforms are all MaskedAutoregressiveTransform (zuko.fl
 zuko.flows.NSF, or built by hand) with
 - univariate MonotonicAffineTransform or MonotonicRQSTransform (any bins, bound and slope,
   also through functools.partial, as NSF makes it);
-- a MaskedMLP without residual blocks, with ReLU, LeakyReLU (slope 0.01), ELU (α = 1),
-  SiLU, Tanh or Sigmoid between its layers;
+- a MaskedMLP, with or without residual blocks, with ReLU, LeakyReLU (slope 0.01), ELU
+  (α = 1), SiLU, Tanh or Sigmoid as its activation;
 - any order, passes or adjacency (the plan follows the masks, so a transform of fewer
   passes than features, coupling-like, is sampled in as many steps), with or without
   context.
@@ -96,32 +96,62 @@ def _univariate_rule(transform, caller: str) -> tuple[str, tuple[float, ...]]:
     return "zuko_rqs_inverse", (float(settings["bound"]), math.log(slope))
 
 
+def _activation_name(module, caller: str) -> str:
+    kind = _ACTIVATIONS.get(type(module))
+    if kind is None or any(getattr(module, k) != v for k, v in kind[1].items()):
+        raise TypeError(f"fastflow.zuko.{caller}: activation {module!r} is not supported "
+                        f"(ReLU, LeakyReLU(0.01), ELU(1.0), SiLU, Tanh or Sigmoid)")
+    return kind[0]
+
+
 def _read_hyper(transform, features: int, caller: str):
-    """(layers on the features, the context's part of the first layer or None, activation)
-    of the transform's MaskedMLP."""
+    """The transform's MaskedMLP as the op's layers: (layers on the features, the context's
+    part of the first layer or None, activation, activated, skips). A Residual block
+    (residual=True) is two layers, the second adding the block's input."""
     hyper = transform.hyper
     if not isinstance(hyper, MaskedMLP):
         raise TypeError(f"fastflow.zuko.{caller}: the transform's hyper-network must be a "
                         f"zuko MaskedMLP, got {type(hyper).__name__}")
-    if any(isinstance(module, Residual) for module in hyper):
-        raise TypeError(f"fastflow.zuko.{caller}: a MaskedMLP with residual blocks "
-                        f"(residual=True) is not supported")
-    layers, activations = [], set()
+    layers, activated, skips, activations = [], [], [], set()
+    pending = False  # an activation since the last layer
+
+    def add(module, where, skip=-1):
+        if not isinstance(module, MaskedLinear):
+            raise TypeError(f"fastflow.zuko.{caller}: {where} must be a MaskedLinear, got "
+                            f"{type(module).__name__}")
+        if layers:
+            activated.append(pending)
+        elif pending:
+            raise TypeError(f"fastflow.zuko.{caller}: the MaskedMLP must start with a "
+                            f"MaskedLinear")
+        layers.append(module)
+        skips.append(skip)
+
     for index, module in enumerate(hyper):
-        if index % 2 == 0:
-            if not isinstance(module, MaskedLinear):
+        if isinstance(module, Residual):
+            inner = list(module)
+            if pending or not layers or len(inner) != 3:
                 raise TypeError(f"fastflow.zuko.{caller}: module {index} of the MaskedMLP must "
-                                f"be a MaskedLinear, got {type(module).__name__}")
-            layers.append(module)
+                                f"be a Residual(MaskedLinear, activation, MaskedLinear) after a "
+                                f"MaskedLinear")
+            source = len(layers) - 1
+            add(inner[0], f"module {index}.0 of the MaskedMLP")
+            activations.add(_activation_name(inner[1], caller))
+            pending = True
+            add(inner[2], f"module {index}.2 of the MaskedMLP", skip=source)
+        elif isinstance(module, MaskedLinear):
+            add(module, f"module {index} of the MaskedMLP")
+        else:
+            activations.add(_activation_name(module, caller))
+            if pending:
+                raise TypeError(f"fastflow.zuko.{caller}: module {index} of the MaskedMLP is a "
+                                f"second activation in a row")
+            pending = True
             continue
-        kind = _ACTIVATIONS.get(type(module))
-        if kind is None or any(getattr(module, k) != v for k, v in kind[1].items()):
-            raise TypeError(f"fastflow.zuko.{caller}: activation {module!r} is not supported "
-                            f"(ReLU, LeakyReLU(0.01), ELU(1.0), SiLU, Tanh or Sigmoid)")
-        activations.add(kind[0])
-    if len(hyper) % 2 == 0 or len(activations) > 1:
-        raise TypeError(f"fastflow.zuko.{caller}: the MaskedMLP must alternate masked linear "
-                        f"layers and one kind of activation")
+        pending = False
+    if pending or not layers or len(activations) > 1:
+        raise TypeError(f"fastflow.zuko.{caller}: the MaskedMLP must end with a MaskedLinear "
+                        f"and use one kind of activation")
     first = layers[0]
     stack = [MaskedLayer(first.weight.detach()[:, :features],
                          None if first.bias is None else first.bias.detach(),
@@ -131,7 +161,7 @@ def _read_hyper(transform, features: int, caller: str):
     context = None
     if first.weight.shape[1] > features:
         context = (first.weight.detach()[:, features:], first.mask[:, features:])
-    return stack, context, activations.pop() if activations else "relu"
+    return stack, context, activations.pop() if activations else "relu", activated, skips
 
 
 def _transforms(flow, caller: str) -> list:
@@ -155,7 +185,7 @@ def _invert(transform, y: torch.Tensor, context: torch.Tensor | None, caller: st
     [N, C] or None."""
     features = y.shape[1]
     rule, params = _univariate_rule(transform, caller)
-    layers, context_part, activation = _read_hyper(transform, features, caller)
+    layers, context_part, activation, activated, skips = _read_hyper(transform, features, caller)
     context_bias = None
     if context_part is not None:
         if context is None:
@@ -169,7 +199,8 @@ def _invert(transform, y: torch.Tensor, context: torch.Tensor | None, caller: st
     elif context is not None:
         raise ValueError(f"fastflow.zuko.{caller}: the flow takes no context; one was given")
     x, log_terms, _ = run_made_sample(transform, layers, y, rule, caller, rule_params=params,
-                                      activation=activation, context_bias=context_bias,
+                                      activation=activation, activated=activated, skips=skips,
+                                      context_biases=[context_bias] + [None] * (len(layers) - 1),
                                       interleaved=True)
     return x, log_terms
 

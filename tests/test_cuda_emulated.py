@@ -22,7 +22,7 @@ from fastflow.ops.made_sample import MADE_RULES, RULES
 
 import cuda_cpu
 from fastflow.accuracy import float64_copy
-from test_made_sample import out_of_range_plans
+from test_made_sample import INTERLEAVED_RULES, WIRINGS, interleaved_stack, out_of_range_plans
 from utils import assert_matches_float64
 
 pytestmark = pytest.mark.cuda_emulated
@@ -236,7 +236,8 @@ def sample_args(made, noise, rule):
     layers = masked_stack(made, "test")
     plan = made_plan.cached_plan(made, layers, RULES[rule][0], "test").plan
     return (noise, [l.weight for l in layers], [l.bias for l in layers], [l.mask for l in layers],
-            *plan.to(noise.device), rule, [], "relu", None)
+            *plan.to(noise.device), rule, [], "relu", [True] * (len(layers) - 1),
+            [-1] * len(layers), [None] * len(layers))
 
 
 def sampling_model(rule, dims, dtype, hidden=37):
@@ -276,6 +277,31 @@ def test_made_sample(emu, batch, dims, rule, dtype):
     if batch:
         launch, = emu.take_launches()
         assert launch["dynamic_shared"] > 0, "the accumulators fit in shared memory"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rule", list(INTERLEAVED_RULES))
+@pytest.mark.parametrize("wiring", list(WIRINGS))
+def test_made_sample_peer_rules_and_wirings(emu, rule, wiring, dtype):
+    """zuko's and nflows' rules, another activation, residual skips and context terms on
+    two layers, against the CPU kernel (the same formulas, compiled apart: to rounding)."""
+    rule_params, per_dim, noise_scale = INTERLEAVED_RULES[rule]
+    activated, skips, context_layers = WIRINGS[wiring]
+    dims, batch = 7, 11
+    weights, biases, masks = interleaved_stack(dims, [40, 24, 40], per_dim, dtype, seed=3,
+                                               same_degrees=((0, 2),))
+    plan = made_plan.build_plan(masks, per_dim, "test", interleaved=True, skips=skips)
+    generator = torch.Generator().manual_seed(4)
+    noise = noise_scale * torch.randn(batch, dims, generator=generator, dtype=dtype)
+    contexts = [torch.randn(batch, w.shape[0], generator=generator, dtype=dtype)
+                if l in context_layers else None for l, w in enumerate(weights)]
+    args = (noise, weights, biases, masks, *plan.to("cpu"), rule, rule_params, "elu", activated,
+            skips, contexts)
+    expected = CPU.made_sample(*args)
+    got = emu.ops.made_sample(*args)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for g, e, name in zip(got, expected, ("values", "log_terms", "outputs")):
+        torch.testing.assert_close(g, e, rtol=tolerance, atol=tolerance, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -340,7 +340,8 @@ def _op_args(made, noise, rule):
     layers = masked_stack(made, "test")
     plan = model_plan(made, RULES[rule][0])
     return (noise, [l.weight for l in layers], [l.bias for l in layers],
-            [l.mask for l in layers], *plan.to(noise.device), rule, [], "relu", None)
+            [l.mask for l in layers], *plan.to(noise.device), rule, [], "relu",
+            [True] * (len(layers) - 1), [-1] * len(layers), [None] * len(layers))
 
 
 # The plan's place in _op_args's arguments.
@@ -377,11 +378,15 @@ def test_op_checks_its_plan(op_name):
     with pytest.raises(ValueError, match="rule must be one of"):
         op(*args[:8], "poisson", *args[9:])
     with pytest.raises(ValueError, match="activation must be one of"):
-        op(*args[:10], "gelu", None)
+        op(*args[:10], "gelu", *args[11:])
     with pytest.raises(ValueError, match="takes 0 rule_params, got 1"):
         op(*args[:9], [1.0], *args[10:])
-    with pytest.raises(ValueError, match="context_bias must be"):
-        op(*args[:11], torch.zeros(3, 15))
+    with pytest.raises(ValueError, match=r"context_biases\[0\] must be"):
+        op(*args[:13], [torch.zeros(3, 15), None])
+    with pytest.raises(ValueError, match="expected 1 activated flags, 2 skips and 2 context"):
+        op(*args[:11], [], *args[12:])
+    with pytest.raises(ValueError, match=r"skips\[1\] must be -1 or a layer k <= l - 2"):
+        op(*args[:12], [-1, 0], *args[13:])
     gaussian = _op_args(reference.maf.MADE(6, 16, 1), torch.randn(3, 6), "gaussian")
     with pytest.raises(ValueError, match="log slope"):
         op(*gaussian[:8], "zuko_affine_inverse", [0.5], *gaussian[10:])
@@ -452,13 +457,17 @@ def test_opcheck(op_name, rule):
                           test_utils=("test_schema", "test_faketensor"))
 
 
-def interleaved_stack(dims, hidden, per_dim, dtype, seed):
+def interleaved_stack(dims, hidden, per_dim, dtype, seed, same_degrees=()):
     """(weights, biases, masks) of a random autoregressive stack of len(hidden) hidden layers
     with random degrees, whose last layer lays its outputs out interleaved (rows
-    per_dim·d .. per_dim·d + per_dim − 1 of dimension d), as zuko's and nflows' MADEs."""
+    per_dim·d .. per_dim·d + per_dim − 1 of dimension d), as zuko's and nflows' MADEs.
+    same_degrees: pairs (k, l) of hidden layers whose units get the same degrees (a residual
+    skip from k to l keeps the stack autoregressive)."""
     generator = torch.Generator().manual_seed(seed)
     degrees = [torch.randperm(dims, generator=generator) + 1]
     degrees += [torch.randint(1, dims, (width,), generator=generator) for width in hidden]
+    for k, l in same_degrees:
+        degrees[l + 1] = degrees[k + 1]
     degrees.append(degrees[0].repeat_interleave(per_dim))
     weights, biases, masks = [], [], []
     for l, (inputs, outputs) in enumerate(zip(degrees[:-1], degrees[1:])):
@@ -481,26 +490,38 @@ INTERLEAVED_RULES = {
 }
 
 
+# Wirings of a 3-hidden-layer stack: (activated, skips, the layers with a context term).
+# "residual": nflows' residual MADE, y2 += y0 and the last layer reading y2 itself.
+WIRINGS = {
+    "plain": ([True, True, True], [-1, -1, -1, -1], (0,)),
+    "residual": ([True, True, False], [-1, -1, 0, -1], (0, 1)),
+}
+
+
 @pytest.mark.parametrize("op_name", SAMPLE_OPS)
 @pytest.mark.parametrize("rule", list(INTERLEAVED_RULES))
 @pytest.mark.parametrize("activation", ["relu", "tanh", "elu"])
+@pytest.mark.parametrize("wiring", list(WIRINGS))
 @pytest.mark.parametrize("with_context", [False, True], ids=["no-context", "context"])
-def test_new_rules_match_across_backends(op_name, rule, activation, with_context):
-    """zuko's and nflows' inverses, activations besides ReLU and the context's term, on a
-    small random stack, against the reference loop on the same arguments."""
+def test_new_rules_match_across_backends(op_name, rule, activation, wiring, with_context):
+    """zuko's and nflows' inverses, activations besides ReLU, residual skips and context
+    terms, on a small random stack, against the reference loop on the same arguments."""
     op = getattr(torch.ops.fastflow, op_name)
     rule_params, per_dim, noise_scale = INTERLEAVED_RULES[rule]
+    activated, skips, context_layers = WIRINGS[wiring]
     dims = 5
     for dtype, tolerance in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
-        weights, biases, masks = interleaved_stack(dims, [12, 12], per_dim, dtype, seed=dims)
-        plan = made_plan.build_plan(masks, per_dim, "test", interleaved=True)
+        weights, biases, masks = interleaved_stack(dims, [12, 10, 12], per_dim, dtype,
+                                                   seed=dims, same_degrees=((0, 2),))
+        plan = made_plan.build_plan(masks, per_dim, "test", interleaved=True, skips=skips)
         generator = torch.Generator().manual_seed(1)
         for batch in (1, 7, 0):
             noise = noise_scale * torch.randn(batch, dims, generator=generator, dtype=dtype)
-            context_bias = torch.randn(batch, weights[0].shape[0], generator=generator,
-                                       dtype=dtype) if with_context else None
+            contexts = [torch.randn(batch, w.shape[0], generator=generator, dtype=dtype)
+                        if with_context and l in context_layers else None
+                        for l, w in enumerate(weights)]
             args = (noise, weights, biases, masks, *plan.to("cpu"), rule, rule_params,
-                    activation, context_bias)
+                    activation, activated, skips, contexts)
             if rule == "zuko_rqs_inverse" and batch == 7:
                 assert (noise.abs() > rule_params[0]).any()  # past the bound: the identity
             got = op(*args)

@@ -39,7 +39,6 @@ def trained_like(flow, seed):
 def make_maf(dims, context=None, transforms=3, hidden=24, seed=0, random_permutation=False,
              **kwargs):
     torch.manual_seed(seed)
-    kwargs.setdefault("use_residual_blocks", False)
     parts = []
     for index in range(transforms):
         if index:
@@ -85,14 +84,16 @@ def assert_matches_nflows(flow, num_samples, context_features, seed, backend="cp
                            dtype=torch.float32)
 
 
+@pytest.mark.parametrize("residual", [True, False], ids=["residual", "feedforward"])
 @pytest.mark.parametrize("dims,num_samples,context,random_permutation", [
     (2, 1, None, False), (10, 7, 3, True), (10, 64, None, True), (64, 7, 4, True),
     (64, 64, None, False), (784, 3, 2, True),
 ])
-def test_matches_nflows_inverse(dims, num_samples, context, random_permutation):
+def test_matches_nflows_inverse(dims, num_samples, context, random_permutation, residual):
+    """residual: nflows' default MADE (residual blocks, a context layer in each)."""
     flow = make_maf(dims, context, transforms=2 if dims == 784 else 3,
                     hidden=32 if dims == 784 else 24, seed=dims + num_samples,
-                    random_permutation=random_permutation)
+                    random_permutation=random_permutation, use_residual_blocks=residual)
     assert_matches_nflows(flow, num_samples, context, seed=num_samples)
 
 
@@ -101,8 +102,12 @@ def test_matches_nflows_inverse(dims, num_samples, context, random_permutation):
                                         torch.sigmoid])
 def test_activations_random_masks_and_blocks(backend, activation):
     flow = make_maf(9, 2, seed=3, random_permutation=True, activation=activation,
-                    random_mask=True, num_blocks=3)
+                    random_mask=True, num_blocks=3, use_residual_blocks=False)
     assert_matches_nflows(flow, 5, 2, seed=4, backend=backend)
+    residual = make_maf(9, 2, seed=5, activation=activation, num_blocks=3)
+    assert_matches_nflows(residual, 5, 2, seed=6, backend=backend)
+    no_blocks = make_maf(9, None, seed=7, activation=activation, num_blocks=0)
+    assert_matches_nflows(no_blocks, 5, None, seed=8, backend=backend)
 
 
 def test_sample_draws_as_nflows():
@@ -125,10 +130,10 @@ def test_sample_draws_as_nflows():
 
 
 def test_refused_by_name():
-    with pytest.raises(TypeError, match="residual blocks"):
-        fastflow_nflows.sample(make_maf(4, use_residual_blocks=True), 2)
     with pytest.raises(TypeError, match="batch norm"):
         fastflow_nflows.sample(make_maf(4, use_batch_norm=True), 2)
+    with pytest.raises(TypeError, match="batch norm"):
+        fastflow_nflows.sample(make_maf(4, use_batch_norm=True, use_residual_blocks=False), 2)
     dropout = make_maf(4, dropout_probability=0.1).train()
     with pytest.raises(TypeError, match="dropout in training mode"):
         fastflow_nflows.sample(dropout, 2)

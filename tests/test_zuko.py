@@ -164,10 +164,17 @@ def test_patch_routes_sampling_through_fastflow(monkeypatch):
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("backend", SAMPLE_BACKENDS)
+@pytest.mark.parametrize("kind", ["MAF", "NSF"])
+def test_residual_blocks(backend, kind):
+    """MaskedMLP(residual=True): Residual blocks between the layers, and a plain layer
+    between blocks of different widths."""
+    flow = make_flow(kind, 7, 3, seed=16, randperm=True, residual=True,
+                     hidden_features=[16, 16, 24])
+    assert_matches_zuko(flow, 6, 3, seed=17, backend=backend)
+
+
 def test_refused_by_name():
-    flow = make_flow("MAF", 4, 0, seed=14, residual=True)
-    with pytest.raises(TypeError, match="residual"):
-        fastflow_zuko.sample(flow, (2,))
     with pytest.raises(TypeError, match="activation.*GELU"):
         fastflow_zuko.patch(make_flow("MAF", 4, 0, seed=14, activation=torch.nn.GELU))
     with pytest.raises(TypeError, match="activation.*ELU\\(alpha=0.5\\)"):

@@ -176,12 +176,19 @@ struct RoundThrough {
   template <typename T> static T apply(T v) { return static_cast<T>(static_cast<scalar_t>(v)); }
 };
 
+// A residual skip out of a hidden layer: y[target] += y[source], unit by unit.
+struct Skip {
+  int64_t target;
+  std::vector<int64_t> positions;  // the target position of each source position
+};
+
 struct Schedule {
-  std::vector<std::vector<int64_t>> finalize;  // per hidden layer, [T + 2]
-  std::vector<int64_t> steps;                  // [T + 1]
-  std::vector<int64_t> dim_order;              // [D]
-  std::vector<int64_t> first_order;            // [outputs of the first layer]
-  std::vector<int64_t> out_order;              // [outputs of the last layer]
+  std::vector<std::vector<int64_t>> finalize;     // per hidden layer, [T + 2]
+  std::vector<int64_t> steps;                     // [T + 1]
+  std::vector<int64_t> dim_order;                 // [D]
+  std::vector<std::vector<int64_t>> layer_orders;  // per layer: position -> unit
+  std::vector<bool> activated;                    // [L − 1]
+  std::vector<std::vector<Skip>> skips_from;      // per layer: the skips out of it
 };
 
 // What every sample block reads besides the layers and the schedule.
@@ -189,8 +196,8 @@ template <typename scalar_t>
 struct SampleInputs {
   SampleCall call;
   const double* rule_params;
-  const scalar_t* noise;         // [samples, D]
-  const scalar_t* context_bias;  // [samples, outputs of the first layer], or null
+  const scalar_t* noise;                       // [samples, D]
+  std::vector<const scalar_t*> context_biases;  // per layer: [samples, outputs], or null
 };
 
 std::vector<int64_t> to_vector(const at::Tensor& t) {
@@ -212,13 +219,13 @@ void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule&
       std::copy(layers[l].bias.begin(), layers[l].bias.end(), acc[l].begin() + b * layers[l].outputs);
     }
   }
-  if (in.context_bias != nullptr) {
-    const int64_t width = layers[0].outputs;
+  for (int64_t l = 0; l < L; ++l) {
+    if (in.context_biases[l] == nullptr) continue;
+    const int64_t width = layers[l].outputs;
+    const std::vector<int64_t>& order = schedule.layer_orders[l];
     for (int64_t b = 0; b < n; ++b) {
-      const scalar_t* c = in.context_bias + (s0 + b) * width;
-      for (int64_t p = 0; p < width; ++p) {
-        acc[0][b * width + p] += static_cast<acc_t>(c[schedule.first_order[p]]);
-      }
+      const scalar_t* c = in.context_biases[l] + (s0 + b) * width;
+      for (int64_t p = 0; p < width; ++p) acc[l][b * width + p] += static_cast<acc_t>(c[order[p]]);
     }
   }
   std::vector<acc_t> value(n);
@@ -230,11 +237,17 @@ void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule&
     // l + 1 ready at t − 1 may need units of layer l that became ready at t − 1).
     for (int64_t l = 0; l + 1 < L; ++l) {
       const int64_t width = layers[l].outputs;
+      const bool activated = schedule.activated[l];
       for (int64_t p = schedule.finalize[l][t - 1]; p < schedule.finalize[l][t]; ++p) {
         for (int64_t b = 0; b < n; ++b) {
-          // Rounded to the model's dtype, as the reference's activations are.
-          const acc_t h = activate<StdMath>(in.call.activation, acc[l][b * width + p]);
-          value[b] = static_cast<acc_t>(static_cast<scalar_t>(h));
+          // Rounded to the model's dtype, as the reference's tensors are.
+          const acc_t y = static_cast<acc_t>(static_cast<scalar_t>(acc[l][b * width + p]));
+          value[b] = activated ? static_cast<acc_t>(static_cast<scalar_t>(
+                                     activate<StdMath>(in.call.activation, y)))
+                               : y;
+          for (const Skip& skip : schedule.skips_from[l]) {
+            acc[skip.target][b * layers[skip.target].outputs + skip.positions[p]] += y;
+          }
         }
         push(layers[l + 1], p, value.data(), n, acc[l + 1].data());
       }
@@ -261,7 +274,7 @@ void sample_block(const std::vector<PackedLayer<acc_t>>& layers, const Schedule&
   for (int64_t b = 0; b < n; ++b) {
     log_terms[s0 + b] = static_cast<acc_t>(log_term[b]);
     for (int64_t p = 0; p < out_width; ++p) {
-      outputs[(s0 + b) * out_width + schedule.out_order[p]] =
+      outputs[(s0 + b) * out_width + schedule.layer_orders[L - 1][p]] =
           static_cast<scalar_t>(acc[L - 1][b * out_width + p]);
     }
   }
@@ -347,11 +360,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
     const at::Tensor& noise_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
     at::TensorList masks, at::TensorList unit_orders, at::TensorList push_ranges,
     at::TensorList finalize_offsets, const at::Tensor& step_offsets, std::string_view rule_name,
-    at::ArrayRef<double> rule_params, std::string_view activation,
-    const std::optional<at::Tensor>& context_bias_in) {
+    at::ArrayRef<double> rule_params, std::string_view activation, const c10::List<bool>& activated,
+    at::IntArrayRef skips, const c10::List<std::optional<at::Tensor>>& context_biases) {
   const SampleCall call = check_made_sample(noise_in, weights, biases, masks, unit_orders,
                                             push_ranges, finalize_offsets, step_offsets, rule_name,
-                                            rule_params, activation, context_bias_in);
+                                            rule_params, activation, activated, skips,
+                                            context_biases);
   check_plan_values(noise_in.size(1), weights, unit_orders, push_ranges, finalize_offsets,
                     step_offsets);
   const at::Tensor noise = noise_in.contiguous();
@@ -368,17 +382,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cpu(
   for (const auto& offsets : finalize_offsets) schedule.finalize.push_back(to_vector(offsets));
   schedule.steps = to_vector(step_offsets);
   schedule.dim_order = to_vector(unit_orders[0]);
-  schedule.first_order = to_vector(unit_orders[1]);
-  const at::Tensor context_bias =
-      context_bias_in.has_value() ? context_bias_in->contiguous() : at::Tensor();
-  schedule.out_order = to_vector(unit_orders[L]);
+  for (const bool flag : activated) schedule.activated.push_back(flag);
+  schedule.skips_from.resize(L);
+  std::vector<at::Tensor> contexts;
+  for (int64_t l = 0; l < L; ++l) {
+    schedule.layer_orders.push_back(to_vector(unit_orders[l + 1]));
+    const std::optional<at::Tensor> c = context_biases.get(l);
+    contexts.push_back(c.has_value() ? c->contiguous() : at::Tensor());
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    if (skips[l] < 0) continue;
+    // The position of each unit in layer l (its orders are permutations: checked above).
+    std::vector<int64_t> position_of(weights[l].size(0));
+    const std::vector<int64_t>& order = schedule.layer_orders[l];
+    for (int64_t p = 0; p < static_cast<int64_t>(order.size()); ++p) position_of[order[p]] = p;
+    Skip skip{l, {}};
+    for (const int64_t unit : schedule.layer_orders[skips[l]]) {
+      skip.positions.push_back(position_of[unit]);
+    }
+    schedule.skips_from[skips[l]].push_back(std::move(skip));
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, noise.scalar_type(), "made_sample", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const std::vector<PackedLayer<acc_t>>& layers =
         packed_layers<scalar_t, acc_t>(weights, biases, masks, unit_orders, push_ranges);
-    const SampleInputs<scalar_t> inputs{
-        call, rule_params.data(), noise.const_data_ptr<scalar_t>(),
-        context_bias.defined() ? context_bias.const_data_ptr<scalar_t>() : nullptr};
+    SampleInputs<scalar_t> inputs{call, rule_params.data(), noise.const_data_ptr<scalar_t>(), {}};
+    for (const at::Tensor& c : contexts) {
+      inputs.context_biases.push_back(c.defined() ? c.const_data_ptr<scalar_t>() : nullptr);
+    }
     scalar_t* values_data = values.mutable_data_ptr<scalar_t>();
     scalar_t* outputs_data = outputs.mutable_data_ptr<scalar_t>();
     acc_t* log_data = log_terms.mutable_data_ptr<acc_t>();

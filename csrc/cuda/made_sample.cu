@@ -89,8 +89,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t W = a.acc_width, L = a.num_layers, steps = a.steps;
   const int64_t out_offset = a.layers[L - 1].acc_offset, out_width = a.layers[L - 1].outputs;
   const int64_t per_dim = a.per_dim;
-  const auto* context_bias = static_cast<const T*>(a.context_bias);
-  const int64_t first_width = a.layers[0].outputs;
+  const auto* contexts = static_cast<const T*>(a.contexts);
   acc_t* acc = scratch != nullptr ? scratch + static_cast<int64_t>(blockIdx.x) * kTile * W
                                   : reinterpret_cast<acc_t*>(dynamic_shared);
   const int64_t tiles = (a.samples + kTile - 1) / kTile;
@@ -100,10 +99,7 @@ __global__ void __launch_bounds__(kThreads)
     const int n = static_cast<int>(a.samples - s0 < kTile ? a.samples - s0 : kTile);
     for (int64_t k = threadIdx.x; k < n * W; k += kThreads) {
       acc[k] = biases[k % W];
-      // The context's term on the first layer (layer 0's positions come first in acc).
-      if (context_bias != nullptr && k % W < first_width) {
-        acc[k] += to_opmath(context_bias[(s0 + k / W) * first_width + a.first_order[k % W]]);
-      }
+      if (contexts != nullptr) acc[k] += to_opmath(contexts[s0 * W + k]);
     }
     if (threadIdx.x < kTile) log_term[threadIdx.x] = 0.0;
     __syncthreads();
@@ -120,8 +116,16 @@ __global__ void __launch_bounds__(kThreads)
           const int len = static_cast<int>(p1 - c0 < kChunk ? p1 - c0 : kChunk);
           for (int k = threadIdx.x; k < n * len; k += kThreads) {
             const int b = k / len, j = k % len;
-            const acc_t x = acc[b * W + from.acc_offset + c0 + j];
-            chunk_values[b][j] = round_to<T>(activate<SampleMath>(a.activation, x));
+            const acc_t y = round_to<T>(acc[b * W + from.acc_offset + c0 + j]);
+            chunk_values[b][j] =
+                from.activated ? round_to<T>(activate<SampleMath>(a.activation, y)) : y;
+            // Residual skips out of this layer: distinct positions per (b, j), and no other
+            // thread touches the target layers' accumulators in this phase.
+            for (int64_t m = l + 2; m < L; ++m) {
+              if (a.layers[m].skip_source != l) continue;
+              const MadeLayer& target = a.layers[m];
+              acc[b * W + target.acc_offset + a.skip_positions[target.acc_offset + c0 + j]] += y;
+            }
           }
           __syncthreads();
           push_chunk(weights + to.weight_offset, a.ranges + 2 * to.range_offset, to.outputs, c0,

@@ -19,18 +19,20 @@
 namespace fastflow::cuda {
 
 
-// Where one layer's data lie in the flat arrays of MadeSampleArgs.
+// Where one layer's data lie in the flat arrays of MadeSampleArgs, and its wiring.
 struct MadeLayer {
   int64_t weight_offset;  // first element of the layer's packed rows in `weights`
   int64_t range_offset;   // first input position of the layer in `ranges` (Σ inputs before it)
-  int64_t acc_offset;     // first output position of the layer in `biases` and in the
-                          // accumulators (Σ outputs before it)
+  int64_t acc_offset;     // first output position of the layer in `biases`, `contexts`,
+                          // `skip_positions` and the accumulators (Σ outputs before it)
   int64_t inputs, outputs;
+  int32_t skip_source;    // −1, or the earlier layer whose outputs are added to this one's
+  int32_t activated;      // whether the next layer reads activation(this layer's outputs)
 };
 
 // The layer table travels in the kernel's arguments (a table in device memory would be a copy
 // to the device, and a wait, at every call), which must fit in 4 KiB.
-constexpr int kMaxMadeLayers = 64;
+constexpr int kMaxMadeLayers = 48;
 constexpr int kMaxRuleParams = 2;
 
 struct MadeSampleArgs {
@@ -42,11 +44,13 @@ struct MadeSampleArgs {
   const int64_t* finalize;        // [num_layers − 1, steps + 2]: the finalize_offsets, any values
   const int64_t* step_offsets;    // [steps + 1], any values
   const int64_t* dim_order;       // [dims]: unit_orders[0], each in [0, dims)
-  const int64_t* first_order;     // [first layer's outputs]: unit_orders[1], each in range
   const int64_t* out_order;       // [last layer's outputs]: unit_orders[num_layers], each in
                                   // [0, last layer's outputs)
-  const void* context_bias;       // [samples, first layer's outputs] storage type,
-                                  // contiguous, or null
+  const void* contexts;           // [samples, acc_width] storage type, sorted like the
+                                  // accumulators: every layer's context term (0 where none),
+                                  // or null when no layer has one
+  const int64_t* skip_positions;  // [acc_width]: for a layer with a skip source, the source
+                                  // position each of its positions adds; each in range
   int64_t samples, dims, num_layers, steps;
   int64_t acc_width;              // Σ outputs over the layers
   SampleRule rule;

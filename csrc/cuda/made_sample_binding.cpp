@@ -3,9 +3,11 @@
 // rows = input positions, columns = output positions, biases in sorted positions.
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/clamp.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -35,10 +37,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
     const c10::List<std::optional<at::Tensor>>& biases, at::TensorList masks,
     at::TensorList unit_orders, at::TensorList push_ranges, at::TensorList finalize_offsets,
     const at::Tensor& step_offsets, std::string_view rule_name, at::ArrayRef<double> rule_params,
-    std::string_view activation, const std::optional<at::Tensor>& context_bias_in) {
+    std::string_view activation, const c10::List<bool>& activated, at::IntArrayRef skips,
+    const c10::List<std::optional<at::Tensor>>& context_biases) {
   const SampleCall call = check_made_sample(noise_in, weights, biases, masks, unit_orders,
                                             push_ranges, finalize_offsets, step_offsets, rule_name,
-                                            rule_params, activation, context_bias_in);
+                                            rule_params, activation, activated, skips,
+                                            context_biases);
   TORCH_INTERNAL_ASSERT(rule_params.size() <= cuda::kMaxRuleParams);
   const int64_t L = static_cast<int64_t>(weights.size());
   TORCH_CHECK_VALUE(L <= cuda::kMaxMadeLayers, "made_sample: the CUDA kernel takes at most ",
@@ -63,7 +67,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
 
   cuda::MadeSampleArgs args{};
   const auto acc_opts = noise.options().dtype(acc_type);
-  std::vector<at::Tensor> rows, sorted_biases, ranges, finalize;
+  std::vector<at::Tensor> rows, sorted_biases, ranges, finalize, contexts, skip_positions;
+  bool any_context = false;
   int64_t weight_offset = 0, range_offset = 0, acc_offset = 0;
   for (int64_t l = 0; l < L; ++l) {
     const int64_t inputs = weights[l].size(1), outputs_l = weights[l].size(0);
@@ -77,7 +82,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
                                 : at::zeros({outputs_l}, acc_opts));
     ranges.push_back(push_ranges[l].contiguous().view({-1}));
     if (l + 1 < L) finalize.push_back(finalize_offsets[l].contiguous());
-    args.layers[l] = {weight_offset, range_offset, acc_offset, inputs, outputs_l};
+    const std::optional<at::Tensor> context = context_biases.get(l);
+    any_context = any_context || context.has_value();
+    contexts.push_back(context.has_value() ? context->index_select(1, orders[l + 1])
+                                           : at::zeros({samples, outputs_l}, noise.options()));
+    // For a layer with a skip source k: the position in this layer of each unit of layer k,
+    // in k's position order (the inverse of this layer's order, gathered by k's).
+    at::Tensor positions = at::zeros({outputs_l}, noise.options().dtype(at::kLong));
+    if (skips[l] >= 0) {
+      at::Tensor position_of = at::empty_like(positions);
+      position_of.index_put_({orders[l + 1]}, at::arange(outputs_l, positions.options()));
+      positions = position_of.index_select(0, orders[skips[l] + 1]);
+    }
+    skip_positions.push_back(positions);
+    args.layers[l] = {weight_offset,
+                      range_offset,
+                      acc_offset,
+                      inputs,
+                      outputs_l,
+                      static_cast<int32_t>(skips[l]),
+                      l + 1 < L && activated.get(l) ? 1 : 0};
     weight_offset += inputs * outputs_l;
     range_offset += inputs;
     acc_offset += outputs_l;
@@ -88,8 +112,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   const at::Tensor ranges_flat = flat_cat(ranges, index_opts);
   const at::Tensor finalize_flat = flat_cat(finalize, index_opts);
   const at::Tensor steps = step_offsets.contiguous();
-  const at::Tensor context_bias =
-      context_bias_in.has_value() ? context_bias_in->contiguous() : at::Tensor();
+  const at::Tensor contexts_flat = any_context ? at::cat(contexts, 1).contiguous() : at::Tensor();
+  const at::Tensor skip_positions_flat = flat_cat(skip_positions, index_opts);
 
   args.noise = noise.const_data_ptr();
   args.weights = weights_flat.const_data_ptr();
@@ -98,9 +122,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   args.finalize = finalize_flat.const_data_ptr<int64_t>();
   args.step_offsets = steps.const_data_ptr<int64_t>();
   args.dim_order = orders[0].const_data_ptr<int64_t>();
-  args.first_order = orders[1].const_data_ptr<int64_t>();
   args.out_order = orders[L].const_data_ptr<int64_t>();
-  args.context_bias = context_bias.defined() ? context_bias.const_data_ptr() : nullptr;
+  args.contexts = contexts_flat.defined() ? contexts_flat.const_data_ptr() : nullptr;
+  args.skip_positions = skip_positions_flat.const_data_ptr<int64_t>();
   args.samples = samples;
   args.dims = dims;
   args.num_layers = L;

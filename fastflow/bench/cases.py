@@ -356,7 +356,8 @@ def maf_sample_cases(full):
     return [_maf_sample(16, 64, 128, 5)]
 
 
-def _peer_sample(op, name, batch, dim, transforms, build, peer_inverse, fastflow_inverse):
+def _peer_sample(op, name, hidden, batch, dim, transforms, build, peer_inverse,
+                 fastflow_inverse):
     """A flow of a peer library (zuko, nflows) sampled from the same base noise z by the
     library's own inverse (the `reference` provider) and by fastflow's (the others); judged
     against the library's own inverse of a float64 copy of the flow."""
@@ -368,7 +369,7 @@ def _peer_sample(op, name, batch, dim, transforms, build, peer_inverse, fastflow
         return Setup((z,), torch.no_grad()(lambda z: peer_inverse(flow, z)),
                      lambda z: fastflow_inverse(flow, z),
                      reference64=torch.no_grad()(lambda z: peer_inverse(flow64, z)))
-    label = f"{name} {transforms}x{dim}-512-512"
+    label = f"{name} {transforms}x{dim}-{hidden}"
     return Case(op, f"b{batch} {label}", (batch, dim), batch * dim, make, label,
                 modes=(SAMPLE,), dtypes=(torch.float32, torch.float64), compiles=False)
 
@@ -398,7 +399,8 @@ def zuko_sample_cases(full):
 
     def nsf(dim, transforms):
         return zuko.flows.NSF(dim, transforms=transforms, hidden_features=[512, 512])
-    return [_peer_sample("zuko_sample", name, batch, dim, 5, build, zuko_inverse, fastflow_inverse)
+    return [_peer_sample("zuko_sample", name, "512-512", batch, dim, 5, build, zuko_inverse,
+                         fastflow_inverse)
             for batch, dim in _peer_sizes(full) for name, build in (("MAF", maf), ("NSF", nsf))]
 
 
@@ -413,12 +415,12 @@ def nflows_sample_cases(full):
     import fastflow.nflows
 
     def maf(dim, transforms):
+        """nflows' default MADE: two residual blocks of 512 units."""
         parts = []
         for index in range(transforms):
             if index:
                 parts.append(ReversePermutation(dim))
-            parts.append(MaskedAffineAutoregressiveTransform(dim, 512, num_blocks=1,
-                                                             use_residual_blocks=False))
+            parts.append(MaskedAffineAutoregressiveTransform(dim, 512))
         return Flow(CompositeTransform(parts), StandardNormal([dim]))
 
     def nflows_inverse(flow, z):
@@ -426,8 +428,8 @@ def nflows_sample_cases(full):
 
     def fastflow_inverse(flow, z):
         return fastflow.nflows.inverse(flow._transform, z)[0]
-    return [_peer_sample("nflows_sample", "MAF", batch, dim, 5, maf, nflows_inverse,
-                         fastflow_inverse) for batch, dim in _peer_sizes(full)]
+    return [_peer_sample("nflows_sample", "MAF", "512x2 residual blocks", batch, dim, 5, maf,
+                         nflows_inverse, fastflow_inverse) for batch, dim in _peer_sizes(full)]
 
 
 def _mlp_realnvp_log_prob(model, x):

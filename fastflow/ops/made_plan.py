@@ -159,19 +159,25 @@ def _ranges(connected: torch.Tensor) -> torch.Tensor:
 
 
 def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_sample",
-               interleaved: bool = False) -> SamplePlan:
-    """The sampling plan of a stack with these masks ([out, in] each, nonzero = connected);
-    the last layer has per_dim outputs per dimension: the units of dimension d are rows
-    d, D + d, ... (blocked, the seeds' MADEs), or with `interleaved` rows per_dim·d, ...,
-    per_dim·d + per_dim − 1 (zuko's and nflows')."""
+               interleaved: bool = False, skips: list[int] | None = None) -> SamplePlan:
+    """The sampling plan of a chain of layers with these masks ([out, in] each, nonzero =
+    connected) and residual skips (skips[l] = k: layer l adds layer k's outputs, unit by
+    unit; -1: none); the last layer has per_dim outputs per dimension: the units of
+    dimension d are rows d, D + d, ... (blocked, the seeds' MADEs), or with `interleaved` rows
+    per_dim·d, ..., per_dim·d + per_dim − 1 (zuko's and nflows')."""
     connected = [m.detach().cpu() != 0 for m in masks]
+    skips = [-1] * len(masks) if skips is None else skips
     dims = connected[0].shape[1]
     if connected[-1].shape[0] != per_dim * dims:
         raise ValueError(f"{caller}: the last layer must have {per_dim * dims} outputs "
                          f"({per_dim} per input dimension), got {connected[-1].shape[0]}")
-    reach = connected[0].float()  # reach[j, k]: unit j depends on input k
-    for m in connected[1:]:
-        reach = (m.float() @ reach).clamp_(max=1.0)
+    reaches = [connected[0].float()]  # reaches[l][j, k]: unit j of layer l depends on input k
+    for l, m in enumerate(connected[1:], start=1):
+        reach = m.float() @ reaches[-1]
+        if skips[l] >= 0:
+            reach += reaches[skips[l]]
+        reaches.append(reach.clamp_(max=1.0))
+    reach = reaches[-1]
     by_unit = reach.view(dims, per_dim, dims).transpose(0, 1) if interleaved else \
         reach.view(per_dim, dims, dims)
     depends = (by_unit.amax(dim=0) > 0).numpy()
@@ -181,10 +187,13 @@ def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_samp
     dim_order = torch.sort(step_of, stable=True).indices
     step_offsets = torch.searchsorted(step_of[dim_order], torch.arange(steps + 1), right=True)
     unit_orders, finalize_offsets = [dim_order], []
-    ready = step_of  # of the current layer's inputs
-    for m in connected[:-1]:
-        ready = (m.long() * ready[None, :]).amax(dim=1) if m.shape[1] else \
+    readies = [step_of]  # of each layer's inputs: the dimensions', then each layer's units'
+    for l, m in enumerate(connected[:-1]):
+        ready = (m.long() * readies[-1][None, :]).amax(dim=1) if m.shape[1] else \
             torch.zeros(m.shape[0], dtype=torch.long)
+        if skips[l] >= 0:
+            ready = torch.maximum(ready, readies[skips[l] + 1])
+        readies.append(ready)
         order = torch.sort(ready, stable=True).indices
         unit_orders.append(order)
         finalize_offsets.append(torch.searchsorted(ready[order], torch.arange(steps + 2)))
@@ -214,20 +223,18 @@ class CachedPlan:
     """A model's plan and the masks it was built from (held, so that their memory is not
     another tensor's while cached; copies where compared by value)."""
 
-    def __init__(self, masks: list[torch.Tensor], per_dim: int, interleaved: bool,
-                 plan: SamplePlan):
+    def __init__(self, masks: list[torch.Tensor], layout: tuple, plan: SamplePlan):
         keys = [_mask_key(m) for m in masks]
         self._masks = [m if key is not None else m.clone() for m, key in zip(masks, keys)]
         self._keys = keys
         self._in_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        self.per_dim = per_dim
-        self.interleaved = interleaved
+        self.layout = layout
         self.plan = plan
 
-    def holds(self, masks: list[torch.Tensor], per_dim: int, interleaved: bool) -> bool:
-        """Whether `masks` are the masks this plan was built from, in this layout."""
-        if (per_dim, interleaved) != (self.per_dim, self.interleaved) or \
-                len(masks) != len(self._masks):
+    def holds(self, masks: list[torch.Tensor], layout: tuple) -> bool:
+        """Whether `masks` are the masks this plan was built from, with this layout (outputs
+        per dimension, interleaved, skips)."""
+        if layout != self.layout or len(masks) != len(self._masks):
             return False
         for mask, held, key in zip(masks, self._masks, self._keys):
             if key is None:
@@ -250,13 +257,14 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cached_plan(model: nn.Module, layers: list[MaskedLayer], per_dim: int, caller: str,
-                interleaved: bool = False) -> CachedPlan:
+                interleaved: bool = False, skips: list[int] | None = None) -> CachedPlan:
     """The model's plan, rebuilt when a mask changes (module docstring)."""
     masks = [layer.mask for layer in layers]
+    skips = [-1] * len(layers) if skips is None else list(skips)
+    layout = (per_dim, interleaved, tuple(skips))
     cached = _PLANS.get(model)
-    if cached is None or not cached.holds(masks, per_dim, interleaved):
-        cached = CachedPlan(masks, per_dim, interleaved,
-                            build_plan(masks, per_dim, caller, interleaved))
+    if cached is None or not cached.holds(masks, layout):
+        cached = CachedPlan(masks, layout, build_plan(masks, per_dim, caller, interleaved, skips))
         _PLANS[model] = cached
     return cached
 

@@ -55,14 +55,20 @@ ACTIVATIONS = {"relu": torch.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "si
 
 
 def _stack_forward(layers: list[MaskedLayer], x: torch.Tensor, activation: str,
-                   context_bias: torch.Tensor | None) -> torch.Tensor:
-    for index, layer in enumerate(layers):
-        if index:
-            x = ACTIVATIONS[activation](x)
-        x = F.linear(x, layer.mask * layer.weight, layer.bias)
-        if index == 0 and context_bias is not None:
-            x = x + context_bias
-    return x
+                   activated: list[bool], skips: list[int],
+                   context_biases: list[torch.Tensor | None]) -> torch.Tensor:
+    """The network's last outputs on inputs x, wired as csrc/made_sample.h says."""
+    ys = []
+    for l, layer in enumerate(layers):
+        if l:
+            x = ACTIVATIONS[activation](ys[-1]) if activated[l - 1] else ys[-1]
+        y = F.linear(x, layer.mask * layer.weight, layer.bias)
+        if context_biases[l] is not None:
+            y = y + context_biases[l]
+        if skips[l] >= 0:
+            y = y + ys[skips[l]]
+        ys.append(y)
+    return ys[-1]
 
 
 def _soft_clamp(x: torch.Tensor, limit: float) -> torch.Tensor:
@@ -123,12 +129,14 @@ def _apply_rule(rule: str, o: torch.Tensor, e: torch.Tensor, params: list[float]
 
 @torch.no_grad()
 def sample_reference(noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
-                     step_offsets, rule, rule_params, activation, context_bias):
+                     step_offsets, rule, rule_params, activation, activated, skips,
+                     context_biases):
     """The reference algorithm (the 'torch' backend), on the op's arguments: one full
     forward pass per sampling step, as the MADE's generate_samples, the Gaussian MADE's
     forward and zuko's and nflows' inverses, in the plan's order. Each step's dimensions are
     chosen on the device (no copy to the host)."""
     layers = [MaskedLayer(w, b, m) for w, b, m in zip(weights, biases, masks)]
+    wiring = (activation, activated, skips, context_biases)
     samples, dims = noise.shape
     acc = torch.float64 if noise.dtype == torch.float64 else torch.float32
     width = weights[-1].shape[0]
@@ -143,18 +151,18 @@ def sample_reference(noise, weights, biases, masks, unit_orders, push_ranges, fi
 
     values = torch.zeros_like(noise)
     for t in range(1, step_offsets.shape[0]):
-        out = _stack_forward(layers, values, activation, context_bias)
+        out = _stack_forward(layers, values, *wiring)
         v, _ = _apply_rule(rule, outputs_by_position(out), noise_by_position, rule_params)
         sampled = values[:, dim_order]
         values = values.index_copy(1, dim_order, torch.where(step_of == t, v, sampled))
-    outputs = _stack_forward(layers, values, activation, context_bias)
+    outputs = _stack_forward(layers, values, *wiring)
     _, terms = _apply_rule(rule, outputs_by_position(outputs), noise_by_position, rule_params)
     return values, -terms.to(acc).sum(dim=1), outputs
 
 
 def _made_sample_fake(noise, weights, biases, masks, unit_orders, push_ranges,
-                      finalize_offsets, step_offsets, rule, rule_params, activation,
-                      context_bias):
+                      finalize_offsets, step_offsets, rule, rule_params, activation, activated,
+                      skips, context_biases):
     acc = torch.float64 if noise.dtype == torch.float64 else torch.float32
     return (noise.new_empty(noise.shape), noise.new_empty(noise.shape[0], dtype=acc),
             noise.new_empty(noise.shape[0], weights[-1].shape[0]))
@@ -177,8 +185,8 @@ def outputs_per_dim(rule: str, width: int, dims: int, op: str = "made_sample") -
 
 
 def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
-                      finalize_offsets, step_offsets, rule, rule_params, activation,
-                      context_bias) -> None:
+                      finalize_offsets, step_offsets, rule, rule_params, activation, activated,
+                      skips, context_biases) -> None:
     """ValueError/TypeError for arguments of the wrong shape, dtype or device (the twin of
     csrc/made_sample.h's check). The plan's values are not read: that would be a copy to the
     host per call on a GPU, and the Triton launcher and kernel clamp every index they read."""
@@ -235,12 +243,20 @@ def check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
         if t.dtype != torch.int64 or t.shape != shape or t.device != noise.device:
             raise ValueError(f"{op}: {name} must be int64 {list(shape)} on {noise.device}, got "
                              f"{t.dtype} {list(t.shape)} on {t.device}")
-    if context_bias is not None and (
-            context_bias.shape != (noise.shape[0], weights[0].shape[0]) or
-            context_bias.dtype != noise.dtype or context_bias.device != noise.device):
-        raise ValueError(f"{op}: context_bias must be [{noise.shape[0]}, {weights[0].shape[0]}] "
-                         f"with the noise's dtype and device, got {context_bias.dtype} "
-                         f"{list(context_bias.shape)} on {context_bias.device}")
+    if (len(activated), len(skips), len(context_biases)) != (layers - 1, layers, layers):
+        raise ValueError(f"{op}: expected {layers - 1} activated flags, {layers} skips and "
+                         f"{layers} context_biases, got {len(activated)}, {len(skips)} and "
+                         f"{len(context_biases)}")
+    for l, (k, context) in enumerate(zip(skips, context_biases)):
+        if k != -1 and not (0 <= k <= l - 2 and weights[k].shape[0] == weights[l].shape[0]):
+            raise ValueError(f"{op}: skips[{l}] must be -1 or a layer k <= l - 2 of the same "
+                             f"width, got {k}")
+        if context is not None and (
+                context.shape != (noise.shape[0], weights[l].shape[0]) or
+                context.dtype != noise.dtype or context.device != noise.device):
+            raise ValueError(f"{op}: context_biases[{l}] must be [{noise.shape[0]}, "
+                             f"{weights[l].shape[0]}] with the noise's dtype and device, got "
+                             f"{context.dtype} {list(context.shape)} on {context.device}")
 
 
 if _triton.VERSION is not None:
@@ -252,15 +268,13 @@ if _triton.VERSION is not None:
                             unit_orders: list[torch.Tensor], push_ranges: list[torch.Tensor],
                             finalize_offsets: list[torch.Tensor], step_offsets: torch.Tensor,
                             rule: str, rule_params: list[float], activation: str,
-                            context_bias: torch.Tensor | None
+                            activated: list[bool], skips: list[int],
+                            context_biases: list[torch.Tensor | None]
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        check_made_sample(noise, weights, biases, masks, unit_orders, push_ranges,
-                          finalize_offsets, step_offsets, rule, rule_params, activation,
-                          context_bias)
-        return _kernels.made_sample(noise.contiguous(), weights, biases, masks, unit_orders,
-                                    push_ranges, finalize_offsets, step_offsets, rule,
-                                    rule_params, activation,
-                                    None if context_bias is None else context_bias.contiguous())
+        args = (noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
+                step_offsets, rule, rule_params, activation, activated, skips, context_biases)
+        check_made_sample(*args)
+        return _kernels.made_sample(noise.contiguous(), *args[1:])
 
 
 def _checked_fake(*args):
@@ -285,12 +299,18 @@ OP = registry.register(registry.Op(
 
 def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Tensor, rule: str,
                     caller: str, *, rule_params: tuple[float, ...] = (), activation: str = "relu",
-                    context_bias: torch.Tensor | None = None, interleaved: bool = False):
-    """(values, log terms, outputs) of `model` (whose masked stack is `layers`) on `noise`
-    [N, D] under `rule`, with the hidden units' `activation` and the context's term on the
-    first layer (context_bias [N, first layer's outputs]). The last layer's outputs are the
-    rule's k outputs of each dimension: rows d, D + d, ... of dimension d, or with
+                    activated: list[bool] | None = None, skips: list[int] | None = None,
+                    context_biases: list[torch.Tensor | None] | None = None,
+                    interleaved: bool = False):
+    """(values, log terms, outputs) of `model` (whose masked layers are `layers`) on `noise`
+    [N, D] under `rule`, the layers wired as csrc/made_sample.h says (by default a plain
+    stack: every hidden layer activated, no skips, no context). The last layer's outputs are
+    the rule's k outputs of each dimension: rows d, D + d, ... of dimension d, or with
     `interleaved` rows k·d .. k·d + k − 1. The plan is cached on `model`."""
+    count = len(layers)
+    activated = [True] * (count - 1) if activated is None else list(activated)
+    skips = [-1] * count if skips is None else list(skips)
+    context_biases = [None] * count if context_biases is None else list(context_biases)
     weight = layers[0].weight
     if not isinstance(noise, torch.Tensor):
         raise TypeError(f"{caller}: noise must be a torch.Tensor, got {type(noise).__name__}")
@@ -303,11 +323,11 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
         raise TypeError(f"{caller}: noise must be a float tensor, got {noise.dtype}")
     noise = noise.to(device=weight.device, dtype=weight.dtype).contiguous()
     per_dim = outputs_per_dim(rule, layers[-1].weight.shape[0], weight.shape[1], caller)
-    cached = cached_plan(model, layers, per_dim, caller, interleaved)
+    cached = cached_plan(model, layers, per_dim, caller, interleaved, skips)
     return registry.call(OP, noise, [layer.weight for layer in layers],
                          [layer.bias for layer in layers], cached.masks_as(weight.dtype),
                          *cached.plan.to(weight.device), rule, list(rule_params), activation,
-                         context_bias)
+                         activated, skips, context_biases)
 
 
 def made_sample(made: nn.Module, num_samples: int, *, uniforms: torch.Tensor | None = None,

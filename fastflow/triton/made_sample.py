@@ -7,11 +7,12 @@ positions, as the CPU kernel does: (W⊙M) with rows gathered by the output orde
 by the input order, transposed to [inputs, outputs], so that a unit's push reads one
 contiguous row slice. All layers go into one flat buffer, and all running pre-activations
 into one scratch [N, Σ widths] initialised with the sorted biases, so the kernel takes the
-same arguments whatever the number of layers (their offsets in an int64 table). The
-context's term on the first layer (context_bias) is added to that scratch there too.
+same arguments whatever the number of layers (their offsets and wiring in an int64 table).
+The layers' context terms (context_biases) are added to that scratch there too.
 
 The formulas follow csrc/made_sample_math.h line by line: a hidden unit's activation
-(ACTIVATION: relu, leaky_relu, elu, silu, tanh, sigmoid) when it becomes final, and a
+(ACTIVATION: relu, leaky_relu, elu, silu, tanh, sigmoid) when it becomes final, where its
+layer is activated, its residual skips (added to the target layer's accumulator), and a
 dimension's rule (RULE, PER_DIM outputs at last-layer positions PER_DIM·i .. PER_DIM·i +
 PER_DIM − 1 for the dimension at position i; the rule's constants as float64 scalars).
 
@@ -35,6 +36,7 @@ from . import INTERPRETED
 
 BLOCK_B = 16  # samples per program
 BLOCK_N = 64  # output positions per push chunk
+TABLE_COLUMNS = tl.constexpr(6)  # of the layer table: see _layer_table
 
 
 @triton.jit
@@ -218,7 +220,7 @@ def _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, layer, position, value, samp
     past the end) pushes nothing: zeros add nothing, whatever the activation. The layer
     table's row: where the layer's packed rows, its accumulators (a column of the scratch)
     and its push ranges start, and its outputs."""
-    info = table_ptr + layer * 4
+    info = table_ptr + layer * TABLE_COLUMNS
     rows = tl.load(info + 0)
     acc_col = tl.load(info + 1)
     ranges = tl.load(info + 2)
@@ -240,7 +242,7 @@ def _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, layer, position, value, samp
 
 @triton.jit
 def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, finalize_ptr,
-                        steps_ptr, dim_order_ptr, out_order_ptr, values_ptr, log_ptr,
+                        skip_ptr, steps_ptr, dim_order_ptr, out_order_ptr, values_ptr, log_ptr,
                         outputs_ptr, samples_total, dims, steps, layers, acc_stride,
                         rule_param0: tl.float64, rule_param1: tl.float64,
                         RULE: tl.constexpr, PER_DIM: tl.constexpr, ACTIVATION: tl.constexpr,
@@ -249,21 +251,35 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
     samples = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     live = samples < samples_total
     last = layers - 1
-    last_col = tl.load(table_ptr + last * 4 + 1)
+    last_col = tl.load(table_ptr + last * TABLE_COLUMNS + 1)
     log_term = tl.zeros([BLOCK_B], dtype=tl.float64)
     for t in range(1, steps + 1):
         # Hidden units ready at t − 1 are final: push them, lower layers first (a unit of
         # layer l + 1 ready at t − 1 may need units of layer l that just became final).
         for l in range(0, last):
-            hidden_col = tl.load(table_ptr + l * 4 + 1)
-            hidden_width = tl.load(table_ptr + l * 4 + 3)
+            hidden_col = tl.load(table_ptr + l * TABLE_COLUMNS + 1)
+            hidden_width = tl.load(table_ptr + l * TABLE_COLUMNS + 3)
+            activated = tl.load(table_ptr + l * TABLE_COLUMNS + 4)
             p0 = _clamped(tl.load(finalize_ptr + l * (steps + 2) + t - 1), hidden_width)
             p1 = _clamped(tl.load(finalize_ptr + l * (steps + 2) + t), hidden_width)
             for p in range(p0, p1):
-                h = tl.load(acc_ptr + samples * acc_stride + hidden_col + p, mask=live,
+                y = tl.load(acc_ptr + samples * acc_stride + hidden_col + p, mask=live,
                             other=0.0)
-                # Rounded to the model's dtype, as the reference's activations are.
-                h = _rounded(_activated(h, ACTIVATION), STORE, BF16_BY_BITS).to(ACC)
+                # Rounded to the model's dtype, as the reference's tensors are.
+                y = _rounded(y, STORE, BF16_BY_BITS).to(ACC)
+                h = y
+                if activated != 0:
+                    h = _rounded(_activated(y, ACTIVATION), STORE, BF16_BY_BITS).to(ACC)
+                # Residual skips out of layer l: y added to the same unit of the target.
+                for m in range(l + 2, layers):
+                    if tl.load(table_ptr + m * TABLE_COLUMNS + 5) == l:
+                        target_col = tl.load(table_ptr + m * TABLE_COLUMNS + 1)
+                        target_width = tl.load(table_ptr + m * TABLE_COLUMNS + 3)
+                        q = _clamped(tl.load(skip_ptr + target_col + p), target_width - 1)
+                        target = acc_ptr + samples * acc_stride + target_col + q
+                        a = tl.load(target, mask=live, other=0.0)
+                        tl.store(target, a + y, mask=live)
+                        tl.debug_barrier()
                 _push(rows_ptr, ranges_ptr, table_ptr, acc_ptr, l + 1, p, h, samples, live,
                       acc_stride, BLOCK_N)
         # The dimensions of step t: their outputs are final now.
@@ -283,7 +299,7 @@ def _made_sample_kernel(noise_ptr, rows_ptr, ranges_ptr, table_ptr, acc_ptr, fin
                   tl.where(live, stored.to(ACC), 0.0), samples, live, acc_stride, BLOCK_N)
     tl.store(log_ptr + samples, log_term.to(log_ptr.dtype.element_ty), mask=live)
     # The last layer's accumulators, back in natural order.
-    out_width = tl.load(table_ptr + last * 4 + 3)
+    out_width = tl.load(table_ptr + last * TABLE_COLUMNS + 3)
     for q0 in range(0, out_width, BLOCK_N):
         q = q0 + tl.arange(0, BLOCK_N)
         q_ok = q < out_width
@@ -313,24 +329,42 @@ def _pack(weights, biases, masks, unit_orders, acc_dtype):
 
 
 @functools.lru_cache(maxsize=64)
-def _layer_table(shapes: tuple, device: torch.device) -> torch.Tensor:
-    """The int64 layer table [L, 4] of layers of these (outputs, inputs) shapes: where each
-    layer's packed rows, accumulators and push ranges start, and its outputs. Made once per
-    shape and device: a table copied to the device at every call would make the host wait."""
+def _layer_table(shapes: tuple, activated: tuple, skips: tuple,
+                 device: torch.device) -> torch.Tensor:
+    """The int64 layer table [L, TABLE_COLUMNS] of layers of these (outputs, inputs) shapes
+    and wiring: where each layer's packed rows, accumulators and push ranges start, its
+    outputs, whether the next layer reads its activation, and its skip source (−1: none).
+    Made once per shape, wiring and device: a table copied to the device at every call would
+    make the host wait."""
     table, row_start, acc_start, range_start = [], 0, 0, 0
-    for outputs, inputs in shapes:
-        table.append((row_start, acc_start, range_start, outputs))
+    for l, (outputs, inputs) in enumerate(shapes):
+        table.append((row_start, acc_start, range_start, outputs,
+                      int(l < len(activated) and activated[l]), skips[l]))
         row_start += inputs * outputs
         acc_start += outputs
         range_start += inputs
     return torch.tensor(table, dtype=torch.int64, device=device)
 
 
+def _skip_positions(weights, unit_orders, skips, device) -> torch.Tensor:
+    """[Σ widths] int64, sorted like the accumulators: for a layer with a skip source k, the
+    position in the layer of each of k's positions' units (0 elsewhere)."""
+    parts = []
+    for l, weight in enumerate(weights):
+        positions = torch.zeros(weight.shape[0], dtype=torch.int64, device=device)
+        if skips[l] >= 0:
+            position_of = torch.empty_like(positions)
+            position_of[unit_orders[l + 1]] = torch.arange(weight.shape[0], device=device)
+            positions = position_of[unit_orders[skips[l] + 1]]
+        parts.append(positions)
+    return torch.cat(parts)
+
+
 def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finalize_offsets,
-                step_offsets, rule, rule_params, activation, context_bias):
+                step_offsets, rule, rule_params, activation, activated, skips, context_biases):
     """(values [N, D] in noise's dtype, log terms [N] float32 (float64 for float64),
     outputs [N, out] in natural order), as fastflow::made_sample. Arguments checked by the
-    caller; noise and context_bias contiguous."""
+    caller; noise contiguous."""
     samples, dims = noise.shape
     acc_dtype = torch.float64 if noise.dtype == torch.float64 else torch.float32
     device = noise.device
@@ -342,12 +376,16 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
         return values, log_terms, outputs
     unit_orders = [order.clamp(0, order.shape[0] - 1) for order in unit_orders]
     rows, sorted_biases = _pack(weights, biases, masks, unit_orders, acc_dtype)
-    table = _layer_table(tuple(tuple(w.shape) for w in weights), device)
+    table = _layer_table(tuple(tuple(w.shape) for w in weights), tuple(activated), tuple(skips),
+                         device)
     ranges = torch.cat([r.contiguous() for r in push_ranges])
     acc = sorted_biases[None, :].repeat(samples, 1)
-    if context_bias is not None:
-        # The first layer's accumulators come first, in sorted positions.
-        acc[:, :weights[0].shape[0]] += context_bias.to(acc_dtype).index_select(1, unit_orders[1])
+    start = 0
+    for l, (weight, context) in enumerate(zip(weights, context_biases)):
+        if context is not None:  # the layer's accumulators, in sorted positions
+            acc[:, start:start + weight.shape[0]] += \
+                context.to(acc_dtype).index_select(1, unit_orders[l + 1])
+        start += weight.shape[0]
     # At most two constants, 0 where unused. Passed to kernel arguments annotated float64:
     # a plain float argument would reach a compiled kernel as float32.
     rule_param0, rule_param1 = [*rule_params, 0.0, 0.0][:2]
@@ -355,7 +393,8 @@ def made_sample(noise, weights, biases, masks, unit_orders, push_ranges, finaliz
     # the (never read) finalize table.
     finalize = (torch.stack(finalize_offsets) if finalize_offsets else step_offsets).contiguous()
     grid = (triton.cdiv(samples, BLOCK_B),)
-    _made_sample_kernel[grid](noise, rows, ranges, table, acc, finalize,
+    skip_positions = _skip_positions(weights, unit_orders, skips, device)
+    _made_sample_kernel[grid](noise, rows, ranges, table, acc, finalize, skip_positions,
                               step_offsets.contiguous(), unit_orders[0],
                               unit_orders[-1], values, log_terms, outputs,
                               samples, dims, step_offsets.shape[0] - 1, len(weights),
