@@ -378,7 +378,7 @@ def _peer_sizes(full):
     """(batch, dim) of the peers' cases. Their own samplers run D network passes per
     transform: at D = 784 several seconds per call on a small CPU, so the quick
     configuration uses D = 64."""
-    return [(16, 784), (256, 784)] if full else [(16, 64)]
+    return [(16, 64), (16, 784)] if full else [(16, 64)]
 
 
 def zuko_sample_cases(full):
