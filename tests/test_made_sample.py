@@ -531,6 +531,21 @@ def test_new_rules_match_across_backends(op_name, rule, activation, wiring, with
                                            msg=lambda m: f"{dtype}, batch {batch}, {name}: {m}")
 
 
+@pytest.mark.parametrize("op_name", SAMPLE_OPS)
+def test_opcheck_wired(op_name):
+    """The op's schema and fake on a residual stack with context terms and a spline rule."""
+    activated, skips, context_layers = WIRINGS["residual"]
+    weights, biases, masks = interleaved_stack(4, [6, 5, 6], 8, torch.float32, seed=2,
+                                               same_degrees=((0, 2),))
+    plan = made_plan.build_plan(masks, 8, "test", interleaved=True, skips=skips)
+    contexts = [torch.randn(3, w.shape[0]) if l in context_layers else None
+                for l, w in enumerate(weights)]
+    args = (3 * torch.randn(3, 4), weights, biases, masks, *plan.to("cpu"), "zuko_rqs_inverse",
+            [5.0, math.log(1e-3)], "silu", activated, skips, contexts)
+    torch.library.opcheck(getattr(torch.ops.fastflow, op_name).default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
 @contextlib.contextmanager
 def recorded_host_syncs():
     """A list of what, meanwhile, would make the host wait for a GPU: values read on the host

@@ -290,8 +290,9 @@ for _suffix in registry.KERNEL_SUFFIXES:
 # so only an explicit 'cuda' or 'triton' backend picks them.
 OP = registry.register(registry.Op(
     name="made_sample", functions=("made_sample", "gaussian_made_sample", "iaf_inverse"),
-    summary="one-pass sampling of a MADE (Bernoulli), of a MAF's Gaussian MADE, and an IAF's "
-            "inverse, in about one forward pass",
+    summary="one-pass sampling of a MADE (Bernoulli), of a MAF's Gaussian MADE, an IAF's "
+            "inverse, zuko's MAF and NSF and nflows' MAF inverses (fastflow.zuko, "
+            "fastflow.nflows), in about one forward pass",
     reference=sample_reference, reference_source="the D-pass sampling loops",
     check=check_made_sample, tensors=("noise",), auto={"cpu": ("cpu",), "cuda": ()},
     bench="made_sample"))
