@@ -121,7 +121,8 @@ def _affine_inverse(transform, inputs: torch.Tensor, context: torch.Tensor | Non
     x, logabsdet, _ = run_made_sample(transform, layers, inputs, "nflows_affine_inverse", caller,
                                       rule_params=(float(transform._epsilon),),
                                       activation=activation, activated=activated, skips=skips,
-                                      context_biases=context_biases, interleaved=True)
+                                      context_biases=context_biases, interleaved=True,
+                                      masks_by_version=True)
     return x, logabsdet.to(x.dtype)
 
 

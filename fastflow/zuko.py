@@ -201,7 +201,7 @@ def _invert(transform, y: torch.Tensor, context: torch.Tensor | None, caller: st
     x, log_terms, _ = run_made_sample(transform, layers, y, rule, caller, rule_params=params,
                                       activation=activation, activated=activated, skips=skips,
                                       context_biases=[context_bias] + [None] * (len(layers) - 1),
-                                      interleaved=True)
+                                      interleaved=True, masks_by_version=True)
     return x, log_terms
 
 

@@ -174,6 +174,24 @@ def test_residual_blocks(backend, kind):
     assert_matches_zuko(flow, 6, 3, seed=17, backend=backend)
 
 
+def test_plan_follows_mask_edits():
+    """The plan is cached per transform, its masks matched by memory and version counter: an
+    in-place edit (dropping connections keeps the flow autoregressive) or a new mask tensor
+    makes a new plan; a write through .data needs clear_sample_plans()."""
+    flow = make_flow("MAF", 6, 0, seed=18, hidden_features=[16])
+    z = torch.randn(5, 6)
+    fastflow_zuko.sample(flow, z=z)
+    hyper = flow.transform.transforms[0].hyper
+    with torch.no_grad():
+        hyper[0].mask[:, 0] = False  # in place: the version counter moves
+        assert_matches_zuko(flow, 5, 0, seed=19)
+        hyper[-1].mask = hyper[-1].mask & (torch.rand(hyper[-1].mask.shape) < 0.5)
+        assert_matches_zuko(flow, 5, 0, seed=20)
+        hyper[0].mask.data[:, 1] = False  # no version change: seen after clearing
+        fastflow.ops.clear_sample_plans()
+        assert_matches_zuko(flow, 5, 0, seed=21)
+
+
 def test_refused_by_name():
     with pytest.raises(TypeError, match="activation.*GELU"):
         fastflow_zuko.patch(make_flow("MAF", 4, 0, seed=14, activation=torch.nn.GELU))

@@ -210,11 +210,11 @@ def build_plan(masks: list[torch.Tensor], per_dim: int, caller: str = "made_samp
 MASKS_COMPARED_BY_VALUE_ON = frozenset({"cpu"})
 
 
-def _mask_key(mask: torch.Tensor) -> tuple | None:
+def _mask_key(mask: torch.Tensor, by_version: bool) -> tuple | None:
     """What identifies a mask's contents without reading them, or None where the cache must
-    compare values (on a device in MASKS_COMPARED_BY_VALUE_ON, and for inference tensors,
-    which have no version counter)."""
-    if mask.device.type in MASKS_COMPARED_BY_VALUE_ON or mask.is_inference():
+    compare values (on a device in MASKS_COMPARED_BY_VALUE_ON unless `by_version`, and for
+    inference tensors, which have no version counter)."""
+    if (mask.device.type in MASKS_COMPARED_BY_VALUE_ON and not by_version) or mask.is_inference():
         return None
     return (mask.data_ptr(), mask._version, mask.shape, mask.stride(), mask.dtype, mask.device)
 
@@ -223,8 +223,10 @@ class CachedPlan:
     """A model's plan and the masks it was built from (held, so that their memory is not
     another tensor's while cached; copies where compared by value)."""
 
-    def __init__(self, masks: list[torch.Tensor], layout: tuple, plan: SamplePlan):
-        keys = [_mask_key(m) for m in masks]
+    def __init__(self, masks: list[torch.Tensor], layout: tuple, plan: SamplePlan,
+                 by_version: bool):
+        keys = [_mask_key(m, by_version) for m in masks]
+        self._by_version = by_version
         self._masks = [m if key is not None else m.clone() for m, key in zip(masks, keys)]
         self._keys = keys
         self._in_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
@@ -241,7 +243,7 @@ class CachedPlan:
                 if not (mask.shape == held.shape and mask.device == held.device and
                         torch.equal(mask, held)):
                     return False
-            elif _mask_key(mask) != key:
+            elif _mask_key(mask, self._by_version) != key:
                 return False
         return True
 
@@ -257,14 +259,19 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cached_plan(model: nn.Module, layers: list[MaskedLayer], per_dim: int, caller: str,
-                interleaved: bool = False, skips: list[int] | None = None) -> CachedPlan:
-    """The model's plan, rebuilt when a mask changes (module docstring)."""
+                interleaved: bool = False, skips: list[int] | None = None,
+                masks_by_version: bool = False) -> CachedPlan:
+    """The model's plan, rebuilt when a mask changes (module docstring). masks_by_version:
+    match masks by memory and version counter on the CPU too (for models that never write
+    their masks through `.data`, such as zuko's and nflows': comparing values costs about as
+    much as the sampling of a small model)."""
     masks = [layer.mask for layer in layers]
     skips = [-1] * len(layers) if skips is None else list(skips)
-    layout = (per_dim, interleaved, tuple(skips))
+    layout = (per_dim, interleaved, tuple(skips), masks_by_version)
     cached = _PLANS.get(model)
     if cached is None or not cached.holds(masks, layout):
-        cached = CachedPlan(masks, layout, build_plan(masks, per_dim, caller, interleaved, skips))
+        cached = CachedPlan(masks, layout, build_plan(masks, per_dim, caller, interleaved, skips),
+                            masks_by_version)
         _PLANS[model] = cached
     return cached
 

@@ -302,12 +302,13 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
                     caller: str, *, rule_params: tuple[float, ...] = (), activation: str = "relu",
                     activated: list[bool] | None = None, skips: list[int] | None = None,
                     context_biases: list[torch.Tensor | None] | None = None,
-                    interleaved: bool = False):
+                    interleaved: bool = False, masks_by_version: bool = False):
     """(values, log terms, outputs) of `model` (whose masked layers are `layers`) on `noise`
     [N, D] under `rule`, the layers wired as csrc/made_sample.h says (by default a plain
     stack: every hidden layer activated, no skips, no context). The last layer's outputs are
     the rule's k outputs of each dimension: rows d, D + d, ... of dimension d, or with
-    `interleaved` rows k·d .. k·d + k − 1. The plan is cached on `model`."""
+    `interleaved` rows k·d .. k·d + k − 1. The plan is cached on `model`
+    (made_plan.cached_plan, masks_by_version)."""
     count = len(layers)
     activated = [True] * (count - 1) if activated is None else list(activated)
     skips = [-1] * count if skips is None else list(skips)
@@ -324,7 +325,7 @@ def run_made_sample(model: nn.Module, layers: list[MaskedLayer], noise: torch.Te
         raise TypeError(f"{caller}: noise must be a float tensor, got {noise.dtype}")
     noise = noise.to(device=weight.device, dtype=weight.dtype).contiguous()
     per_dim = outputs_per_dim(rule, layers[-1].weight.shape[0], weight.shape[1], caller)
-    cached = cached_plan(model, layers, per_dim, caller, interleaved, skips)
+    cached = cached_plan(model, layers, per_dim, caller, interleaved, skips, masks_by_version)
     return registry.call(OP, noise, [layer.weight for layer in layers],
                          [layer.bias for layer in layers], cached.masks_as(weight.dtype),
                          *cached.plan.to(weight.device), rule, list(rule_params), activation,
