@@ -211,7 +211,12 @@ def _flat_context(context, batch_shape: torch.Size, caller: str) -> torch.Tensor
     if not isinstance(context, torch.Tensor) or context.dim() < 1:
         raise TypeError(f"fastflow.zuko.{caller}: context must be a tensor [..., C], got "
                         f"{type(context).__name__}")
-    return context.expand(*batch_shape, context.shape[-1]).reshape(-1, context.shape[-1])
+    try:
+        context = context.expand(*batch_shape, context.shape[-1])
+    except RuntimeError:
+        raise ValueError(f"fastflow.zuko.{caller}: context of shape {tuple(context.shape)} does "
+                         f"not broadcast to the samples' batch shape {tuple(batch_shape)}") from None
+    return context.reshape(-1, context.shape[-1])
 
 
 @torch.no_grad()

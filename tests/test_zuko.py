@@ -211,4 +211,6 @@ def test_refused_by_name():
         fastflow_zuko.sample(conditional, (2,), context=torch.randn(2), z=torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"z must be \[\.\.\., 4\]"):
         fastflow_zuko.sample(conditional, context=torch.randn(3), z=torch.randn(2, 5))
+    with pytest.raises(ValueError, match="context of shape \\(4, 3\\) does not broadcast"):
+        fastflow_zuko.sample(conditional, context=torch.randn(4, 3), z=torch.randn(2, 4))
     assert math.isfinite(float(fastflow_zuko.sample(conditional, context=torch.randn(3)).sum()))
