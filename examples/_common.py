@@ -92,8 +92,12 @@ def plot_losses(ax, result: dict, ylabel: str) -> None:
 
 
 def image_grid(images, rows: int, side: int):
-    """[rows², side, side] (or [rows², side·side]) images as one [rows·side, rows·side]."""
-    return images.reshape(rows, rows, side, side).permute(0, 2, 1, 3).reshape(rows * side, -1).cpu()
+    """[rows², side, side] (or [rows², side·side]) images in [0, 1] as one picture, a
+    mid-gray line between them."""
+    images = images.detach().reshape(rows * rows, side, side).cpu()
+    framed = torch.nn.functional.pad(images, (0, 1, 0, 1), value=0.5)
+    cell = side + 1
+    return framed.reshape(rows, rows, cell, cell).permute(0, 2, 1, 3).reshape(rows * cell, -1)
 
 
 def save(fig, path: Path) -> None:

@@ -36,7 +36,7 @@ def best_time(fn, repeats):
 
 
 def main(argv=None):
-    args = _common.parse_args(__doc__.splitlines()[0], steps=1500, argv=argv)
+    args = _common.parse_args(__doc__.splitlines()[0], steps=5000, argv=argv)
     folder = _common.out_folder(args, "made_digits")
     data = torch.tensor(load_digits().data > 8, dtype=torch.float32, device=args.device)
     np.random.seed(0)  # the MADE draws its hidden degrees from numpy
@@ -58,7 +58,7 @@ def main(argv=None):
 
     fig, axes = _common.figure(3, "MADE on binarized 8×8 digits")
     _common.plot_losses(axes[0], result, "negative log-likelihood (nats per image)")
-    axes[1].imshow(_common.image_grid(images, 8, 8), cmap="gray_r")
+    axes[1].imshow(_common.image_grid(images, 8, 8), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     axes[1].set_title("64 one-pass samples (fastflow)")
     axes[1].axis("off")
     axes[2].bar(["reference loop", "fastflow"], [reference_s * 1e3, fastflow_s * 1e3],

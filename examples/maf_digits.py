@@ -30,7 +30,7 @@ def to_images(logits):
 
 
 def main(argv=None):
-    args = _common.parse_args(__doc__.splitlines()[0], steps=800, argv=argv)
+    args = _common.parse_args(__doc__.splitlines()[0], steps=2000, argv=argv)
     folder = _common.out_folder(args, "maf_digits")
     pixels = torch.tensor(load_digits().data, dtype=torch.float32, device=args.device)
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def main(argv=None):
     samples, _ = fast.sample(64)
     fig, axes = _common.figure(2, "MAF (5 blocks) on dequantized 8×8 digits")
     _common.plot_losses(axes[0], result, "negative log-likelihood of the logits (nats)")
-    axes[1].imshow(_common.image_grid(to_images(samples), 8, 8), cmap="gray_r")
+    axes[1].imshow(_common.image_grid(to_images(samples), 8, 8), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     axes[1].set_title("64 samples (fastflow, one pass per block)")
     axes[1].axis("off")
     _common.save(fig, folder / "maf_digits.png")

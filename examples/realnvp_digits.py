@@ -31,7 +31,7 @@ def bits_per_dim(model, x, noise):
 
 
 def main(argv=None):
-    args = _common.parse_args(__doc__.splitlines()[0], steps=120, argv=argv)
+    args = _common.parse_args(__doc__.splitlines()[0], steps=200, argv=argv)
     folder = _common.out_folder(args, "realnvp_digits")
     digits = torch.tensor(load_digits().data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16
     # 256 levels, as the model's loss counts them.
@@ -49,11 +49,11 @@ def main(argv=None):
     result = _common.train_both(ref, fast, bits_per_dim, batch, args.steps, lr=1e-3)
     torch.manual_seed(2)
     samples = fast.sample(36)  # puts the model in eval mode
-    fig, axes = _common.figure(2, "multi-scale RealNVP on digits upsampled to 16×16")
+    fig, axes = _common.figure(2, "multi-scale RealNVP, digits upsampled to 16×16")
     _common.plot_losses(axes[0], result, "bits per dimension")
-    axes[1].imshow(_common.image_grid(samples, 6, SIDE), cmap="gray_r")
+    axes[1].imshow(_common.image_grid(samples, 6, SIDE), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     final = result["fastflow"]["losses"][-1]
-    axes[1].set_title(f"36 samples (fastflow; {final:.2f} bits/dim at the last step)")
+    axes[1].set_title(f"36 samples (fastflow, {final:.2f} bits/dim)")
     axes[1].axis("off")
     _common.save(fig, folder / "realnvp_digits.png")
     _common.finish(result, folder)

@@ -24,7 +24,7 @@ def log_prob(model, x):
 
 
 def main(argv=None):
-    args = _common.parse_args(__doc__.splitlines()[0], steps=600, argv=argv)
+    args = _common.parse_args(__doc__.splitlines()[0], steps=3000, argv=argv)
     folder = _common.out_folder(args, "realnvp_moons")
     data = torch.tensor(make_moons(4096, noise=0.05, random_state=0)[0], dtype=torch.float32)
     data = ((data - data.mean(0)) / data.std(0)).to(args.device)
