@@ -164,6 +164,11 @@ def _read_hyper(transform, features: int, caller: str):
     return stack, context, activations.pop() if activations else "relu", activated, skips
 
 
+def _features(transform) -> int:
+    """The transform's feature count D: its hyper-network has `total` outputs per feature."""
+    return transform.hyper[-1].weight.shape[0] // transform.total
+
+
 def _transforms(flow, caller: str) -> list:
     """The flow's MaskedAutoregressiveTransforms, first to last."""
     _require_zuko(caller)
@@ -227,7 +232,7 @@ def _sample(flow, shape, context, z, caller: str, want_log_prob: bool):
         z = distribution.base.sample(torch.Size(shape))
     elif not isinstance(z, torch.Tensor):
         raise TypeError(f"fastflow.zuko.{caller}: z must be a tensor, got {type(z).__name__}")
-    features = parts[0].hyper[-1].weight.shape[0] // parts[0].total
+    features = _features(parts[0])
     if z.dim() < 1 or z.shape[-1] != features:
         raise ValueError(f"fastflow.zuko.{caller}: z must be [..., {features}], got "
                          f"{tuple(z.shape)}")
@@ -306,7 +311,7 @@ def patch(flow):
     _require_zuko("patch")
     for transform in _transforms(flow, "patch"):
         _univariate_rule(transform, "patch")
-        _read_hyper(transform, transform.hyper[-1].weight.shape[0] // transform.total, "patch")
+        _read_hyper(transform, _features(transform), "patch")
     handle = _PATCHED.get(flow)
     if handle is None or handle.id not in flow._forward_hooks:
         handle = flow.register_forward_hook(_fast_sampling_hook, with_kwargs=True)

@@ -49,8 +49,9 @@ struct MadeSampleArgs {
   const void* contexts;           // [samples, acc_width] storage type, sorted like the
                                   // accumulators: every layer's context term (0 where none),
                                   // or null when no layer has one
-  const int64_t* skip_positions;  // [acc_width]: for a layer with a skip source, the source
-                                  // position each of its positions adds; each in range
+  const int64_t* skip_positions;  // [acc_width]: at a layer with a skip source k, indexed
+                                  // by k's positions, the layer's position of the same unit;
+                                  // each in range. Null when no layer has a skip source
   int64_t samples, dims, num_layers, steps;
   int64_t acc_width;              // Σ outputs over the layers
   SampleRule rule;

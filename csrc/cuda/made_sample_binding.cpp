@@ -68,7 +68,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   cuda::MadeSampleArgs args{};
   const auto acc_opts = noise.options().dtype(acc_type);
   std::vector<at::Tensor> rows, sorted_biases, ranges, finalize, contexts, skip_positions;
-  bool any_context = false;
+  // The context and skip tables are built only for models that have them: a plain MADE
+  // allocates neither.
+  bool any_context = false, any_skip = false;
+  for (int64_t l = 0; l < L; ++l) {
+    any_context = any_context || context_biases.get(l).has_value();
+    any_skip = any_skip || skips[l] >= 0;
+  }
   int64_t weight_offset = 0, range_offset = 0, acc_offset = 0;
   for (int64_t l = 0; l < L; ++l) {
     const int64_t inputs = weights[l].size(1), outputs_l = weights[l].size(0);
@@ -82,19 +88,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
                                 : at::zeros({outputs_l}, acc_opts));
     ranges.push_back(push_ranges[l].contiguous().view({-1}));
     if (l + 1 < L) finalize.push_back(finalize_offsets[l].contiguous());
-    const std::optional<at::Tensor> context = context_biases.get(l);
-    any_context = any_context || context.has_value();
-    contexts.push_back(context.has_value() ? context->index_select(1, orders[l + 1])
-                                           : at::zeros({samples, outputs_l}, noise.options()));
-    // For a layer with a skip source k: the position in this layer of each unit of layer k,
-    // in k's position order (the inverse of this layer's order, gathered by k's).
-    at::Tensor positions = at::zeros({outputs_l}, noise.options().dtype(at::kLong));
-    if (skips[l] >= 0) {
-      at::Tensor position_of = at::empty_like(positions);
-      position_of.index_put_({orders[l + 1]}, at::arange(outputs_l, positions.options()));
-      positions = position_of.index_select(0, orders[skips[l] + 1]);
+    if (any_context) {
+      const std::optional<at::Tensor> context = context_biases.get(l);
+      contexts.push_back(context.has_value() ? context->index_select(1, orders[l + 1])
+                                             : at::zeros({samples, outputs_l}, noise.options()));
     }
-    skip_positions.push_back(positions);
+    if (any_skip) {
+      // For a layer with a skip source k: the position in this layer of each unit of layer
+      // k, in k's position order (the inverse of this layer's order, gathered by k's).
+      at::Tensor positions = at::zeros({outputs_l}, noise.options().dtype(at::kLong));
+      if (skips[l] >= 0) {
+        at::Tensor position_of = at::empty_like(positions);
+        position_of.index_put_({orders[l + 1]}, at::arange(outputs_l, positions.options()));
+        positions = position_of.index_select(0, orders[skips[l] + 1]);
+      }
+      skip_positions.push_back(positions);
+    }
     args.layers[l] = {weight_offset,
                       range_offset,
                       acc_offset,
@@ -113,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   const at::Tensor finalize_flat = flat_cat(finalize, index_opts);
   const at::Tensor steps = step_offsets.contiguous();
   const at::Tensor contexts_flat = any_context ? at::cat(contexts, 1).contiguous() : at::Tensor();
-  const at::Tensor skip_positions_flat = flat_cat(skip_positions, index_opts);
+  const at::Tensor skip_positions_flat = any_skip ? at::cat(skip_positions) : at::Tensor();
 
   args.noise = noise.const_data_ptr();
   args.weights = weights_flat.const_data_ptr();
@@ -124,7 +133,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> made_sample_cuda(
   args.dim_order = orders[0].const_data_ptr<int64_t>();
   args.out_order = orders[L].const_data_ptr<int64_t>();
   args.contexts = contexts_flat.defined() ? contexts_flat.const_data_ptr() : nullptr;
-  args.skip_positions = skip_positions_flat.const_data_ptr<int64_t>();
+  args.skip_positions =
+      skip_positions_flat.defined() ? skip_positions_flat.const_data_ptr<int64_t>() : nullptr;
   args.samples = samples;
   args.dims = dims;
   args.num_layers = L;

@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from . import INTERPRETED
+from .affine_coupling import _tanh
 
 BLOCK_B = 16  # samples per program
 BLOCK_N = 64  # output positions per push chunk
@@ -63,15 +64,6 @@ def _log1p(x):
     core language has no log1p that the interpreter runs (libdevice's runs on a GPU only)."""
     w = 1.0 + x
     return tl.where(w == 1.0, x, tl.log(w) * (x / (w - 1.0)))
-
-
-@triton.jit
-def _tanh(x):
-    """tanh from exp(−2|x|), for the same reason as _log1p: within a few ulps of 1 (absolute,
-    not relative near 0), which is what a pushed value needs."""
-    e = tl.exp(-2.0 * tl.abs(x))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(x < 0.0, -t, t)
 
 
 @triton.jit
