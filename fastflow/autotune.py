@@ -87,6 +87,34 @@ def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]
     return choice
 
 
+def wants_grad(args) -> bool:
+    """Whether autograd will need a backward for these arguments (tensors, lists of tensors
+    and anything else)."""
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad
+        for a in args for t in (a if isinstance(a, (list, tuple)) else (a,)))
+
+
+def timed_call(fn: Callable, args: tuple, grad: bool) -> Callable[[], None]:
+    """A call of fn(*args) for decide() to time: forward, and backward too when gradients
+    are needed, on fresh leaves (the caller's tensors, also those in lists, are untouched)."""
+    def leaf(a):
+        if isinstance(a, torch.Tensor):
+            return a.detach().requires_grad_(grad and a.requires_grad)
+        if isinstance(a, (list, tuple)):
+            return type(a)(leaf(t) for t in a)
+        return a
+
+    def call():
+        with torch.enable_grad() if grad else torch.no_grad():
+            out = fn(*(leaf(a) for a in args))
+            if grad:
+                flat = out if isinstance(out, (tuple, list)) else (out,)
+                outs = [o for o in flat if isinstance(o, torch.Tensor) and o.requires_grad]
+                torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+    return call
+
+
 def describe(key: tuple) -> str:
     """A shape class as text: op, device, dtype, batch bucket, sizes, threads, mode."""
     op, device, dtype, threads, grad, batch, *sizes = key

@@ -41,6 +41,8 @@ class Op:
     # reference per shape class (fastflow.autotune). sizes(*args) names the op's sizes in
     # the shape class (the batch is added); None: no measuring.
     measured_sizes: Callable | None = None
+    # The backends with a kernel for it (an op without one on a device runs its reference).
+    kernels: tuple[str, ...] = ("cpu", "cuda", "triton")
 
     def auto_text(self, device_type: str) -> str:
         """What 'auto' runs on that device type, in words (before availability)."""
@@ -67,24 +69,18 @@ KERNEL_SUFFIXES = ([""] if EXTENSION.loaded else []) + (["_triton"] if _triton.V
 
 def run(op: Op, backend: str, args: tuple):
     """op on `backend` (a resolved name: torch, cpu, cuda or triton)."""
+    if backend != "torch" and backend not in op.kernels:
+        kernels = ", ".join(f"'{k}'" for k in op.kernels)
+        raise ValueError(f"{op.name}: fastflow backend {backend!r} has no kernel for it; use "
+                         f"'auto', 'torch' or {kernels}")
     if backend == "torch":
         op.check(*args)
         return op.reference(*args)
     return getattr(torch.ops.fastflow, op.name + ("_triton" if backend == "triton" else ""))(*args)
 
 
-def _timed_call(op: Op, backend: str, args: tuple, grad: bool) -> Callable[[], None]:
-    """A call of op on backend for fastflow.autotune to time: forward, and backward too
-    when gradients are needed, on fresh leaves (the caller's tensors are untouched)."""
-    def call():
-        with torch.enable_grad() if grad else torch.no_grad():
-            leaves = [a.detach().requires_grad_(grad and a.requires_grad)
-                      if isinstance(a, torch.Tensor) else a for a in args]
-            out = run(op, backend, tuple(leaves))
-            if grad:
-                outs = [o for o in (out if isinstance(out, tuple) else (out,)) if o.requires_grad]
-                torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
-    return call
+def _run_leaves(op: Op, backend: str, *args):
+    return run(op, backend, args)
 
 
 def choose(op: Op, args: tuple) -> str:
@@ -96,11 +92,11 @@ def choose(op: Op, args: tuple) -> str:
         return name
     if torch.compiler.is_compiling():  # nothing measured while tracing
         return "torch"
-    grad = torch.is_grad_enabled() and any(
-        isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    grad = autotune.wants_grad(args)
     key = autotune.shape_class(op.name, x, *op.measured_sizes(*args), grad=grad)
     return autotune.decide(key, lambda: {
-        candidate: _timed_call(op, candidate, args, grad) for candidate in ("torch", name)})
+        candidate: autotune.timed_call(functools.partial(_run_leaves, op, candidate), args, grad)
+        for candidate in ("torch", name)})
 
 
 def call(op: Op, *args):

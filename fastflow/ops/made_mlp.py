@@ -1,0 +1,184 @@
+"""A MADE's whole network in one op: masked linear layers with ReLU between.
+
+    h_0 = x,   h_{l+1} = relu(h_l·(W_l⊙M_l)ᵀ + b_l),   y = h_{L−1}·(W_{L−1}⊙M_{L−1})ᵀ + b_{L−1}
+
+The masks are given as staircases, MADE's masks once every unit layer is sorted by degree:
+unit layer u (0: the inputs, L: the outputs) has the order orders[u] (sorted position s
+holds unit orders[u][s]), and layer l's mask is
+
+    M_l[orders[l + 1][r], orders[l][c]] = [c < row_prefixes[l][r]]   (prefixes non-decreasing)
+
+made_mlp_plan(masks) finds orders and prefixes for any masks that have MADE degrees and sort
+together (the hidden units' order must sort both the layer below and the layer above:
+always so for masks MADE builds, and for masks loaded from a reference model).
+
+The C++ CPU kernel (csrc/cpu/masked_linear.cpp) keeps the hidden units in degree order from
+layer to layer, skips the staircase's zero blocks in every product (forward, grad_x,
+grad_weight) and runs each block on the CPU BLAS; the whole network is one call forward and
+one backward (its autograd is in C++, csrc/cpu/masked_linear.cpp), so small networks also
+save the per-layer Python and autograd costs. There is
+no CUDA or Triton kernel: on a GPU the reference runs (the layers' own kernels are in
+fastflow.ops.masked_linear). fastflow.nn's MADEs run their `net` through it (MADENet).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import registry
+from ._checks import require_float, require_like_x, require_tensors
+from .masked_linear import degrees_from_mask
+
+
+def staircase_mask(in_order, out_order, row_prefix, dtype=torch.bool):
+    """The mask [len(out_order), len(in_order)] of one layer's staircase, as `dtype`."""
+    sorted_mask = (torch.arange(in_order.numel(), device=in_order.device)[None, :]
+                   < row_prefix[:, None])
+    mask = torch.empty_like(sorted_mask)
+    mask[out_order[:, None], in_order[None, :]] = sorted_mask
+    return mask.to(dtype)
+
+
+def made_mlp_reference(x, weights, biases, orders, row_prefixes, keep_for_backward=False):
+    """The reference (the 'torch' backend): the layers as the reference models run them,
+    F.linear(h, mask * weight, bias) and ReLU, the masks built from the staircases. Returns
+    (y, [], []) like the kernel without its backward's tensors."""
+    h = x
+    for l, (weight, bias) in enumerate(zip(weights, biases)):
+        mask = staircase_mask(orders[l], orders[l + 1], row_prefixes[l], weight.dtype)
+        h = F.linear(h, mask * weight, bias)
+        if l + 1 < len(weights):
+            h = torch.relu(h)
+    return h, [], []
+
+
+def _check_plan(op, x, widths, orders, row_prefixes):
+    layers = len(widths) - 1
+    if not isinstance(orders, (list, tuple)) or len(orders) != layers + 1:
+        raise ValueError(f"{op}: expected {layers + 1} orders (the inputs, each hidden layer, "
+                         f"the outputs), got {_count(orders)}")
+    if not isinstance(row_prefixes, (list, tuple)) or len(row_prefixes) != layers:
+        raise ValueError(f"{op}: expected {layers} row_prefixes (one per layer), "
+                         f"got {_count(row_prefixes)}")
+
+    def check_index(name, i, t, size):
+        require_tensors(op, **{f"{name}[{i}]": t})
+        if t.shape != (size,):
+            raise ValueError(f"{op}: {name}[{i}] must have shape [{size}], got {tuple(t.shape)}")
+        if t.dtype != torch.int64:
+            raise TypeError(f"{op}: {name}[{i}] must be int64, got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{op}: {name}[{i}] must be on x's device {x.device}, got {t.device}")
+
+    for u, order in enumerate(orders):
+        check_index("orders", u, order, widths[u])
+        if not torch.equal(torch.sort(order).values, torch.arange(widths[u], device=order.device)):
+            raise ValueError(f"{op}: orders[{u}] must be a permutation of 0..{widths[u] - 1}")
+    for l, prefix in enumerate(row_prefixes):
+        check_index("row_prefixes", l, prefix, widths[l + 1])
+        if prefix.numel() and (bool((prefix < 0).any()) or bool((prefix > widths[l]).any())
+                               or bool((prefix[1:] < prefix[:-1]).any())):
+            raise ValueError(f"{op}: row_prefixes[{l}] must be non-decreasing, in 0..{widths[l]}")
+
+
+def _count(value):
+    return len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+def check_made_mlp(x, weights, biases, orders, row_prefixes, keep_for_backward=False) -> None:
+    """ValueError/TypeError naming the argument (the twin of csrc/masked_linear.h)."""
+    op = "made_mlp"
+    require_tensors(op, x=x)
+    if x.dim() != 2:
+        raise ValueError(f"{op}: expected x of shape [B, in_features], got {tuple(x.shape)}")
+    require_float(op, "x", x)
+    if not isinstance(weights, (list, tuple)) or not weights:
+        raise ValueError(f"{op}: weights must hold at least one layer")
+    if not isinstance(biases, (list, tuple)) or len(biases) != len(weights):
+        raise ValueError(f"{op}: expected {len(weights)} biases (None for a layer without), "
+                         f"got {_count(biases)}")
+    widths = [x.shape[1]]
+    for l, (weight, bias) in enumerate(zip(weights, biases)):
+        require_tensors(op, **{f"weights[{l}]": weight})
+        if weight.dim() != 2 or weight.shape[1] != widths[-1]:
+            raise ValueError(f"{op}: weights[{l}] must have shape [out_features, {widths[-1]}], "
+                             f"got {tuple(weight.shape)}")
+        require_like_x(op, x, **{f"weights[{l}]": weight})
+        if bias is not None:
+            require_tensors(op, **{f"biases[{l}]": bias})
+            if bias.shape != (weight.shape[0],):
+                raise ValueError(f"{op}: biases[{l}] must have shape [{weight.shape[0]}], got "
+                                 f"{tuple(bias.shape)}")
+            require_like_x(op, x, **{f"biases[{l}]": bias})
+        widths.append(weight.shape[0])
+    _check_plan(op, x, widths, orders, row_prefixes)
+
+
+def made_mlp_plan(masks) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+    """(orders, row_prefixes) for made_mlp from the layers' 0/1 masks ([out, in] each, in
+    network order), or None when a mask has no degrees or the layers' degrees don't sort
+    together. Each hidden layer is sorted by its degree in the layer below, ties by its
+    degree in the layer above (both rise with MADE's degree)."""
+    degrees = [degrees_from_mask(mask) for mask in masks]
+    if not degrees or any(d is None for d in degrees):
+        return None
+    orders = [torch.sort(degrees[0][0], stable=True).indices]
+    for below, above in zip(degrees, degrees[1:]):
+        order = torch.sort(above[0], stable=True).indices
+        orders.append(order[torch.sort(below[1][order], stable=True).indices])
+    orders.append(torch.sort(degrees[-1][1], stable=True).indices)
+    row_prefixes = []
+    for l, (in_degrees, out_degrees) in enumerate(degrees):
+        sorted_in, sorted_out = in_degrees[orders[l]], out_degrees[orders[l + 1]]
+        if bool((sorted_in[1:] < sorted_in[:-1]).any()):
+            return None
+        row_prefixes.append(torch.searchsorted(sorted_in, sorted_out, right=True))
+    return orders, row_prefixes
+
+
+if "" in registry.KERNEL_SUFFIXES:
+    @torch.library.register_fake("fastflow::made_mlp")
+    def _fake(x, weights, biases, orders, row_prefixes, keep_for_backward):
+        check_made_mlp(x, weights, biases, orders, row_prefixes)
+        y = x.new_empty(x.shape[0], weights[-1].shape[0])
+        if not keep_for_backward:
+            return y, [], []
+        return (y, [x.new_empty(x.shape[0], w.shape[0]) for w in weights[:-1]],
+                [w.new_empty(w.shape) for w in weights])
+
+    @torch.library.register_fake("fastflow::made_mlp_backward")
+    def _fake_backward(grad_y, x, hidden, sorted_weights, orders, row_prefixes, input_grad):
+        grad_x = x.new_empty(x.shape if input_grad else (0,))
+        return (grad_x, [w.new_empty(w.shape) for w in sorted_weights],
+                [w.new_empty(w.shape[0]) for w in sorted_weights])
+
+
+def _sizes(x, weights, *rest):
+    return ("-".join(str(n) for n in [x.shape[1], *(w.shape[0] for w in weights)]),)
+
+
+# 'auto' on the CPU: the C++ kernel where measured faster than the reference, per shape
+# class (fastflow.autotune); no GPU kernel.
+OP = registry.register(registry.Op(
+    name="made_mlp", functions=("made_mlp",),
+    summary="a MADE's network (masked linear layers, ReLU between) in one call; skips the "
+            "staircases' zeros, hidden units kept in degree order",
+    reference=made_mlp_reference,
+    reference_source="`F.linear(h, mask * weight, bias)` and ReLU per layer",
+    check=check_made_mlp, tensors=("x",), auto={"cpu": ("cpu",), "cuda": ("torch",)},
+    bench="made", measured_sizes=_sizes, kernels=("cpu",)))
+
+
+def made_mlp(x: torch.Tensor, weights, biases, orders, row_prefixes) -> torch.Tensor:
+    """A MADE's network on the current backend: y [B, out_features] (see the module
+    docstring for the staircase form; made_mlp_plan gives it from masks).
+
+    Args:
+        x: [B, in_features] (float32/float64/float16/bfloat16; rows may be strided).
+        weights: L tensors [out_l, in_l], x's dtype; biases: L tensors [out_l] or None.
+        orders: L + 1 int64 permutations; row_prefixes: L int64 [out_l], on x's device.
+    """
+    weights, biases, orders, row_prefixes = (
+        list(a) if isinstance(a, (list, tuple)) else a for a in (weights, biases, orders, row_prefixes))
+    return registry.call(OP, x, weights, biases, orders, row_prefixes, False)[0]
