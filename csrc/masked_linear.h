@@ -87,50 +87,46 @@ inline void check_grad_y(const char* op, const at::Tensor& grad_y, const at::Ten
 }
 
 // made_mlp: a MADE's network in one call, L masked linear layers with ReLU between, the
-// masks given as staircases: unit layer u (0: the inputs, L: the outputs) has the order
-// orders[u] (a permutation: sorted position s holds unit orders[u][s]), and layer l's
-// mask is M_l[orders[l + 1][r], orders[l][c]] = [c < row_prefixes[l][r]], the prefixes
-// non-decreasing. The plan is small (a few thousand integers) and checked in full.
-inline void check_made_mlp_plan(const char* op, const at::Tensor& x, std::vector<int64_t> widths,
-                                at::TensorList orders, at::TensorList row_prefixes) {
-  const size_t layers = widths.size() - 1;
-  TORCH_CHECK_VALUE(orders.size() == layers + 1, op, ": expected ", layers + 1,
-                    " orders (the inputs, each hidden layer, the outputs), got ", orders.size());
-  TORCH_CHECK_VALUE(row_prefixes.size() == layers, op, ": expected ", layers,
-                    " row_prefixes (one per layer), got ", row_prefixes.size());
-  const auto check_index = [&](const char* name, size_t i, const at::Tensor& t, int64_t size) {
-    TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == size, op, ": ", name, "[", i,
-                      "] must have shape [", size, "], got ", t.sizes());
-    TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, op, ": ", name, "[", i, "] must be int64, got ",
-                     t.scalar_type());
-    TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, "[", i,
-                      "] must be on x's device ", x.device(), ", got ", t.device());
-  };
-  for (size_t u = 0; u <= layers; ++u) {
-    check_index("orders", u, orders[u], widths[u]);
-    const at::Tensor order = orders[u].contiguous();
-    const int64_t* o = order.const_data_ptr<int64_t>();
+// masks given as staircases. The plan is one int64 tensor: the orders of the L + 1 unit
+// layers (0: the inputs, L: the outputs; a permutation each: sorted position s holds unit
+// order[s]), then the row prefixes of the L layers (non-decreasing each); layer l's mask is
+// M_l[order_{l+1}[r], order_l[c]] = [c < prefix_l[r]]. It is small (a few thousand
+// integers) and checked in full.
+inline void check_made_mlp_plan(const char* op, const at::Tensor& x,
+                                const std::vector<int64_t>& widths, const at::Tensor& plan_in) {
+  int64_t size = 0;
+  for (size_t u = 0; u < widths.size(); ++u) size += widths[u] + (u > 0 ? widths[u] : 0);
+  TORCH_CHECK_VALUE(plan_in.dim() == 1 && plan_in.size(0) == size, op,
+                    ": plan must have shape [", size, "] (the units' orders, then the layers' "
+                    "row prefixes), got ", plan_in.sizes());
+  TORCH_CHECK_TYPE(plan_in.scalar_type() == at::kLong, op, ": plan must be int64, got ",
+                   plan_in.scalar_type());
+  TORCH_CHECK_VALUE(plan_in.device() == x.device(), op, ": plan must be on x's device ",
+                    x.device(), ", got ", plan_in.device());
+  const at::Tensor plan = plan_in.contiguous();
+  const int64_t* p = plan.const_data_ptr<int64_t>();
+  for (size_t u = 0; u < widths.size(); ++u) {
     std::vector<bool> seen(widths[u], false);
     for (int64_t s = 0; s < widths[u]; ++s) {
-      TORCH_CHECK_VALUE(o[s] >= 0 && o[s] < widths[u] && !seen[o[s]], op, ": orders[", u,
-                        "] must be a permutation of 0..", widths[u] - 1);
-      seen[o[s]] = true;
+      TORCH_CHECK_VALUE(p[s] >= 0 && p[s] < widths[u] && !seen[p[s]], op, ": plan: order ", u,
+                        " must be a permutation of 0..", widths[u] - 1);
+      seen[p[s]] = true;
     }
+    p += widths[u];
   }
-  for (size_t l = 0; l < layers; ++l) {
-    check_index("row_prefixes", l, row_prefixes[l], widths[l + 1]);
-    const at::Tensor prefix = row_prefixes[l].contiguous();
-    const int64_t* p = prefix.const_data_ptr<int64_t>();
+  for (size_t l = 0; l + 1 < widths.size(); ++l) {
     for (int64_t r = 0; r < widths[l + 1]; ++r) {
       TORCH_CHECK_VALUE(p[r] >= 0 && p[r] <= widths[l] && (r == 0 || p[r] >= p[r - 1]), op,
-                        ": row_prefixes[", l, "] must be non-decreasing, in 0..", widths[l]);
+                        ": plan: the row prefixes of layer ", l, " must be non-decreasing, in 0..",
+                        widths[l]);
     }
+    p += widths[l + 1];
   }
 }
 
 inline void check_made_mlp(const at::Tensor& x, at::TensorList weights,
                            const c10::List<c10::optional<at::Tensor>>& biases,
-                           at::TensorList orders, at::TensorList row_prefixes) {
+                           const at::Tensor& plan) {
   const char* op = "made_mlp";
   TORCH_CHECK_VALUE(x.dim() == 2, op, ": expected x of shape [B, in_features], got ", x.sizes());
   require_float(op, "x", x);
@@ -142,24 +138,28 @@ inline void check_made_mlp(const at::Tensor& x, at::TensorList weights,
     const at::Tensor& w = weights[l];
     TORCH_CHECK_VALUE(w.dim() == 2 && w.size(1) == widths.back(), op, ": weights[", l,
                       "] must have shape [out_features, ", widths.back(), "], got ", w.sizes());
-    const std::string name = "weights[" + std::to_string(l) + "]";
-    require_like_x(op, x, name.c_str(), w);
+    TORCH_CHECK_VALUE(w.scalar_type() == x.scalar_type(), op, ": weights[", l,
+                      "] must have x's dtype ", x.scalar_type(), ", got ", w.scalar_type());
+    TORCH_CHECK_VALUE(w.device() == x.device(), op, ": weights[", l, "] must be on x's device ",
+                      x.device(), ", got ", w.device());
     const c10::optional<at::Tensor> bias = biases.get(l);
     if (bias.has_value()) {
       TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == w.size(0), op, ": biases[", l,
                         "] must have shape [", w.size(0), "], got ", bias->sizes());
-      const std::string bias_name = "biases[" + std::to_string(l) + "]";
-      require_like_x(op, x, bias_name.c_str(), *bias);
+      TORCH_CHECK_VALUE(bias->scalar_type() == x.scalar_type(), op, ": biases[", l,
+                        "] must have x's dtype ", x.scalar_type(), ", got ", bias->scalar_type());
+      TORCH_CHECK_VALUE(bias->device() == x.device(), op, ": biases[", l,
+                        "] must be on x's device ", x.device(), ", got ", bias->device());
     }
     widths.push_back(w.size(0));
   }
-  check_made_mlp_plan(op, x, widths, orders, row_prefixes);
+  check_made_mlp_plan(op, x, widths, plan);
 }
 
 // made_mlp_backward: made_mlp's own outputs (hidden activations and sorted weights) and plan.
 inline void check_made_mlp_backward(const at::Tensor& grad_y, const at::Tensor& x,
                                     at::TensorList hidden, at::TensorList sorted_weights,
-                                    at::TensorList orders, at::TensorList row_prefixes) {
+                                    const at::Tensor& plan) {
   const char* op = "made_mlp_backward";
   TORCH_CHECK_VALUE(x.dim() == 2, op, ": expected x of shape [B, in_features], got ", x.sizes());
   require_float(op, "x", x);
@@ -186,7 +186,7 @@ inline void check_made_mlp_backward(const at::Tensor& grad_y, const at::Tensor& 
                         grad_y.size(1) == widths.back(), op, ": grad_y must have shape [",
                     x.size(0), ", ", widths.back(), "], got ", grad_y.sizes());
   require_like_x(op, x, "grad_y", grad_y);
-  check_made_mlp_plan(op, x, widths, orders, row_prefixes);
+  check_made_mlp_plan(op, x, widths, plan);
 }
 
 // Degree order: inputs and outputs sorted by degree (stable), and for each sorted output r

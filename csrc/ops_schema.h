@@ -49,16 +49,15 @@ inline void define_ops(torch::Library& m) {
   m.def("degree_masked_linear_backward(Tensor grad_y, Tensor x, Tensor weight, "
         "Tensor in_degrees, Tensor out_degrees, bool input_grad) -> (Tensor, Tensor, Tensor)");
   // A MADE's whole network (see csrc/masked_linear.h): masked linear layers with ReLU
-  // between, the masks given as staircases (each unit layer's order, each layer's row
-  // prefixes). Returns (y, hidden, sorted_weights); the last two, the ReLU outputs and the
-  // masked weights in degree order, are for the backward and empty unless
+  // between, the masks given as staircases in one int64 plan (each unit layer's order, then
+  // each layer's row prefixes). Returns (y, hidden, sorted_weights); the last two, the ReLU
+  // outputs and the masked weights in degree order, are for the backward and empty unless
   // keep_for_backward. The backward returns (grad_x, grad_weights, grad_biases); grad_x is
   // an empty [0] tensor unless input_grad.
-  m.def("made_mlp(Tensor x, Tensor[] weights, Tensor?[] biases, Tensor[] orders, "
-        "Tensor[] row_prefixes, bool keep_for_backward) -> (Tensor, Tensor[], Tensor[])");
+  m.def("made_mlp(Tensor x, Tensor[] weights, Tensor?[] biases, Tensor plan, "
+        "bool keep_for_backward) -> (Tensor, Tensor[], Tensor[])");
   m.def("made_mlp_backward(Tensor grad_y, Tensor x, Tensor[] hidden, Tensor[] sorted_weights, "
-        "Tensor[] orders, Tensor[] row_prefixes, bool input_grad) -> "
-        "(Tensor, Tensor[], Tensor[])");
+        "Tensor plan, bool input_grad) -> (Tensor, Tensor[], Tensor[])");
 
   // One-pass autoregressive sampling, see csrc/made_sample.h: the masked linear layers and
   // their wiring (activations, residual skips, per-sample context terms), their plan from fastflow/ops/made_plan.py and the noise [N, D] (uniforms, base

@@ -32,6 +32,7 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/sum.h>
@@ -42,6 +43,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 #include <memory>
 #include <optional>
 #include <tuple>
@@ -77,10 +80,8 @@ struct UnitOrder {
   std::vector<int32_t> order, position;
   bool identity = true;
 
-  explicit UnitOrder(const at::Tensor& order_in) {
-    const at::Tensor contiguous = order_in.contiguous();
-    const int64_t* o = contiguous.const_data_ptr<int64_t>();
-    const int64_t n = contiguous.numel();
+  explicit UnitOrder(const at::Tensor& order_in) : UnitOrder(order_in.contiguous().const_data_ptr<int64_t>(), order_in.numel()) {}
+  UnitOrder(const int64_t* o, int64_t n) {
     order.resize(n);
     position.assign(n, -1);
     for (int64_t s = 0; s < n; ++s) {
@@ -155,58 +156,147 @@ void for_each_block(const std::vector<double>& costs, const Run& run) {
   });
 }
 
-// out = a·b, or zeros when the product is empty (the BLAS is not called for it).
-void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
-  if (a.size(1) == 0) {
-    out.zero_();
-  } else {
-    at::mm_out(out, a, b);
+// The BLAS's own sgemm and dgemm (Fortran interface, 32-bit integers), where torch's
+// libraries export them (MKL and OpenBLAS builds do): weak, so a build without them loads
+// and takes at::mm_out instead.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+// A row-major matrix in memory: element (i, j) at data[i * ld + j]; `transposed` reads it
+// as its transpose.
+template <typename scalar_t>
+struct Operand {
+  const scalar_t* data;
+  int64_t ld;
+  bool transposed;
+};
+
+template <typename scalar_t>
+at::Tensor operand_tensor(const Operand<scalar_t>& op, int64_t rows, int64_t cols,
+                          const at::TensorOptions& options) {
+  const int64_t stored_rows = op.transposed ? cols : rows, stored_cols = op.transposed ? rows : cols;
+  at::Tensor t = at::from_blob(const_cast<scalar_t*>(op.data), {stored_rows, stored_cols},
+                               {op.ld, 1}, options);
+  return op.transposed ? t.t() : t;
+}
+
+// c[m × n] (row-major, leading dimension ldc) = a[m × k]·b[k × n]. The BLAS is called
+// directly for float and double: an at::mm call on views costs several microseconds of
+// dispatch, more than a small block's product.
+template <typename scalar_t>
+void gemm(int64_t m, int64_t n, int64_t k, Operand<scalar_t> a, Operand<scalar_t> b, scalar_t* c,
+          int64_t ldc, const at::TensorOptions& options) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, scalar_t(0));
+    return;
   }
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+  const bool fits = std::max({m, n, k, a.ld, b.ld, ldc}) <= kIntMax;
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+    const auto blas = std::is_same_v<scalar_t, float> ? reinterpret_cast<void*>(&sgemm_)
+                                                      : reinterpret_cast<void*>(&dgemm_);
+    if (blas != nullptr && fits) {
+      // Column-major BLAS on row-major data: cᵀ = bᵀ·aᵀ, each operand's flag unchanged.
+      const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+      const int lda = static_cast<int>(a.ld), ldb = static_cast<int>(b.ld);
+      const int ldci = static_cast<int>(ldc);
+      const scalar_t one = 1, zero = 0;
+      const char ta = a.transposed ? 'T' : 'N', tb = b.transposed ? 'T' : 'N';
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        sgemm_(&tb, &ta, &ni, &mi, &ki, &one, b.data, &ldb, a.data, &lda, &zero, c, &ldci);
+      } else {
+        dgemm_(&tb, &ta, &ni, &mi, &ki, &one, b.data, &ldb, a.data, &lda, &zero, c, &ldci);
+      }
+      return;
+    }
+  }
+  at::Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, options);
+  at::mm_out(out, operand_tensor(a, m, k, options), operand_tensor(b, k, n, options));
+}
+
+// v as a BLAS operand: unit column stride and a row stride of at least its width (a
+// contiguous copy otherwise, e.g. for rows broadcast with stride 0).
+at::Tensor blas_rows(const at::Tensor& v) {
+  const bool columns_ok = v.size(1) <= 1 || v.stride(1) == 1;
+  const bool rows_ok = v.size(0) <= 1 || v.stride(0) >= std::max<int64_t>(v.size(1), 1);
+  return columns_ok && rows_ok ? v : v.contiguous();
+}
+
+// The leading dimension to give the BLAS for blas_rows(v) (any, for a single row).
+int64_t leading_dimension(const at::Tensor& v) {
+  return v.size(0) <= 1 ? std::max<int64_t>(v.size(1), 1) : v.stride(0);
 }
 
 // y[:, block] = a[:, :cols]·w[block, :cols]ᵀ for each row block, then finish(r0, r1) on the
-// block's columns of y, on the same thread while they are in cache.
+// block's columns of y, on the same thread while they are in cache. y and w contiguous.
 template <typename Finish>
-void row_block_products(at::Tensor& y, const at::Tensor& a, const at::Tensor& w,
+void row_block_products(at::Tensor& y, const at::Tensor& a_in, const at::Tensor& w,
                         const std::vector<RowBlock>& blocks, const Finish& finish) {
+  const at::Tensor a = blas_rows(a_in);
   std::vector<double> costs;
   for (const auto& b : blocks) costs.push_back(static_cast<double>(b.r1 - b.r0) * (b.cols + 16));
-  for_each_block(costs, [&](int64_t i) {
-    const auto [r0, r1, cols] = blocks[i];
-    mm_into(y.narrow(1, r0, r1 - r0), a.narrow(1, 0, cols), w.narrow(0, r0, r1 - r0).narrow(1, 0, cols).t());
-    finish(r0, r1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "row_block_products", [&] {
+    const scalar_t* a_data = a.const_data_ptr<scalar_t>();
+    const scalar_t* w_data = w.const_data_ptr<scalar_t>();
+    scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
+    const int64_t batch = y.size(0), ldy = y.stride(0), ldw = w.stride(0), lda = leading_dimension(a);
+    for_each_block(costs, [&](int64_t i) {
+      const auto [r0, r1, cols] = blocks[i];
+      gemm<scalar_t>(batch, r1 - r0, cols, {a_data, lda, false}, {w_data + r0 * ldw, ldw, true},
+                     y_data + r0, ldy, y.options());
+      finish(r0, r1);
+    });
   });
 }
 
 // grad_w[block, :cols] = g[:, block]ᵀ·a[:, :cols] for each row block; nothing past a row's
-// block width is written (the unsort reads only each row's prefix).
-void grad_weight_products(at::Tensor& grad_w, const at::Tensor& g, const at::Tensor& a,
+// block width is written (the unsort reads only each row's prefix). grad_w, g contiguous.
+void grad_weight_products(at::Tensor& grad_w, const at::Tensor& g, const at::Tensor& a_in,
                           const std::vector<RowBlock>& blocks) {
+  const at::Tensor a = blas_rows(a_in);
   std::vector<double> costs;
   for (const auto& b : blocks) costs.push_back(static_cast<double>(b.r1 - b.r0) * (b.cols + 16));
-  for_each_block(costs, [&](int64_t i) {
-    const auto [r0, r1, cols] = blocks[i];
-    if (cols > 0) {
-      mm_into(grad_w.narrow(0, r0, r1 - r0).narrow(1, 0, cols), g.narrow(1, r0, r1 - r0).t(),
-              a.narrow(1, 0, cols));
-    }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_weight_products", [&] {
+    const scalar_t* a_data = a.const_data_ptr<scalar_t>();
+    const scalar_t* g_data = g.const_data_ptr<scalar_t>();
+    scalar_t* gw_data = grad_w.mutable_data_ptr<scalar_t>();
+    const int64_t batch = g.size(0), ldg = g.stride(0), ldgw = grad_w.stride(0), lda = leading_dimension(a);
+    for_each_block(costs, [&](int64_t i) {
+      const auto [r0, r1, cols] = blocks[i];
+      if (cols > 0) {
+        gemm<scalar_t>(r1 - r0, cols, batch, {g_data + r0, ldg, true}, {a_data, lda, false},
+                       gw_data + r0 * ldgw, ldgw, g.options());
+      }
+    });
   });
 }
 
 // grad_a[:, block] = g[:, first_row:]·w[first_row:, block] for each column block, then
-// finish(c0, c1) on the block's columns of grad_a.
+// finish(c0, c1) on the block's columns of grad_a. grad_a, g and w contiguous.
 template <typename Finish>
 void column_block_products(at::Tensor& grad_a, const at::Tensor& g, const at::Tensor& w,
                            const std::vector<ColumnBlock>& blocks, const Finish& finish) {
   const int64_t out_features = w.size(0);
   std::vector<double> costs;
   for (const auto& b : blocks) costs.push_back(static_cast<double>(b.c1 - b.c0) * (out_features - b.first_row + 16));
-  for_each_block(costs, [&](int64_t i) {
-    const auto [c0, c1, first_row] = blocks[i];
-    const int64_t seen_by = out_features - first_row;
-    mm_into(grad_a.narrow(1, c0, c1 - c0), g.narrow(1, first_row, seen_by),
-            w.narrow(0, first_row, seen_by).narrow(1, c0, c1 - c0));
-    finish(c0, c1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "column_block_products", [&] {
+    const scalar_t* g_data = g.const_data_ptr<scalar_t>();
+    const scalar_t* w_data = w.const_data_ptr<scalar_t>();
+    scalar_t* ga_data = grad_a.mutable_data_ptr<scalar_t>();
+    const int64_t batch = g.size(0), ldg = g.stride(0), ldw = w.stride(0), ldga = grad_a.stride(0);
+    for_each_block(costs, [&](int64_t i) {
+      const auto [c0, c1, first_row] = blocks[i];
+      gemm<scalar_t>(batch, c1 - c0, out_features - first_row, {g_data + first_row, ldg, false},
+                     {w_data + first_row * ldw + c0, ldw, false}, ga_data + c0, ldga, g.options());
+      finish(c0, c1);
+    });
   });
 }
 
@@ -271,9 +361,11 @@ FASTFLOW_CPU_DISPATCH(relu_grad_columns)
 enum class Scratch { kX, kWeight, kY, kGradY, kGradX, kGradWeight, kCount };
 
 at::Tensor scratch(Scratch use, at::IntArrayRef sizes, const at::TensorOptions& options) {
+  const int64_t bytes = c10::multiply_integers(sizes) * options.dtype().itemsize();
+  constexpr int64_t kSmall = 64 * 1024;  // served from malloc's free lists: no page faults
+  if (bytes <= kSmall) return at::empty(sizes, options);
   thread_local std::array<at::Tensor, static_cast<size_t>(Scratch::kCount)> buffers;
   at::Tensor& buffer = buffers[static_cast<size_t>(use)];
-  const int64_t bytes = c10::multiply_integers(sizes) * options.dtype().itemsize();
   if (!buffer.defined() || buffer.numel() < bytes) {
     buffer = at::empty({std::max<int64_t>(bytes, 64)}, at::TensorOptions(at::kByte));
   }
@@ -501,34 +593,39 @@ std::shared_ptr<const Staircase> staircase(const at::Tensor& in_degrees_in,
   return built;
 }
 
-// made_mlp's plan: every unit layer's order and every layer's staircase (checked by
-// check_made_mlp: permutations, prefixes in range and non-decreasing).
+// made_mlp's plan (one int64 tensor, checked by check_made_mlp_plan): the L + 1 unit
+// layers' orders, then the L layers' row prefixes, each layer's staircase.
 struct NetworkPlan {
+  at::Tensor data;               // the plan, contiguous (the prefixes point into it)
   std::vector<UnitOrder> units;  // L + 1: the inputs, each hidden layer, the outputs
   std::vector<Steps> layers;     // L
 
-  // row_prefixes contiguous, and kept alive by the caller while the plan is used.
-  NetworkPlan(const std::vector<at::Tensor>& orders, const std::vector<at::Tensor>& row_prefixes) {
-    for (const auto& order : orders) units.emplace_back(order);
-    for (size_t l = 0; l < row_prefixes.size(); ++l) {
-      layers.push_back({row_prefixes[l].const_data_ptr<int64_t>(), row_prefixes[l].numel(),
-                        orders[l].numel()});
+  NetworkPlan(const at::Tensor& plan, const std::vector<int64_t>& widths) : data(plan.contiguous()) {
+    const int64_t* p = data.const_data_ptr<int64_t>();
+    int64_t offset = 0;
+    for (const int64_t width : widths) {
+      units.emplace_back(p + offset, width);
+      offset += width;
+    }
+    for (size_t l = 0; l + 1 < widths.size(); ++l) {
+      layers.push_back({p + offset, widths[l + 1], widths[l]});
+      offset += widths[l + 1];
     }
   }
 };
 
-std::vector<at::Tensor> contiguous_all(const at::TensorList& tensors) {
-  std::vector<at::Tensor> out;
-  for (const auto& t : tensors) out.push_back(t.contiguous());
-  return out;
+// The unit layers' widths: x's, then each weight's rows.
+std::vector<int64_t> unit_widths(const at::Tensor& x, at::TensorList weights) {
+  std::vector<int64_t> widths{x.size(1)};
+  for (const auto& w : weights) widths.push_back(w.size(0));
+  return widths;
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> made_mlp_cpu(
     const at::Tensor& x_in, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
-    at::TensorList orders, at::TensorList row_prefixes, bool keep_for_backward) {
-  check_made_mlp(x_in, weights, biases, orders, row_prefixes);
-  const std::vector<at::Tensor> prefixes = contiguous_all(row_prefixes);
-  const NetworkPlan plan(orders.vec(), prefixes);
+    const at::Tensor& plan_in, bool keep_for_backward) {
+  check_made_mlp(x_in, weights, biases, plan_in);
+  const NetworkPlan plan(plan_in, unit_widths(x_in, weights));
   const int64_t layers = static_cast<int64_t>(weights.size()), batch = x_in.size(0);
   std::vector<at::Tensor> hidden, sorted_weights;
   at::Tensor h = sorted_columns(Scratch::kX, x_in, plan.units[0]);
@@ -555,15 +652,13 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> made_ml
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> made_mlp_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x_in, at::TensorList hidden,
-    at::TensorList sorted_weights, at::TensorList orders, at::TensorList row_prefixes,
-    bool input_grad) {
-  check_made_mlp_backward(grad_y, x_in, hidden, sorted_weights, orders, row_prefixes);
-  const std::vector<at::Tensor> prefixes = contiguous_all(row_prefixes);
-  const NetworkPlan plan(orders.vec(), prefixes);
+    at::TensorList sorted_weights, const at::Tensor& plan_in, bool input_grad) {
+  check_made_mlp_backward(grad_y, x_in, hidden, sorted_weights, plan_in);
+  const NetworkPlan plan(plan_in, unit_widths(x_in, sorted_weights));
   const int64_t layers = static_cast<int64_t>(sorted_weights.size()), batch = grad_y.size(0);
   std::vector<at::Tensor> grad_weights(layers), grad_biases(layers);
   const at::Tensor x = sorted_columns(Scratch::kX, x_in, plan.units[0]);
-  at::Tensor g = sorted_columns(Scratch::kGradY, grad_y, plan.units[layers]);
+  at::Tensor g = blas_rows(sorted_columns(Scratch::kGradY, grad_y, plan.units[layers]));
   at::Tensor grad_x = at::empty({0}, grad_y.options());
   for (int64_t l = layers - 1; l >= 0; --l) {
     const at::Tensor& h = l == 0 ? x : hidden[l - 1];
@@ -590,18 +685,12 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> made_ml
 // made_mlp_backward (both called through the dispatcher, so tracing sees them).
 using MadeMlpOutputs = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
 
-struct MadeMlpCall {
-  c10::List<std::optional<at::Tensor>> biases;
-  at::TensorList orders, row_prefixes;
-  MadeMlpOutputs* outputs;  // the op's whole result, filled by forward
-};
-
 const auto& made_mlp_op() {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("fastflow::made_mlp", "")
                              .typed<MadeMlpOutputs(const at::Tensor&, at::TensorList,
                                                    const c10::List<std::optional<at::Tensor>>&,
-                                                   at::TensorList, at::TensorList, bool)>();
+                                                   const at::Tensor&, bool)>();
   return op;
 }
 
@@ -609,10 +698,16 @@ const auto& made_mlp_backward_op() {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("fastflow::made_mlp_backward", "")
                              .typed<MadeMlpOutputs(const at::Tensor&, const at::Tensor&,
-                                                   at::TensorList, at::TensorList, at::TensorList,
-                                                   at::TensorList, bool)>();
+                                                   at::TensorList, at::TensorList,
+                                                   const at::Tensor&, bool)>();
   return op;
 }
+
+struct MadeMlpCall {
+  c10::List<std::optional<at::Tensor>> biases;
+  at::Tensor plan;
+  MadeMlpOutputs* outputs;  // the op's whole result, filled by forward
+};
 
 class MadeMlpFunction : public torch::autograd::Function<MadeMlpFunction> {
  public:
@@ -623,60 +718,55 @@ class MadeMlpFunction : public torch::autograd::Function<MadeMlpFunction> {
     const at::Tensor& x = inputs[0];
     {
       at::AutoDispatchBelowADInplaceOrView below;
-      *call->outputs = made_mlp_op().call(x, inputs.slice(1, layers), call->biases, call->orders,
-                                          call->row_prefixes, /*keep_for_backward=*/true);
+      *call->outputs = made_mlp_op().call(x, inputs.slice(1, layers), call->biases, call->plan,
+                                          /*keep_for_backward=*/true);
     }
     const auto& [y, hidden, sorted_weights] = *call->outputs;
-    std::vector<at::Tensor> saved{x};
+    std::vector<at::Tensor> saved{x, call->plan};
     saved.insert(saved.end(), hidden.begin(), hidden.end());
     saved.insert(saved.end(), sorted_weights.begin(), sorted_weights.end());
-    saved.insert(saved.end(), call->orders.begin(), call->orders.end());
-    saved.insert(saved.end(), call->row_prefixes.begin(), call->row_prefixes.end());
     ctx->save_for_backward(saved);
-    ctx->saved_data["layers"] = layers;
     return {y};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    const int64_t layers = ctx->saved_data["layers"].toInt();
     const std::vector<at::Tensor> saved = ctx->get_saved_variables();
     const at::TensorList all(saved);
+    const int64_t layers = (static_cast<int64_t>(saved.size()) - 1) / 2;  // x, plan, L − 1, L
     const bool input_grad = ctx->needs_input_grad(0);
-    auto [grad_x, grad_weights, grad_biases] =
-        made_mlp_backward_op().call(grad_outputs[0].contiguous(), saved[0], all.slice(1, layers - 1),
-                all.slice(layers, layers), all.slice(2 * layers, layers + 1),
-                all.slice(3 * layers + 1, layers), input_grad);
+    auto [grad_x, grad_weights, grad_biases] = made_mlp_backward_op().call(
+        grad_outputs[0], saved[0], all.slice(2, layers - 1), all.slice(layers + 1, layers),
+        saved[1], input_grad);
     torch::autograd::variable_list grads{input_grad ? grad_x : at::Tensor()};
     grads.insert(grads.end(), grad_weights.begin(), grad_weights.end());
     for (int64_t l = 0; l < layers; ++l) {
       grads.push_back(ctx->needs_input_grad(1 + layers + l) ? grad_biases[l] : at::Tensor());
     }
-    grads.emplace_back();  // the call's plan: no gradient
+    grads.emplace_back();  // the call (biases' Nones and the plan): no gradient
     return grads;
   }
 };
 
 MadeMlpOutputs made_mlp_autograd(const at::Tensor& x, at::TensorList weights,
                                  const c10::List<std::optional<at::Tensor>>& biases,
-                                 at::TensorList orders, at::TensorList row_prefixes,
-                                 bool keep_for_backward) {
+                                 const at::Tensor& plan, bool keep_for_backward) {
   TORCH_CHECK_VALUE(biases.size() == weights.size(), "made_mlp: expected ", weights.size(),
                     " biases (None for a layer without), got ", biases.size());
   std::vector<at::Tensor> inputs{x};
   inputs.insert(inputs.end(), weights.begin(), weights.end());
-  bool needs_grad = x.requires_grad();
   for (size_t l = 0; l < biases.size(); ++l) {
     const std::optional<at::Tensor> bias = biases.get(l);
     inputs.push_back(bias.has_value() ? *bias : at::Tensor());
   }
+  bool needs_grad = false;
   for (const auto& t : inputs) needs_grad = needs_grad || (t.defined() && t.requires_grad());
   if (!at::GradMode::is_enabled() || !needs_grad) {
     at::AutoDispatchBelowADInplaceOrView below;
-    return made_mlp_op().call(x, weights, biases, orders, row_prefixes, keep_for_backward);
+    return made_mlp_op().call(x, weights, biases, plan, keep_for_backward);
   }
   MadeMlpOutputs outputs;
-  const MadeMlpCall call{biases, orders, row_prefixes, &outputs};
+  const MadeMlpCall call{biases, plan, &outputs};
   at::Tensor y = MadeMlpFunction::apply(at::TensorList(inputs), &call)[0];
   if (!keep_for_backward) return {y, {}, {}};
   return {y, std::get<1>(outputs), std::get<2>(outputs)};

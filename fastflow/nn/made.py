@@ -2,6 +2,10 @@
 MaskedLinear and MADE (same constructor arguments, numpy RNG draws, state_dict keys and
 results).
 
+The MADE's `net` is a MADENet: the reference's nn.Sequential (same module names and keys)
+that runs its layers as one fastflow.ops.made_mlp call, hidden units in degree order, where
+that is faster (measured per shape class under 'auto'), and layer by layer otherwise.
+
 Each layer runs fastflow.ops.degree_masked_linear when its mask has MADE degrees (always,
 for masks MADE builds, and for masks loaded from a reference model), skipping the all-zero
 weight tiles, and fastflow.ops.masked_linear for any other 0/1 mask. The degrees are read
@@ -12,12 +16,17 @@ unit order.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import reference
+from .. import autotune, reference
+from .._extension import EXTENSION
 from ..backend import get_backend
+from ..ops.made_mlp import staircases
 from ..ops.masked_linear import (check_degree_masked_linear, check_masked_linear,
                                  degree_masked_linear, degree_masked_linear_backend,
                                  degrees_from_mask, masked_linear, masked_linear_backend)
@@ -125,7 +134,146 @@ class MaskedLinear(FusedMaskedForward, reference.made.MaskedLinear):
         self._degrees()
 
 
+class MADENet(nn.Sequential):
+    """A MADE's `net`: masked linear layers (FusedMaskedForward) with nn.ReLU between, as the
+    reference builds it (same module names, state_dict keys and results), run as one
+    fastflow.ops.made_mlp call where that is faster, and layer by layer otherwise.
+
+    The fused call runs on CPU tensors of the layers' dtype under 'auto' (where measured
+    faster than the reference's layers, per shape class: fastflow.autotune) and 'cpu', when
+    every mask has MADE degrees that sort together and no module has hooks; where 'auto'
+    keeps the reference, the reference's layer math runs without the module calls around it.
+    Otherwise (other backends, torch.compile, hooks, masks without degrees) the modules run
+    one by one, each layer choosing its own kernel. The plan follows the masks as the layers
+    do (set_mask, load_state_dict, in-place edits)."""
+
+    _modules_seen = ()
+    _layers = None       # the masked layers, when the modules have the MADE pattern
+    _masks_seen = None   # per layer: (mask, its data_ptr, its version, the layer's degrees)
+    _plan = None
+    _path_key = None
+    _path_fused = False
+
+    @classmethod
+    def wrap(cls, net: nn.Sequential) -> "MADENet":
+        """The same modules under the same names, as a MADENet."""
+        return cls(OrderedDict(net.named_children()))
+
+    def forward(self, x):
+        layers = self._fusable_layers(x)
+        plan = None if layers is None else self._staircases(layers)
+        if plan is None:
+            return super().forward(x)
+        weights = [m._parameters["weight"] for m in layers]
+        biases = [m._parameters["bias"] for m in layers]
+        if self._fused_is_faster(x, weights, biases, plan):
+            return torch.ops.fastflow.made_mlp(x, weights, biases, plan, False)[0]
+        # The reference's own layers, computed as its modules do, without their calls.
+        return reference_layers(x, [m._buffers["mask"] for m in layers], weights, biases)
+
+    # Every call runs _fusable_layers and _staircases, so they read the modules' dicts
+    # directly (nn.Module.__getattr__ costs about a microsecond a parameter): a small MADE's
+    # layer takes only microseconds.
+    def _fusable_layers(self, x):
+        """The masked layers when the fused op can run x through this net, else None."""
+        if (type(x) is not torch.Tensor or x.dim() != 2 or not x.is_cpu or not _EXTENSION_LOADED
+                or get_backend() not in ("auto", "cpu") or torch.compiler.is_compiling()
+                or _global_forward_hooks or _global_forward_pre_hooks):
+            return None
+        modules = tuple(self._modules.values())
+        if modules != self._modules_seen:
+            self._modules_seen, self._layers = modules, _made_layers(modules)
+        layers = self._layers
+        if layers is None:
+            return None
+        for m in modules:
+            if m._forward_hooks or m._forward_pre_hooks:
+                return None
+        for m in layers:
+            weight = m._parameters["weight"]
+            if weight.dtype != x.dtype or not weight.is_cpu:
+                return None
+        if layers[0]._parameters["weight"].shape[1] != x.shape[1]:
+            return None
+        return layers
+
+    def _staircases(self, layers):
+        """made_mlp's plan, rebuilt when a layer's mask or degrees change (a new mask tensor,
+        new data or an in-place edit, set_mask, load_state_dict)."""
+        seen = self._masks_seen
+        if seen is not None:
+            for m, (mask, data, version, degrees) in zip(layers, seen):
+                now = m._buffers["mask"]
+                if (now is not mask or now._version != version or now.data_ptr() != data
+                        or m._mask_degrees is not degrees):
+                    seen = None
+                    break
+        if seen is None:
+            self._plan = staircases([m._degrees() for m in layers])
+            self._masks_seen = [(m.mask, m.mask.data_ptr(), m.mask._version, m._mask_degrees)
+                                for m in layers]
+        return self._plan
+
+    def _fused_is_faster(self, x, weights, biases, plan) -> bool:
+        if get_backend() == "cpu":
+            return True
+        key = (x.shape[0], x.dtype, torch.is_grad_enabled(), x.requires_grad,
+               weights[0].requires_grad, torch.get_num_threads())
+        if key != self._path_key:
+            masks = [m._buffers["mask"] for m in self._layers]
+            self._path_fused = self._measure(x, masks, weights, biases, plan) == "cpu"
+            self._path_key = key
+        return self._path_fused
+
+    @staticmethod
+    def _measure(x, masks, weights, biases, plan) -> str:
+        """fastflow.autotune's choice for this shape class: 'cpu' (made_mlp) or 'torch' (the
+        reference's layers)."""
+        grad = autotune.wants_grad((x, weights, biases))
+
+        def reference_net(x, weights, biases):
+            return reference_layers(x, masks, weights, biases)
+
+        def fused(x, weights, biases):
+            return torch.ops.fastflow.made_mlp(x, weights, biases, plan, False)[0]
+
+        sizes = "-".join(str(n) for n in [x.shape[1], *(w.shape[0] for w in weights)])
+        args = (x, weights, biases)
+        return autotune.decide(autotune.shape_class("made_mlp", x, sizes, grad=grad), lambda: {
+            "torch": autotune.timed_call(reference_net, args, grad),
+            "cpu": autotune.timed_call(fused, args, grad)})
+
+
+def reference_layers(x, masks, weights, biases):
+    """The reference MADE's net: F.linear(x, mask * weight, bias), ReLU between."""
+    for l, (mask, weight, bias) in enumerate(zip(masks, weights, biases)):
+        x = F.linear(x, mask * weight, bias)
+        if l + 1 < len(weights):
+            x = torch.relu(x)
+    return x
+
+
+# Read on every call of MADENet (the dicts are mutated in place, never replaced).
+_global_forward_hooks = nn.modules.module._global_forward_hooks
+_global_forward_pre_hooks = nn.modules.module._global_forward_pre_hooks
+_EXTENSION_LOADED = EXTENSION.loaded
+
+
+def _made_layers(modules):
+    """The masked layers of MaskedLinear, ReLU, ..., MaskedLinear, or None."""
+    layers = modules[0::2]
+    if (len(modules) % 2 == 0 or not all(isinstance(m, FusedMaskedForward) for m in layers)
+            or not all(type(m) is nn.ReLU for m in modules[1::2])):
+        return None
+    return layers
+
+
 class MADE(reference.made.MADE):
-    """The MADE, MADE(input_dim, hidden_dims, output_dim), on fused MaskedLinear layers."""
+    """The MADE, MADE(input_dim, hidden_dims, output_dim), on fused MaskedLinear layers, its
+    `net` a MADENet."""
 
     masked_linear = MaskedLinear
+
+    def __init__(self, input_dim, hidden_dims, output_dim):
+        super().__init__(input_dim, hidden_dims, output_dim)
+        self.net = MADENet.wrap(self.net)

@@ -2,23 +2,23 @@
 
     h_0 = x,   h_{l+1} = relu(h_l·(W_l⊙M_l)ᵀ + b_l),   y = h_{L−1}·(W_{L−1}⊙M_{L−1})ᵀ + b_{L−1}
 
-The masks are given as staircases, MADE's masks once every unit layer is sorted by degree:
-unit layer u (0: the inputs, L: the outputs) has the order orders[u] (sorted position s
-holds unit orders[u][s]), and layer l's mask is
+The masks are given as staircases, MADE's masks once every unit layer is sorted by degree,
+in one int64 `plan`: the orders of the L + 1 unit layers (0: the inputs, L: the outputs;
+sorted position s holds unit order_u[s]), then the row prefixes of the L layers, with
 
-    M_l[orders[l + 1][r], orders[l][c]] = [c < row_prefixes[l][r]]   (prefixes non-decreasing)
+    M_l[order_{l+1}[r], order_l[c]] = [c < prefix_l[r]]   (each prefix non-decreasing)
 
-made_mlp_plan(masks) finds orders and prefixes for any masks that have MADE degrees and sort
-together (the hidden units' order must sort both the layer below and the layer above:
-always so for masks MADE builds, and for masks loaded from a reference model).
+made_mlp_plan(masks) builds it for any masks that have MADE degrees and sort together (each
+hidden layer's order must sort both the layer below and the layer above: always so for
+masks MADE builds, and for masks loaded from a reference model).
 
 The C++ CPU kernel (csrc/cpu/masked_linear.cpp) keeps the hidden units in degree order from
 layer to layer, skips the staircase's zero blocks in every product (forward, grad_x,
 grad_weight) and runs each block on the CPU BLAS; the whole network is one call forward and
-one backward (its autograd is in C++, csrc/cpu/masked_linear.cpp), so small networks also
-save the per-layer Python and autograd costs. There is
-no CUDA or Triton kernel: on a GPU the reference runs (the layers' own kernels are in
-fastflow.ops.masked_linear). fastflow.nn's MADEs run their `net` through it (MADENet).
+one backward (its autograd is in C++), so small networks also save the per-layer Python
+and autograd costs. There is no CUDA or Triton kernel: on a GPU the reference runs (the
+layers' own kernels are in fastflow.ops.masked_linear). fastflow.nn's MADEs run their `net`
+through it (fastflow.nn.made.MADENet).
 """
 
 from __future__ import annotations
@@ -40,10 +40,18 @@ def staircase_mask(in_order, out_order, row_prefix, dtype=torch.bool):
     return mask.to(dtype)
 
 
-def made_mlp_reference(x, weights, biases, orders, row_prefixes, keep_for_backward=False):
+def split_plan(plan, widths):
+    """(orders, row_prefixes) of a plan for unit layers of these widths."""
+    sizes = list(widths) + list(widths[1:])
+    parts = list(torch.split(plan, sizes))
+    return parts[:len(widths)], parts[len(widths):]
+
+
+def made_mlp_reference(x, weights, biases, plan, keep_for_backward=False):
     """The reference (the 'torch' backend): the layers as the reference models run them,
-    F.linear(h, mask * weight, bias) and ReLU, the masks built from the staircases. Returns
+    F.linear(h, mask * weight, bias) and ReLU, the masks built from the plan. Returns
     (y, [], []) like the kernel without its backward's tensors."""
+    orders, row_prefixes = split_plan(plan, [x.shape[1], *(w.shape[0] for w in weights)])
     h = x
     for l, (weight, bias) in enumerate(zip(weights, biases)):
         mask = staircase_mask(orders[l], orders[l + 1], row_prefixes[l], weight.dtype)
@@ -53,40 +61,28 @@ def made_mlp_reference(x, weights, biases, orders, row_prefixes, keep_for_backwa
     return h, [], []
 
 
-def _check_plan(op, x, widths, orders, row_prefixes):
-    layers = len(widths) - 1
-    if not isinstance(orders, (list, tuple)) or len(orders) != layers + 1:
-        raise ValueError(f"{op}: expected {layers + 1} orders (the inputs, each hidden layer, "
-                         f"the outputs), got {_count(orders)}")
-    if not isinstance(row_prefixes, (list, tuple)) or len(row_prefixes) != layers:
-        raise ValueError(f"{op}: expected {layers} row_prefixes (one per layer), "
-                         f"got {_count(row_prefixes)}")
-
-    def check_index(name, i, t, size):
-        require_tensors(op, **{f"{name}[{i}]": t})
-        if t.shape != (size,):
-            raise ValueError(f"{op}: {name}[{i}] must have shape [{size}], got {tuple(t.shape)}")
-        if t.dtype != torch.int64:
-            raise TypeError(f"{op}: {name}[{i}] must be int64, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{op}: {name}[{i}] must be on x's device {x.device}, got {t.device}")
-
+def _check_plan(op, x, widths, plan):
+    size = sum(widths) + sum(widths[1:])
+    require_tensors(op, plan=plan)
+    if plan.shape != (size,):
+        raise ValueError(f"{op}: plan must have shape [{size}] (the units' orders, then the "
+                         f"layers' row prefixes), got {tuple(plan.shape)}")
+    if plan.dtype != torch.int64:
+        raise TypeError(f"{op}: plan must be int64, got {plan.dtype}")
+    if plan.device != x.device:
+        raise ValueError(f"{op}: plan must be on x's device {x.device}, got {plan.device}")
+    orders, row_prefixes = split_plan(plan, widths)
     for u, order in enumerate(orders):
-        check_index("orders", u, order, widths[u])
         if not torch.equal(torch.sort(order).values, torch.arange(widths[u], device=order.device)):
-            raise ValueError(f"{op}: orders[{u}] must be a permutation of 0..{widths[u] - 1}")
+            raise ValueError(f"{op}: plan: order {u} must be a permutation of 0..{widths[u] - 1}")
     for l, prefix in enumerate(row_prefixes):
-        check_index("row_prefixes", l, prefix, widths[l + 1])
         if prefix.numel() and (bool((prefix < 0).any()) or bool((prefix > widths[l]).any())
                                or bool((prefix[1:] < prefix[:-1]).any())):
-            raise ValueError(f"{op}: row_prefixes[{l}] must be non-decreasing, in 0..{widths[l]}")
+            raise ValueError(f"{op}: plan: the row prefixes of layer {l} must be non-decreasing, "
+                             f"in 0..{widths[l]}")
 
 
-def _count(value):
-    return len(value) if isinstance(value, (list, tuple)) else type(value).__name__
-
-
-def check_made_mlp(x, weights, biases, orders, row_prefixes, keep_for_backward=False) -> None:
+def check_made_mlp(x, weights, biases, plan, keep_for_backward=False) -> None:
     """ValueError/TypeError naming the argument (the twin of csrc/masked_linear.h)."""
     op = "made_mlp"
     require_tensors(op, x=x)
@@ -112,15 +108,20 @@ def check_made_mlp(x, weights, biases, orders, row_prefixes, keep_for_backward=F
                                  f"{tuple(bias.shape)}")
             require_like_x(op, x, **{f"biases[{l}]": bias})
         widths.append(weight.shape[0])
-    _check_plan(op, x, widths, orders, row_prefixes)
+    _check_plan(op, x, widths, plan)
 
 
-def made_mlp_plan(masks) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
-    """(orders, row_prefixes) for made_mlp from the layers' 0/1 masks ([out, in] each, in
-    network order), or None when a mask has no degrees or the layers' degrees don't sort
-    together. Each hidden layer is sorted by its degree in the layer below, ties by its
-    degree in the layer above (both rise with MADE's degree)."""
-    degrees = [degrees_from_mask(mask) for mask in masks]
+def made_mlp_plan(masks) -> torch.Tensor | None:
+    """made_mlp's plan from the layers' 0/1 masks ([out, in] each, in network order), or
+    None when a mask has no degrees or the layers' degrees don't sort together."""
+    return staircases([degrees_from_mask(mask) for mask in masks])
+
+
+def staircases(degrees) -> torch.Tensor | None:
+    """made_mlp_plan from each layer's (in_degrees, out_degrees) (degrees_from_mask's; None
+    for a layer without). Each hidden layer is sorted by its degree in the layer below, ties
+    by its degree in the layer above: both rise with MADE's degree, so for MADE's masks
+    that order sorts both staircases."""
     if not degrees or any(d is None for d in degrees):
         return None
     orders = [torch.sort(degrees[0][0], stable=True).indices]
@@ -134,13 +135,13 @@ def made_mlp_plan(masks) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None
         if bool((sorted_in[1:] < sorted_in[:-1]).any()):
             return None
         row_prefixes.append(torch.searchsorted(sorted_in, sorted_out, right=True))
-    return orders, row_prefixes
+    return torch.cat(orders + row_prefixes)
 
 
 if "" in registry.KERNEL_SUFFIXES:
     @torch.library.register_fake("fastflow::made_mlp")
-    def _fake(x, weights, biases, orders, row_prefixes, keep_for_backward):
-        check_made_mlp(x, weights, biases, orders, row_prefixes)
+    def _fake(x, weights, biases, plan, keep_for_backward):
+        check_made_mlp(x, weights, biases, plan)
         y = x.new_empty(x.shape[0], weights[-1].shape[0])
         if not keep_for_backward:
             return y, [], []
@@ -148,7 +149,7 @@ if "" in registry.KERNEL_SUFFIXES:
                 [w.new_empty(w.shape) for w in weights])
 
     @torch.library.register_fake("fastflow::made_mlp_backward")
-    def _fake_backward(grad_y, x, hidden, sorted_weights, orders, row_prefixes, input_grad):
+    def _fake_backward(grad_y, x, hidden, sorted_weights, plan, input_grad):
         grad_x = x.new_empty(x.shape if input_grad else (0,))
         return (grad_x, [w.new_empty(w.shape) for w in sorted_weights],
                 [w.new_empty(w.shape[0]) for w in sorted_weights])
@@ -170,15 +171,14 @@ OP = registry.register(registry.Op(
     bench="made", measured_sizes=_sizes, kernels=("cpu",)))
 
 
-def made_mlp(x: torch.Tensor, weights, biases, orders, row_prefixes) -> torch.Tensor:
+def made_mlp(x: torch.Tensor, weights, biases, plan: torch.Tensor) -> torch.Tensor:
     """A MADE's network on the current backend: y [B, out_features] (see the module
-    docstring for the staircase form; made_mlp_plan gives it from masks).
+    docstring for the plan; made_mlp_plan builds it from masks).
 
     Args:
         x: [B, in_features] (float32/float64/float16/bfloat16; rows may be strided).
         weights: L tensors [out_l, in_l], x's dtype; biases: L tensors [out_l] or None.
-        orders: L + 1 int64 permutations; row_prefixes: L int64 [out_l], on x's device.
+        plan: int64 [Σ units + Σ output units], on x's device.
     """
-    weights, biases, orders, row_prefixes = (
-        list(a) if isinstance(a, (list, tuple)) else a for a in (weights, biases, orders, row_prefixes))
-    return registry.call(OP, x, weights, biases, orders, row_prefixes, False)[0]
+    weights, biases = (list(a) if isinstance(a, (list, tuple)) else a for a in (weights, biases))
+    return registry.call(OP, x, weights, biases, plan, False)[0]
