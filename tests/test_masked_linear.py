@@ -109,10 +109,12 @@ def test_made_layer_sizes_strided_no_bias(device, backend, form):
     check_forward_backward(backend, form, x, weight, None, in_degrees, out_degrees)
 
 
-# (in_features, out_features) at the CPU kernel's block edges (csrc/cpu/masked_linear.cpp):
-# each side is cut into clamp(units // 128, 1, 4) blocks of ceil(units / blocks) units, so
-# 1 block below 256 units, 2 from 256, 3 from 384, 4 from 512, and a last block that is
-# short by up to blocks - 1 units.
+# (in_features, out_features) for the CPU kernel's blocks (csrc/cpu/masked_linear.cpp): each
+# side is cut into about one block per 1.5e6 multiply-adds of the dense product (batch × in
+# × out), at least 1, at most 16 (two per thread on larger machines) and at most one per
+# unit, of ceil(units / blocks) units, the last block shorter. At batch 5 every layer here
+# is one block; at batch 300 they take 1 (a side of 0 or 1 unit, or little work), 3, 6, 13
+# and 16 blocks (the cap, with short last blocks).
 BLOCK_SIZES = [(127, 129), (128, 255), (256, 257), (383, 384), (385, 386), (512, 511),
                (513, 1), (1, 513), (641, 130), (0, 300), (300, 0)]
 
@@ -135,13 +137,14 @@ def staircase_degrees(kind, k, n):
 @pytest.mark.parametrize("kind", ["random", "nothing-seen", "empty-row-blocks",
                                   "unseen-column-blocks"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("batch", [5, 300])
 @pytest.mark.parametrize("sizes", BLOCK_SIZES, ids=str)
-def test_cpu_staircase_blocks(sizes, dtype, kind, threads):
-    """The CPU degree form's block decomposition: every block count at its edges, a short
+def test_cpu_staircase_blocks(sizes, batch, dtype, kind, threads):
+    """The CPU degree form's block decomposition: block counts from 1 to the cap, a short
     last block, empty row and column blocks, x strided, one and two threads."""
     k, n = sizes
     torch.manual_seed(k * 1000 + n)
-    x, weight, bias = make_inputs((5, k, n), dtype, "cpu", strided=True)
+    x, weight, bias = make_inputs((batch, k, n), dtype, "cpu", strided=True)
     in_degrees, out_degrees = staircase_degrees(kind, k, n)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

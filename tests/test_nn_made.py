@@ -184,7 +184,7 @@ def test_auto_reference_path_is_the_reference(monkeypatch):
             assert torch.equal(p_fast.grad, p_ref.grad)
         with torch.no_grad():
             assert torch.equal(fast(x), ref(x))
-    assert all(layer._path_is_reference for layer in fast.layers)
+    assert not fast.net._path_fused  # the net's reference math, inline
 
 
 def test_auto_reference_path_follows_weight_and_mask_changes(monkeypatch):
@@ -219,9 +219,10 @@ def test_auto_reference_path_follows_weight_and_mask_changes(monkeypatch):
         check("mask edited in place")
 
 
-def test_auto_measures_each_layer_once():
-    """With measuring on, the first call of each layer shape records a decision; the
-    outputs match the reference whichever path each layer takes."""
+def test_auto_measures_each_shape_once():
+    """With measuring on, the first call of the net records one decision (the whole net,
+    made_mlp against the reference's layers), and a layer called alone one of its own; the
+    outputs match the reference whichever path is taken."""
     fastflow.autotune.clear()
     ref, fast = made_pair(30, [300, 300])
     x = (torch.rand(9, 30) < 0.5).float()
@@ -230,8 +231,11 @@ def test_auto_measures_each_layer_once():
         keys = set(fastflow.autotune.decisions())
         fast(x)
         assert set(fastflow.autotune.decisions()) == keys
+        fast.layers[0](x)
+        layer_keys = set(fastflow.autotune.decisions()) - keys
     if fastflow.info().extension.loaded:
-        assert {key[0] for key in keys} == {"degree_masked_linear"} and len(keys) == 3
+        assert {key[0] for key in keys} == {"made_mlp"} and len(keys) == 1
+        assert {key[0] for key in layer_keys} == {"degree_masked_linear"} and len(layer_keys) == 1
     assert_matches_float64(got, copy.deepcopy(ref).double()(x.double()), "logits",
                            reference=ref(x))
     fastflow.autotune.clear()

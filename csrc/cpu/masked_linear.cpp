@@ -711,7 +711,8 @@ struct MadeMlpCall {
 
 class MadeMlpFunction : public torch::autograd::Function<MadeMlpFunction> {
  public:
-  // inputs: x, then the weights, then the biases (undefined where a layer has none).
+  // inputs: x, then the weights, then the biases that are not None (autograd takes no
+  // undefined inputs).
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 at::TensorList inputs, const MadeMlpCall* call) {
     const int64_t layers = static_cast<int64_t>(call->biases.size());
@@ -726,6 +727,11 @@ class MadeMlpFunction : public torch::autograd::Function<MadeMlpFunction> {
     saved.insert(saved.end(), hidden.begin(), hidden.end());
     saved.insert(saved.end(), sorted_weights.begin(), sorted_weights.end());
     ctx->save_for_backward(saved);
+    std::vector<int64_t> with_bias;  // the layers whose bias is among the inputs
+    for (int64_t l = 0; l < layers; ++l) {
+      if (call->biases.get(l).has_value()) with_bias.push_back(l);
+    }
+    ctx->saved_data["with_bias"] = with_bias;
     return {y};
   }
 
@@ -740,8 +746,9 @@ class MadeMlpFunction : public torch::autograd::Function<MadeMlpFunction> {
         saved[1], input_grad);
     torch::autograd::variable_list grads{input_grad ? grad_x : at::Tensor()};
     grads.insert(grads.end(), grad_weights.begin(), grad_weights.end());
-    for (int64_t l = 0; l < layers; ++l) {
-      grads.push_back(ctx->needs_input_grad(1 + layers + l) ? grad_biases[l] : at::Tensor());
+    const std::vector<int64_t> with_bias = ctx->saved_data["with_bias"].toIntVector();
+    for (size_t i = 0; i < with_bias.size(); ++i) {
+      grads.push_back(ctx->needs_input_grad(1 + layers + i) ? grad_biases[with_bias[i]] : at::Tensor());
     }
     grads.emplace_back();  // the call (biases' Nones and the plan): no gradient
     return grads;
@@ -757,10 +764,10 @@ MadeMlpOutputs made_mlp_autograd(const at::Tensor& x, at::TensorList weights,
   inputs.insert(inputs.end(), weights.begin(), weights.end());
   for (size_t l = 0; l < biases.size(); ++l) {
     const std::optional<at::Tensor> bias = biases.get(l);
-    inputs.push_back(bias.has_value() ? *bias : at::Tensor());
+    if (bias.has_value()) inputs.push_back(*bias);
   }
   bool needs_grad = false;
-  for (const auto& t : inputs) needs_grad = needs_grad || (t.defined() && t.requires_grad());
+  for (const auto& t : inputs) needs_grad = needs_grad || t.requires_grad();
   if (!at::GradMode::is_enabled() || !needs_grad) {
     at::AutoDispatchBelowADInplaceOrView below;
     return made_mlp_op().call(x, weights, biases, plan, keep_for_backward);

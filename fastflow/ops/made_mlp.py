@@ -61,7 +61,7 @@ def made_mlp_reference(x, weights, biases, plan, keep_for_backward=False):
     return h, [], []
 
 
-def _check_plan(op, x, widths, plan):
+def _check_plan(op, x, widths, plan, values):
     size = sum(widths) + sum(widths[1:])
     require_tensors(op, plan=plan)
     if plan.shape != (size,):
@@ -71,6 +71,8 @@ def _check_plan(op, x, widths, plan):
         raise TypeError(f"{op}: plan must be int64, got {plan.dtype}")
     if plan.device != x.device:
         raise ValueError(f"{op}: plan must be on x's device {x.device}, got {plan.device}")
+    if not values:
+        return
     orders, row_prefixes = split_plan(plan, widths)
     for u, order in enumerate(orders):
         if not torch.equal(torch.sort(order).values, torch.arange(widths[u], device=order.device)):
@@ -82,8 +84,13 @@ def _check_plan(op, x, widths, plan):
                              f"in 0..{widths[l]}")
 
 
-def check_made_mlp(x, weights, biases, plan, keep_for_backward=False) -> None:
-    """ValueError/TypeError naming the argument (the twin of csrc/masked_linear.h)."""
+def _count(value):
+    return len(value) if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+def check_made_mlp(x, weights, biases, plan, keep_for_backward=False, *, values=True) -> None:
+    """ValueError/TypeError naming the argument (the twin of csrc/masked_linear.h); with
+    values=False (fake tensors) the plan's values are not read."""
     op = "made_mlp"
     require_tensors(op, x=x)
     if x.dim() != 2:
@@ -108,7 +115,7 @@ def check_made_mlp(x, weights, biases, plan, keep_for_backward=False) -> None:
                                  f"{tuple(bias.shape)}")
             require_like_x(op, x, **{f"biases[{l}]": bias})
         widths.append(weight.shape[0])
-    _check_plan(op, x, widths, plan)
+    _check_plan(op, x, widths, plan, values)
 
 
 def made_mlp_plan(masks) -> torch.Tensor | None:
@@ -141,7 +148,7 @@ def staircases(degrees) -> torch.Tensor | None:
 if "" in registry.KERNEL_SUFFIXES:
     @torch.library.register_fake("fastflow::made_mlp")
     def _fake(x, weights, biases, plan, keep_for_backward):
-        check_made_mlp(x, weights, biases, plan)
+        check_made_mlp(x, weights, biases, plan, values=False)
         y = x.new_empty(x.shape[0], weights[-1].shape[0])
         if not keep_for_backward:
             return y, [], []
