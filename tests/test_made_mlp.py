@@ -92,7 +92,8 @@ def check_made_mlp(backend, x, masks, weights, biases, x_grad=True):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16],
+                         ids=str)
 @pytest.mark.parametrize("widths,batch", [
     ([5, 7, 5], 1), ([9, 13, 11, 18], 7), ([1, 3, 1], 4), ([12, 30, 30, 30, 24], 5),
     ([20, 20], 6), ([16, 40, 16], 0)], ids=str)
