@@ -2,7 +2,7 @@
 mask * weight, bias) and ReLU: forward and every gradient in float64 terms, odd sizes,
 batch 0 and 1, strided x, no biases, one to four layers, staircases with empty blocks,
 block counts at their edges, one and two threads; the plan from masks; opcheck; bad
-arguments; and the MADEs' MADENet (fused and reference paths, hooks, mask changes)."""
+arguments; and the MADEs' MaskedMLP (fused and reference paths, hooks, mask changes)."""
 
 import copy
 
@@ -230,10 +230,10 @@ def made_pair(kind, *args):
 @pytest.mark.parametrize("backend", ["auto", pytest.param("cpu", marks=needs_extension), "torch"])
 @pytest.mark.parametrize("kind,args", [("made", (30, [40, 50], 30)), ("maf", (10, 64, 1))], ids=str)
 def test_net_matches_reference(backend, kind, args):
-    """fastflow.nn's MADEs (their net a MADENet) against the reference models, forward and
+    """fastflow.nn's MADEs (their net a MaskedMLP) against the reference models, forward and
     the parameters' gradients, on every CPU backend."""
     ref, fast = made_pair(kind, *args)
-    assert isinstance(fast.net, fastflow.nn.made.MADENet)
+    assert isinstance(fast.net, fastflow.nn.made.MaskedMLP)
     assert list(fast.state_dict()) == list(ref.state_dict())
     x = torch.rand(6, args[0]).round()
     run = (lambda m, x: m(x)) if kind == "made" else (lambda m, x: m.inverse(x)[0])
@@ -306,3 +306,26 @@ def test_net_compiles():
     compiled = torch.compile(lambda x: fast.inverse(x)[0], backend="eager", fullgraph=False)
     assert_matches_float64(compiled(x), copy.deepcopy(ref).double().inverse(x.double())[0],
                            "compiled", reference=ref.inverse(x)[0])
+
+
+@pytest.mark.parametrize("backend", ["auto", pytest.param("cpu", marks=needs_extension)])
+def test_plain_linear_mlp(backend):
+    """A MaskedMLP of plain nn.Linear layers (the 2-D RealNVP's s/t network: full masks, one
+    block per product) against the same layers run as the reference runs them."""
+    torch.manual_seed(0)
+    layers = reference.realnvp2d.ScaleTranslateNet(3, 37, 6).net
+    fused = fastflow.nn.made.MaskedMLP.wrap(copy.deepcopy(layers))
+    assert list(fused.state_dict()) == list(layers.state_dict())
+    x = torch.randn(301, 3)
+    with fastflow.backend(backend):
+        got = fused(x)
+    if backend == "cpu":
+        assert fused._plan is not None
+    truth = copy.deepcopy(layers).double()(x.double())
+    assert_matches_float64(got, truth.detach(), "output", reference=layers(x).detach())
+    got.square().sum().backward()
+    layers64 = copy.deepcopy(layers).double()
+    layers64(x.double()).square().sum().backward()
+    layers(x).square().sum().backward()
+    for (name, p), p64, p_ref in zip(fused.named_parameters(), layers64.parameters(), layers.parameters()):
+        assert_matches_float64(p.grad, p64.grad, name, reference=p_ref.grad)

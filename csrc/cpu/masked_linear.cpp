@@ -101,9 +101,12 @@ struct Steps {
   const int64_t* row_prefix;
   int64_t out_features, in_features;
 
+  // Every row sees every input (a plain linear layer): nothing to skip, one block.
+  bool full() const { return out_features == 0 || row_prefix[0] == in_features; }
+
   std::vector<RowBlock> row_blocks(int64_t batch) const {
     std::vector<RowBlock> blocks;
-    const int64_t n = block_count(batch, out_features, in_features, out_features);
+    const int64_t n = full() ? 1 : block_count(batch, out_features, in_features, out_features);
     const int64_t rows = (out_features + n - 1) / n;
     for (int64_t r0 = 0; r0 < out_features; r0 += rows) {
       const int64_t r1 = std::min(out_features, r0 + rows);
@@ -113,7 +116,7 @@ struct Steps {
   }
   std::vector<ColumnBlock> column_blocks(int64_t batch) const {
     std::vector<ColumnBlock> blocks;
-    const int64_t n = block_count(batch, out_features, in_features, in_features);
+    const int64_t n = full() ? 1 : block_count(batch, out_features, in_features, in_features);
     const int64_t cols = (in_features + n - 1) / n;
     for (int64_t c0 = 0; c0 < in_features; c0 += cols) {
       const int64_t first = std::upper_bound(row_prefix, row_prefix + out_features, c0) - row_prefix;
@@ -320,13 +323,13 @@ FASTFLOW_ALWAYS_INLINE void gather_columns_rows_body(const scalar_t* src, int64_
 }
 FASTFLOW_CPU_DISPATCH(gather_columns_rows)
 
-// y[b, c] = activation(y[b, c] + bias[c]) for columns [c0, c1) of every row; bias may be
-// nullptr, activation ReLU or the identity.
+// y[b, c] = activation(y[b, c] + bias[c]) for columns [c0, c1) of rows [begin, end); bias
+// may be nullptr, activation ReLU or the identity.
 template <typename scalar_t>
-FASTFLOW_ALWAYS_INLINE void bias_relu_columns_body(scalar_t* y, int64_t rows, int64_t row_stride,
-                                                   const scalar_t* bias, bool relu, int64_t c0,
-                                                   int64_t c1) {
-  for (int64_t b = 0; b < rows; ++b) {
+FASTFLOW_ALWAYS_INLINE void bias_relu_columns_body(scalar_t* y, int64_t begin, int64_t end,
+                                                   int64_t row_stride, const scalar_t* bias,
+                                                   bool relu, int64_t c0, int64_t c1) {
+  for (int64_t b = begin; b < end; ++b) {
     scalar_t* row = y + b * row_stride;
     if (bias != nullptr) {
 #pragma omp simd
@@ -340,12 +343,13 @@ FASTFLOW_ALWAYS_INLINE void bias_relu_columns_body(scalar_t* y, int64_t rows, in
 }
 FASTFLOW_CPU_DISPATCH(bias_relu_columns)
 
-// g[b, c] = 0 where h[b, c] <= 0 (ReLU's gradient, h its output), columns [c0, c1).
+// g[b, c] = 0 where h[b, c] <= 0 (ReLU's gradient, h its output), columns [c0, c1) of rows
+// [begin, end).
 template <typename scalar_t>
 FASTFLOW_ALWAYS_INLINE void relu_grad_columns_body(scalar_t* g, int64_t g_stride, const scalar_t* h,
-                                                   int64_t h_stride, int64_t rows, int64_t c0,
-                                                   int64_t c1) {
-  for (int64_t b = 0; b < rows; ++b) {
+                                                   int64_t h_stride, int64_t begin, int64_t end,
+                                                   int64_t c0, int64_t c1) {
+  for (int64_t b = begin; b < end; ++b) {
     scalar_t* grow = g + b * g_stride;
     const scalar_t* hrow = h + b * h_stride;
 #pragma omp simd
@@ -495,19 +499,27 @@ at::Tensor unsorted_grad_weight(const at::Tensor& g, const UnitOrder& in, const 
 }
 
 // bias + ReLU (or bias alone) on columns [c0, c1) of y (contiguous rows); bias in y's order.
+// The epilogues run over rows in parallel: inline inside a block's task (a nested
+// parallel_for), on every thread for a product of one block.
 void finish_columns(at::Tensor& y, const at::Tensor& bias, bool relu, int64_t c0, int64_t c1) {
   if (!bias.defined() && !relu) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_relu", [&] {
-    bias_relu_columns(y.mutable_data_ptr<scalar_t>(), y.size(0), y.stride(0),
-                      bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, relu, c0, c1);
+    scalar_t* data = y.mutable_data_ptr<scalar_t>();
+    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, y.size(0), rows_per_task(c1 - c0), [&](int64_t begin, int64_t end) {
+      bias_relu_columns(data, begin, end, y.stride(0), bias_data, relu, c0, c1);
+    });
   });
 }
 
 // ReLU's gradient on columns [c0, c1) of g, h the ReLU's output (both contiguous rows).
 void relu_grad(at::Tensor& g, const at::Tensor& h, int64_t c0, int64_t c1) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "relu_grad", [&] {
-    relu_grad_columns(g.mutable_data_ptr<scalar_t>(), g.stride(0), h.const_data_ptr<scalar_t>(),
-                      h.stride(0), g.size(0), c0, c1);
+    scalar_t* g_data = g.mutable_data_ptr<scalar_t>();
+    const scalar_t* h_data = h.const_data_ptr<scalar_t>();
+    at::parallel_for(0, g.size(0), rows_per_task(c1 - c0), [&](int64_t begin, int64_t end) {
+      relu_grad_columns(g_data, g.stride(0), h_data, h.stride(0), begin, end, c0, c1);
+    });
   });
 }
 

@@ -2,9 +2,10 @@
 MaskedLinear and MADE (same constructor arguments, numpy RNG draws, state_dict keys and
 results).
 
-The MADE's `net` is a MADENet: the reference's nn.Sequential (same module names and keys)
+The MADE's `net` is a MaskedMLP: the reference's nn.Sequential (same module names and keys)
 that runs its layers as one fastflow.ops.made_mlp call, hidden units in degree order, where
-that is faster (measured per shape class under 'auto'), and layer by layer otherwise.
+that is faster (measured per shape class under 'auto'), and layer by layer otherwise. The
+2-D RealNVP's s/t network (plain nn.Linear layers) is one too.
 
 Each layer runs fastflow.ops.degree_masked_linear when its mask has MADE degrees (always,
 for masks MADE builds, and for masks loaded from a reference model), skipping the all-zero
@@ -134,9 +135,10 @@ class MaskedLinear(FusedMaskedForward, reference.made.MaskedLinear):
         self._degrees()
 
 
-class MADENet(nn.Sequential):
-    """A MADE's `net`: masked linear layers (FusedMaskedForward) with nn.ReLU between, as the
-    reference builds it (same module names, state_dict keys and results), run as one
+class MaskedMLP(nn.Sequential):
+    """An MLP of linear layers with nn.ReLU between, masked (FusedMaskedForward: a MADE's
+    `net`) or plain nn.Linear (a full mask: the 2-D RealNVP's s/t network), as the reference
+    builds it (same module names, state_dict keys and results), run as one
     fastflow.ops.made_mlp call where that is faster, and layer by layer otherwise.
 
     The fused call runs on CPU tensors of the layers' dtype under 'auto' (where measured
@@ -155,8 +157,8 @@ class MADENet(nn.Sequential):
     _path_fused = False
 
     @classmethod
-    def wrap(cls, net: nn.Sequential) -> "MADENet":
-        """The same modules under the same names, as a MADENet."""
+    def wrap(cls, net: nn.Sequential) -> "MaskedMLP":
+        """The same modules under the same names, as a MaskedMLP."""
         return cls(OrderedDict(net.named_children()))
 
     def forward(self, x):
@@ -169,7 +171,7 @@ class MADENet(nn.Sequential):
         if self._fused_is_faster(x, weights, biases, plan):
             return torch.ops.fastflow.made_mlp(x, weights, biases, plan, False)[0]
         # The reference's own layers, computed as its modules do, without their calls.
-        return reference_layers(x, [m._buffers["mask"] for m in layers], weights, biases)
+        return reference_layers(x, [m._buffers.get("mask") for m in layers], weights, biases)
 
     # Every call runs _fusable_layers and _staircases, so they read the modules' dicts
     # directly (nn.Module.__getattr__ costs about a microsecond a parameter): a small MADE's
@@ -203,14 +205,16 @@ class MADENet(nn.Sequential):
         seen = self._masks_seen
         if seen is not None:
             for m, (mask, data, version, degrees) in zip(layers, seen):
-                now = m._buffers["mask"]
-                if (now is not mask or now._version != version or now.data_ptr() != data
-                        or m._mask_degrees is not degrees):
+                now = m._buffers.get("mask")
+                if now is not mask or (now is not None and (
+                        now._version != version or now.data_ptr() != data
+                        or m._mask_degrees is not degrees)):
                     seen = None
                     break
         if seen is None:
-            self._plan = staircases([m._degrees() for m in layers])
-            self._masks_seen = [(m.mask, m.mask.data_ptr(), m.mask._version, m._mask_degrees)
+            self._plan = staircases([_degrees(m) for m in layers])
+            self._masks_seen = [(None, 0, 0, None) if type(m) is nn.Linear else
+                                (m.mask, m.mask.data_ptr(), m.mask._version, m._mask_degrees)
                                 for m in layers]
         return self._plan
 
@@ -220,7 +224,7 @@ class MADENet(nn.Sequential):
         key = (x.shape[0], x.dtype, torch.is_grad_enabled(), x.requires_grad,
                weights[0].requires_grad, torch.get_num_threads())
         if key != self._path_key:
-            masks = [m._buffers["mask"] for m in self._layers]
+            masks = [m._buffers.get("mask") for m in self._layers]
             self._path_fused = self._measure(x, masks, weights, biases, plan) == "cpu"
             self._path_key = key
         return self._path_fused
@@ -245,35 +249,47 @@ class MADENet(nn.Sequential):
 
 
 def reference_layers(x, masks, weights, biases):
-    """The reference MADE's net: F.linear(x, mask * weight, bias), ReLU between."""
+    """The reference MLP: F.linear(x, mask * weight, bias) (a None mask: the plain
+    weight), ReLU between."""
     for l, (mask, weight, bias) in enumerate(zip(masks, weights, biases)):
-        x = F.linear(x, mask * weight, bias)
+        x = F.linear(x, weight if mask is None else mask * weight, bias)
         if l + 1 < len(weights):
             x = torch.relu(x)
     return x
 
 
-# Read on every call of MADENet (the dicts are mutated in place, never replaced).
+# Read on every call of MaskedMLP (the dicts are mutated in place, never replaced).
 _global_forward_hooks = nn.modules.module._global_forward_hooks
 _global_forward_pre_hooks = nn.modules.module._global_forward_pre_hooks
 _EXTENSION_LOADED = EXTENSION.loaded
 
 
 def _made_layers(modules):
-    """The masked layers of MaskedLinear, ReLU, ..., MaskedLinear, or None."""
+    """The linear layers of Linear, ReLU, ..., Linear (each a FusedMaskedForward or a plain
+    nn.Linear), or None."""
     layers = modules[0::2]
-    if (len(modules) % 2 == 0 or not all(isinstance(m, FusedMaskedForward) for m in layers)
+    if (len(modules) % 2 == 0
+            or not all(isinstance(m, FusedMaskedForward) or type(m) is nn.Linear for m in layers)
             or not all(type(m) is nn.ReLU for m in modules[1::2])):
         return None
     return layers
 
 
+def _degrees(layer):
+    """The layer's mask degrees (degrees_from_mask's); a plain nn.Linear's full mask has all
+    degrees 0."""
+    if type(layer) is nn.Linear:
+        out_features, in_features = layer.weight.shape
+        return (torch.zeros(in_features, dtype=torch.long), torch.zeros(out_features, dtype=torch.long))
+    return layer._degrees()
+
+
 class MADE(reference.made.MADE):
     """The MADE, MADE(input_dim, hidden_dims, output_dim), on fused MaskedLinear layers, its
-    `net` a MADENet."""
+    `net` a MaskedMLP."""
 
     masked_linear = MaskedLinear
 
     def __init__(self, input_dim, hidden_dims, output_dim):
         super().__init__(input_dim, hidden_dims, output_dim)
-        self.net = MADENet.wrap(self.net)
+        self.net = MaskedMLP.wrap(self.net)

@@ -12,7 +12,7 @@ import torch
 
 from .. import reference
 from ..ops.made_sample import gaussian_made_sample
-from .made import FusedMaskedForward, MADENet, check_zero_one
+from .made import FusedMaskedForward, MaskedMLP, check_zero_one
 
 
 class MaskedLinear(FusedMaskedForward, reference.maf.MaskedLinear):
@@ -34,13 +34,13 @@ class MADE(reference.maf.MADE):
     """The Gaussian MADE. forward(z) -> (x, log_det), the sequential direction
     x_d = μ_d + z_d·exp(α_d), runs in one pass instead of input_size (no gradient: the
     reference's in-place loop has none either); inverse(x) is the reference's one pass, its
-    `net` a MADENet (fastflow.nn.made)."""
+    `net` a MaskedMLP (fastflow.nn.made)."""
 
     masked_linear = MaskedLinear
 
     def __init__(self, input_size, hidden_size, n_hidden):
         super().__init__(input_size, hidden_size, n_hidden)
-        self.net = MADENet.wrap(self.net)
+        self.net = MaskedMLP.wrap(self.net)
 
     def forward(self, z):
         return gaussian_made_sample(self, z)

@@ -18,7 +18,7 @@ grad_weight) and runs each block on the CPU BLAS; the whole network is one call 
 one backward (its autograd is in C++), so small networks also save the per-layer Python
 and autograd costs. There is no CUDA or Triton kernel: on a GPU the reference runs (the
 layers' own kernels are in fastflow.ops.masked_linear). fastflow.nn's MADEs run their `net`
-through it (fastflow.nn.made.MADENet).
+through it (fastflow.nn.made.MaskedMLP).
 """
 
 from __future__ import annotations
