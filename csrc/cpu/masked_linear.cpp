@@ -237,14 +237,26 @@ int64_t leading_dimension(const at::Tensor& v) {
   return v.size(0) <= 1 ? std::max<int64_t>(v.size(1), 1) : v.stride(0);
 }
 
+// Each block's share of a product's work: its area, plus a little for the call.
+std::vector<double> block_costs(const std::vector<RowBlock>& blocks) {
+  std::vector<double> costs;
+  for (const auto& b : blocks) costs.push_back(static_cast<double>(b.r1 - b.r0) * (b.cols + 16));
+  return costs;
+}
+
+std::vector<double> block_costs(const std::vector<ColumnBlock>& blocks, int64_t out_features) {
+  std::vector<double> costs;
+  for (const auto& b : blocks) costs.push_back(static_cast<double>(b.c1 - b.c0) * (out_features - b.first_row + 16));
+  return costs;
+}
+
 // y[:, block] = a[:, :cols]·w[block, :cols]ᵀ for each row block, then finish(r0, r1) on the
 // block's columns of y, on the same thread while they are in cache. y and w contiguous.
 template <typename Finish>
 void row_block_products(at::Tensor& y, const at::Tensor& a_in, const at::Tensor& w,
                         const std::vector<RowBlock>& blocks, const Finish& finish) {
   const at::Tensor a = blas_rows(a_in);
-  std::vector<double> costs;
-  for (const auto& b : blocks) costs.push_back(static_cast<double>(b.r1 - b.r0) * (b.cols + 16));
+  const std::vector<double> costs = block_costs(blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "row_block_products", [&] {
     const scalar_t* a_data = a.const_data_ptr<scalar_t>();
     const scalar_t* w_data = w.const_data_ptr<scalar_t>();
@@ -264,8 +276,7 @@ void row_block_products(at::Tensor& y, const at::Tensor& a_in, const at::Tensor&
 void grad_weight_products(at::Tensor& grad_w, const at::Tensor& g, const at::Tensor& a_in,
                           const std::vector<RowBlock>& blocks) {
   const at::Tensor a = blas_rows(a_in);
-  std::vector<double> costs;
-  for (const auto& b : blocks) costs.push_back(static_cast<double>(b.r1 - b.r0) * (b.cols + 16));
+  const std::vector<double> costs = block_costs(blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_weight_products", [&] {
     const scalar_t* a_data = a.const_data_ptr<scalar_t>();
     const scalar_t* g_data = g.const_data_ptr<scalar_t>();
@@ -287,8 +298,7 @@ template <typename Finish>
 void column_block_products(at::Tensor& grad_a, const at::Tensor& g, const at::Tensor& w,
                            const std::vector<ColumnBlock>& blocks, const Finish& finish) {
   const int64_t out_features = w.size(0);
-  std::vector<double> costs;
-  for (const auto& b : blocks) costs.push_back(static_cast<double>(b.c1 - b.c0) * (out_features - b.first_row + 16));
+  const std::vector<double> costs = block_costs(blocks, out_features);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "column_block_products", [&] {
     const scalar_t* g_data = g.const_data_ptr<scalar_t>();
     const scalar_t* w_data = w.const_data_ptr<scalar_t>();
