@@ -175,7 +175,8 @@ def _register(suffix: str) -> None:
 
     for op in ("masked_linear", "degree_masked_linear"):
         torch.library.register_fake(f"fastflow::{op}_backward{suffix}", _fake_backward)
-        _register_autograd(op, suffix)
+        if suffix:  # the C++ kernels' autograd is in C++ (csrc/cpu/masked_linear.cpp)
+            _register_autograd(op, suffix)
 
 
 if _triton.VERSION is not None:
