@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .. import autotune, reference
 from .._extension import EXTENSION
 from ..backend import get_backend
-from ..ops.made_mlp import staircases
+from ..ops.made_mlp import reference_layers, staircases
 from ..ops.masked_linear import (check_degree_masked_linear, check_masked_linear,
                                  degree_masked_linear, degree_masked_linear_backend,
                                  degrees_from_mask, masked_linear, masked_linear_backend)
@@ -185,6 +185,7 @@ class MaskedMLP(nn.Sequential):
         modules = tuple(self._modules.values())
         if modules != self._modules_seen:
             self._modules_seen, self._layers = modules, _made_layers(modules)
+            self._masks_seen = None  # new layers: a new plan
         layers = self._layers
         if layers is None:
             return None
@@ -246,16 +247,6 @@ class MaskedMLP(nn.Sequential):
         return autotune.decide(autotune.shape_class("made_mlp", x, sizes, grad=grad), lambda: {
             "torch": autotune.timed_call(reference_net, args, grad),
             "cpu": autotune.timed_call(fused, args, grad)})
-
-
-def reference_layers(x, masks, weights, biases):
-    """The reference MLP: F.linear(x, mask * weight, bias) (a None mask: the plain
-    weight), ReLU between."""
-    for l, (mask, weight, bias) in enumerate(zip(masks, weights, biases)):
-        x = F.linear(x, weight if mask is None else mask * weight, bias)
-        if l + 1 < len(weights):
-            x = torch.relu(x)
-    return x
 
 
 # Read on every call of MaskedMLP (the dicts are mutated in place, never replaced).

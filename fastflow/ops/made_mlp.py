@@ -47,18 +47,23 @@ def split_plan(plan, widths):
     return parts[:len(widths)], parts[len(widths):]
 
 
-def made_mlp_reference(x, weights, biases, plan, keep_for_backward=False):
-    """The reference (the 'torch' backend): the layers as the reference models run them,
-    F.linear(h, mask * weight, bias) and ReLU, the masks built from the plan. Returns
-    (y, [], []) like the kernel without its backward's tensors."""
-    orders, row_prefixes = split_plan(plan, [x.shape[1], *(w.shape[0] for w in weights)])
-    h = x
-    for l, (weight, bias) in enumerate(zip(weights, biases)):
-        mask = staircase_mask(orders[l], orders[l + 1], row_prefixes[l], weight.dtype)
-        h = F.linear(h, mask * weight, bias)
+def reference_layers(x, masks, weights, biases):
+    """The reference MLP as the reference models run it: F.linear(x, mask * weight, bias) (a
+    None mask: the plain weight), ReLU between."""
+    for l, (mask, weight, bias) in enumerate(zip(masks, weights, biases)):
+        x = F.linear(x, weight if mask is None else mask * weight, bias)
         if l + 1 < len(weights):
-            h = torch.relu(h)
-    return h, [], []
+            x = torch.relu(x)
+    return x
+
+
+def made_mlp_reference(x, weights, biases, plan, keep_for_backward=False):
+    """The reference (the 'torch' backend): reference_layers with the masks built from the
+    plan. Returns (y, [], []) like the kernel without its backward's tensors."""
+    orders, row_prefixes = split_plan(plan, [x.shape[1], *(w.shape[0] for w in weights)])
+    masks = [staircase_mask(orders[l], orders[l + 1], row_prefixes[l], w.dtype)
+             for l, w in enumerate(weights)]
+    return reference_layers(x, masks, weights, biases), [], []
 
 
 def _check_plan(op, x, widths, plan, values):
