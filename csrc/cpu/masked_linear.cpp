@@ -43,7 +43,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <type_traits>
 #include <memory>
@@ -190,15 +189,17 @@ at::Tensor operand_tensor(const Operand<scalar_t>& op, int64_t rows, int64_t col
   return op.transposed ? t.t() : t;
 }
 
-// c[m × n] (row-major, leading dimension ldc) = a[m × k]·b[k × n]. The BLAS is called
-// directly for float and double: an at::mm call on views costs several microseconds of
-// dispatch, more than a small block's product.
+// c[m × n] (row-major, leading dimension ldc) = a[m × k]·b[k × n], or c += a·b when
+// `accumulate`. The BLAS is called directly for float and double: an at::mm call on views
+// costs several microseconds of dispatch, more than a small block's product.
 template <typename scalar_t>
 void gemm(int64_t m, int64_t n, int64_t k, Operand<scalar_t> a, Operand<scalar_t> b, scalar_t* c,
-          int64_t ldc, const at::TensorOptions& options) {
+          int64_t ldc, const at::TensorOptions& options, bool accumulate = false) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
-    for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, scalar_t(0));
+    if (!accumulate) {
+      for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, scalar_t(0));
+    }
     return;
   }
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
@@ -211,18 +212,23 @@ void gemm(int64_t m, int64_t n, int64_t k, Operand<scalar_t> a, Operand<scalar_t
       const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
       const int lda = static_cast<int>(a.ld), ldb = static_cast<int>(b.ld);
       const int ldci = static_cast<int>(ldc);
-      const scalar_t one = 1, zero = 0;
+      const scalar_t one = 1, beta = accumulate ? 1 : 0;
       const char ta = a.transposed ? 'T' : 'N', tb = b.transposed ? 'T' : 'N';
       if constexpr (std::is_same_v<scalar_t, float>) {
-        sgemm_(&tb, &ta, &ni, &mi, &ki, &one, b.data, &ldb, a.data, &lda, &zero, c, &ldci);
+        sgemm_(&tb, &ta, &ni, &mi, &ki, &one, b.data, &ldb, a.data, &lda, &beta, c, &ldci);
       } else {
-        dgemm_(&tb, &ta, &ni, &mi, &ki, &one, b.data, &ldb, a.data, &lda, &zero, c, &ldci);
+        dgemm_(&tb, &ta, &ni, &mi, &ki, &one, b.data, &ldb, a.data, &lda, &beta, c, &ldci);
       }
       return;
     }
   }
   at::Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, options);
-  at::mm_out(out, operand_tensor(a, m, k, options), operand_tensor(b, k, n, options));
+  const at::Tensor a_tensor = operand_tensor(a, m, k, options), b_tensor = operand_tensor(b, k, n, options);
+  if (accumulate) {
+    out.addmm_(a_tensor, b_tensor);
+  } else {
+    at::mm_out(out, a_tensor, b_tensor);
+  }
 }
 
 // v as a BLAS operand: unit column stride and a row stride of at least its width (a
@@ -251,23 +257,80 @@ std::vector<double> block_costs(const std::vector<ColumnBlock>& blocks, int64_t 
   return costs;
 }
 
-// y[:, block] = a[:, :cols]·w[block, :cols]ᵀ for each row block, then finish(r0, r1) on the
-// block's columns of y, on the same thread while they are in cache. y and w contiguous.
-template <typename Finish>
+// The products' epilogues, on a block's columns [c0, c1) of rows [begin, end) (rows of
+// row_stride elements).
+// y[b, c] = bias[c].
+template <typename scalar_t>
+FASTFLOW_ALWAYS_INLINE void fill_bias_columns_body(scalar_t* y, int64_t begin, int64_t end,
+                                                   int64_t row_stride, const scalar_t* bias,
+                                                   int64_t c0, int64_t c1) {
+  for (int64_t b = begin; b < end; ++b) {
+    scalar_t* row = y + b * row_stride;
+#pragma omp simd
+    for (int64_t c = c0; c < c1; ++c) row[c] = bias[c];
+  }
+}
+FASTFLOW_CPU_DISPATCH(fill_bias_columns)
+
+// y[b, c] = max(y[b, c], 0).
+template <typename scalar_t>
+FASTFLOW_ALWAYS_INLINE void relu_columns_body(scalar_t* y, int64_t begin, int64_t end,
+                                              int64_t row_stride, int64_t c0, int64_t c1) {
+  for (int64_t b = begin; b < end; ++b) {
+    scalar_t* row = y + b * row_stride;
+#pragma omp simd
+    for (int64_t c = c0; c < c1; ++c) row[c] = row[c] < scalar_t(0) ? scalar_t(0) : row[c];
+  }
+}
+FASTFLOW_CPU_DISPATCH(relu_columns)
+
+// g[b, c] = 0 where h[b, c] <= 0: ReLU's gradient, h its output.
+template <typename scalar_t>
+FASTFLOW_ALWAYS_INLINE void relu_grad_columns_body(scalar_t* g, int64_t g_stride, const scalar_t* h,
+                                                   int64_t h_stride, int64_t begin, int64_t end,
+                                                   int64_t c0, int64_t c1) {
+  for (int64_t b = begin; b < end; ++b) {
+    scalar_t* grow = g + b * g_stride;
+    const scalar_t* hrow = h + b * h_stride;
+#pragma omp simd
+    for (int64_t c = c0; c < c1; ++c) grow[c] = hrow[c] > scalar_t(0) ? grow[c] : scalar_t(0);
+  }
+}
+FASTFLOW_CPU_DISPATCH(relu_grad_columns)
+
+// rows(begin, end) over a block's `rows` rows of `cols` columns, in parallel: inline inside
+// a block's task (a nested parallel_for), on every thread for a product of one block.
+template <typename Rows>
+void for_rows(int64_t rows, int64_t cols, const Rows& run) {
+  at::parallel_for(0, rows, rows_per_task(cols), run);
+}
+
+// y[:, block] = a[:, :cols]·w[block, :cols]ᵀ + bias[block] for each row block, then ReLU
+// on the block when `relu`, on the same thread while it is in cache. The bias (undefined:
+// none) is the product's starting value, so that it is added in the GEMM's accumulator and
+// rounded once, as at::addmm (the reference's F.linear) does: added after a half or
+// bfloat16 product's rounding, it moved pre-activations across ReLU's kink. y and w
+// contiguous.
 void row_block_products(at::Tensor& y, const at::Tensor& a_in, const at::Tensor& w,
-                        const std::vector<RowBlock>& blocks, const Finish& finish) {
+                        const std::vector<RowBlock>& blocks, const at::Tensor& bias, bool relu) {
   const at::Tensor a = blas_rows(a_in);
   const std::vector<double> costs = block_costs(blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "row_block_products", [&] {
     const scalar_t* a_data = a.const_data_ptr<scalar_t>();
     const scalar_t* w_data = w.const_data_ptr<scalar_t>();
+    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* y_data = y.mutable_data_ptr<scalar_t>();
     const int64_t batch = y.size(0), ldy = y.stride(0), ldw = w.stride(0), lda = leading_dimension(a);
     for_each_block(costs, [&](int64_t i) {
       const auto [r0, r1, cols] = blocks[i];
+      if (bias_data != nullptr) for_rows(batch, r1 - r0, [&](int64_t begin, int64_t end) {
+        fill_bias_columns(y_data, begin, end, ldy, bias_data, r0, r1);
+      });
       gemm<scalar_t>(batch, r1 - r0, cols, {a_data, lda, false}, {w_data + r0 * ldw, ldw, true},
-                     y_data + r0, ldy, y.options());
-      finish(r0, r1);
+                     y_data + r0, ldy, y.options(), bias_data != nullptr);
+      if (relu) for_rows(batch, r1 - r0, [&](int64_t begin, int64_t end) {
+        relu_columns(y_data, begin, end, ldy, r0, r1);
+      });
     });
   });
 }
@@ -314,60 +377,19 @@ void column_block_products(at::Tensor& grad_a, const at::Tensor& g, const at::Te
   });
 }
 
-// dst[b, c] = src[b, index[c]] (+ bias[c]) for rows [begin, end).
+// dst[b, c] = src[b, index[c]] for rows [begin, end).
 template <typename scalar_t>
 FASTFLOW_ALWAYS_INLINE void gather_columns_rows_body(const scalar_t* src, int64_t src_row,
-                                                     const int32_t* index, const scalar_t* bias,
-                                                     int64_t cols, int64_t begin, int64_t end,
-                                                     scalar_t* dst) {
+                                                     const int32_t* index, int64_t cols,
+                                                     int64_t begin, int64_t end, scalar_t* dst) {
   for (int64_t b = begin; b < end; ++b) {
     const scalar_t* in = src + b * src_row;
     scalar_t* out = dst + b * cols;
-    if (bias != nullptr) {
 #pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) out[c] = in[index[c]] + bias[c];
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) out[c] = in[index[c]];
-    }
+    for (int64_t c = 0; c < cols; ++c) out[c] = in[index[c]];
   }
 }
 FASTFLOW_CPU_DISPATCH(gather_columns_rows)
-
-// y[b, c] = activation(y[b, c] + bias[c]) for columns [c0, c1) of rows [begin, end); bias
-// may be nullptr, activation ReLU or the identity.
-template <typename scalar_t>
-FASTFLOW_ALWAYS_INLINE void bias_relu_columns_body(scalar_t* y, int64_t begin, int64_t end,
-                                                   int64_t row_stride, const scalar_t* bias,
-                                                   bool relu, int64_t c0, int64_t c1) {
-  for (int64_t b = begin; b < end; ++b) {
-    scalar_t* row = y + b * row_stride;
-    if (bias != nullptr) {
-#pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) row[c] += bias[c];
-    }
-    if (relu) {
-#pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) row[c] = row[c] < scalar_t(0) ? scalar_t(0) : row[c];
-    }
-  }
-}
-FASTFLOW_CPU_DISPATCH(bias_relu_columns)
-
-// g[b, c] = 0 where h[b, c] <= 0 (ReLU's gradient, h its output), columns [c0, c1) of rows
-// [begin, end).
-template <typename scalar_t>
-FASTFLOW_ALWAYS_INLINE void relu_grad_columns_body(scalar_t* g, int64_t g_stride, const scalar_t* h,
-                                                   int64_t h_stride, int64_t begin, int64_t end,
-                                                   int64_t c0, int64_t c1) {
-  for (int64_t b = begin; b < end; ++b) {
-    scalar_t* grow = g + b * g_stride;
-    const scalar_t* hrow = h + b * h_stride;
-#pragma omp simd
-    for (int64_t c = c0; c < c1; ++c) grow[c] = hrow[c] > scalar_t(0) ? grow[c] : scalar_t(0);
-  }
-}
-FASTFLOW_CPU_DISPATCH(relu_grad_columns)
 
 // Temporaries that outlive the call, one buffer per use and thread, grown as needed and
 // never shrunk. They are megabytes at MADE's sizes: a fresh allocation that large is mapped
@@ -387,18 +409,15 @@ at::Tensor scratch(Scratch use, at::IntArrayRef sizes, const at::TensorOptions& 
   return buffer.narrow(0, 0, bytes).view(options.dtype().toScalarType()).view(sizes);
 }
 
-// out[:, c] = v[:, index[c]] (+ bias[c]); out is contiguous.
-at::Tensor gather_columns(at::Tensor out, const at::Tensor& v_in, const std::vector<int32_t>& index,
-                          const at::Tensor& bias_in) {
+// out[:, c] = v[:, index[c]]; out is contiguous.
+at::Tensor gather_columns(at::Tensor out, const at::Tensor& v_in, const std::vector<int32_t>& index) {
   const int64_t cols = static_cast<int64_t>(index.size());
   const at::Tensor v = rows_contiguous(v_in);
-  const at::Tensor bias = bias_in.defined() ? bias_in.contiguous() : bias_in;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.scalar_type(), "gather_columns", [&] {
     const scalar_t* src = v.const_data_ptr<scalar_t>();
-    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, v.size(0), rows_per_task(cols), [&](int64_t begin, int64_t end) {
-      gather_columns_rows(src, v.stride(0), index.data(), bias_data, cols, begin, end, dst);
+      gather_columns_rows(src, v.stride(0), index.data(), cols, begin, end, dst);
     });
   });
   return out;
@@ -411,25 +430,20 @@ at::Tensor new_matrix(int64_t rows, int64_t cols, const at::Tensor& like) {
 // v's columns in degree order: v[:, order] (v itself when the order is the identity).
 at::Tensor sorted_columns(Scratch use, const at::Tensor& v, const UnitOrder& order) {
   if (order.identity) return rows_contiguous(v);
-  return gather_columns(scratch(use, {v.size(0), v.size(1)}, v.options()), v, order.order, at::Tensor());
+  return gather_columns(scratch(use, {v.size(0), v.size(1)}, v.options()), v, order.order);
 }
 
 // v (in degree order) back in unit order, into a new matrix (v itself for the identity).
 at::Tensor unsorted_columns(const at::Tensor& v, const UnitOrder& order) {
   if (order.identity) return v;
-  return gather_columns(new_matrix(v.size(0), v.size(1), v), v, order.position, at::Tensor());
+  return gather_columns(new_matrix(v.size(0), v.size(1), v), v, order.position);
 }
 
-// A vector in degree order (a bias; undefined stays undefined).
-at::Tensor sorted_vector(const at::Tensor& v, const UnitOrder& order) {
-  if (!v.defined() || order.identity) return v.defined() ? v.contiguous() : v;
-  return gather_columns(new_matrix(1, v.numel(), v), v.view({1, -1}), order.order, at::Tensor()).view(-1);
-}
-
-// A vector back in unit order.
-at::Tensor unsorted_vector(const at::Tensor& v, const UnitOrder& order) {
-  if (order.identity) return v;
-  return gather_columns(new_matrix(1, v.numel(), v), v.view({1, -1}), order.position, at::Tensor()).view(-1);
+// out[i] = v[index[i]]: a vector (a bias or its gradient) into degree order (index: the
+// order) or back (index: the positions); undefined stays undefined.
+at::Tensor gather_vector(const at::Tensor& v, const std::vector<int32_t>& index, bool identity) {
+  if (!v.defined() || identity) return v.defined() ? v.contiguous() : v;
+  return gather_columns(new_matrix(1, v.numel(), v), v.view({1, -1}), index).view(-1);
 }
 
 // sorted[r, c] = W[out_order[r], in_order[c]] for c < row_prefix[r], else 0: W⊙M in degree
@@ -509,26 +523,12 @@ at::Tensor unsorted_grad_weight(const at::Tensor& g, const UnitOrder& in, const 
                   });
 }
 
-// bias + ReLU (or bias alone) on columns [c0, c1) of y (contiguous rows); bias in y's order.
-// The epilogues run over rows in parallel: inline inside a block's task (a nested
-// parallel_for), on every thread for a product of one block.
-void finish_columns(at::Tensor& y, const at::Tensor& bias, bool relu, int64_t c0, int64_t c1) {
-  if (!bias.defined() && !relu) return;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_relu", [&] {
-    scalar_t* data = y.mutable_data_ptr<scalar_t>();
-    const scalar_t* bias_data = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, y.size(0), rows_per_task(c1 - c0), [&](int64_t begin, int64_t end) {
-      bias_relu_columns(data, begin, end, y.stride(0), bias_data, relu, c0, c1);
-    });
-  });
-}
-
 // ReLU's gradient on columns [c0, c1) of g, h the ReLU's output (both contiguous rows).
 void relu_grad(at::Tensor& g, const at::Tensor& h, int64_t c0, int64_t c1) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "relu_grad", [&] {
     scalar_t* g_data = g.mutable_data_ptr<scalar_t>();
     const scalar_t* h_data = h.const_data_ptr<scalar_t>();
-    at::parallel_for(0, g.size(0), rows_per_task(c1 - c0), [&](int64_t begin, int64_t end) {
+    for_rows(g.size(0), c1 - c0, [&](int64_t begin, int64_t end) {
       relu_grad_columns(g_data, g.stride(0), h_data, h.stride(0), begin, end, c0, c1);
     });
   });
@@ -552,12 +552,11 @@ at::Tensor degree_forward(const at::Tensor& x_in, const at::Tensor& weight_in, c
   const Steps steps = s.steps();
   const at::Tensor weight = sorted_masked_weight(scratch(Scratch::kWeight, weight_in.sizes(), weight_in.options()),
                                                  weight_in, s.in, s.out, steps.row_prefix);
-  const at::Tensor bias = sorted_vector(bias_in.has_value() ? *bias_in : at::Tensor(), s.out);
+  const at::Tensor bias = gather_vector(bias_in.has_value() ? *bias_in : at::Tensor(), s.out.order, s.out.identity);
   const int64_t batch = x.size(0), out_features = weight.size(0);
   at::Tensor y_sorted = s.out.identity ? new_matrix(batch, out_features, x)
                                        : scratch(Scratch::kY, {batch, out_features}, x.options());
-  row_block_products(y_sorted, x, weight, steps.row_blocks(batch),
-                     [&](int64_t r0, int64_t r1) { finish_columns(y_sorted, bias, false, r0, r1); });
+  row_block_products(y_sorted, x, weight, steps.row_blocks(batch), bias, false);
   return unsorted_columns(y_sorted, s.out);
 }
 
@@ -659,11 +658,11 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> made_ml
                           : scratch(Scratch::kWeight, weight_in.sizes(), weight_in.options()),
         weight_in, plan.units[l], plan.units[l + 1], plan.layers[l].row_prefix);
     const std::optional<at::Tensor> bias_in = biases.get(l);
-    const at::Tensor bias = sorted_vector(bias_in.has_value() ? *bias_in : at::Tensor(), plan.units[l + 1]);
+    const UnitOrder& out_units = plan.units[l + 1];
+    const at::Tensor bias = gather_vector(bias_in.has_value() ? *bias_in : at::Tensor(), out_units.order, out_units.identity);
     const bool relu = l + 1 < layers;
     at::Tensor y = new_matrix(batch, weight.size(0), x_in);
-    row_block_products(y, h, weight, plan.layers[l].row_blocks(batch),
-                       [&](int64_t r0, int64_t r1) { finish_columns(y, bias, relu, r0, r1); });
+    row_block_products(y, h, weight, plan.layers[l].row_blocks(batch), bias, relu);
     if (keep_for_backward) {
       sorted_weights.push_back(weight);
       if (relu) hidden.push_back(y);
@@ -687,7 +686,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> made_ml
     const at::Tensor& h = l == 0 ? x : hidden[l - 1];
     const at::Tensor& weight = sorted_weights[l];
     const Steps& steps = plan.layers[l];
-    grad_biases[l] = unsorted_vector(g.sum(0), plan.units[l + 1]);
+    grad_biases[l] = gather_vector(g.sum(0), plan.units[l + 1].position, plan.units[l + 1].identity);
     at::Tensor grad_sorted = scratch(Scratch::kGradWeight, weight.sizes(), weight.options());
     grad_weight_products(grad_sorted, g, h, steps.row_blocks(batch));
     grad_weights[l] = unsorted_grad_weight(grad_sorted, plan.units[l], plan.units[l + 1], steps.row_prefix);
@@ -811,26 +810,30 @@ struct MaskedLinearCall {
   bool has_bias;
 };
 
+// The op below autograd: fastflow::masked_linear or degree_masked_linear, as `call` says.
+at::Tensor masked_linear_below_autograd(const at::Tensor& x, const at::Tensor& weight,
+                                        const MaskedLinearCall& call,
+                                        const std::optional<at::Tensor>& bias) {
+  static const auto masked = c10::Dispatcher::singleton()
+      .findSchemaOrThrow("fastflow::masked_linear", "")
+      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const std::optional<at::Tensor>&)>();
+  static const auto degree = c10::Dispatcher::singleton()
+      .findSchemaOrThrow("fastflow::degree_masked_linear", "")
+      .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                        const at::Tensor&, const std::optional<at::Tensor>&)>();
+  at::AutoDispatchBelowADInplaceOrView below;
+  return call.degrees ? degree.call(x, weight, call.masks[0], call.masks[1], bias)
+                      : masked.call(x, weight, call.masks[0], bias);
+}
+
 class MaskedLinearFunction : public torch::autograd::Function<MaskedLinearFunction> {
  public:
   // inputs: x, weight, then the bias if there is one.
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
                                                 at::TensorList inputs, const MaskedLinearCall* call) {
-    static const auto masked = c10::Dispatcher::singleton()
-        .findSchemaOrThrow("fastflow::masked_linear", "")
-        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const std::optional<at::Tensor>&)>();
-    static const auto degree = c10::Dispatcher::singleton()
-        .findSchemaOrThrow("fastflow::degree_masked_linear", "")
-        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const std::optional<at::Tensor>&)>();
     const std::optional<at::Tensor> bias = call->has_bias ? std::optional<at::Tensor>(inputs[2]) : std::nullopt;
-    at::Tensor y;
-    {
-      at::AutoDispatchBelowADInplaceOrView below;
-      y = call->degrees ? degree.call(inputs[0], inputs[1], call->masks[0], call->masks[1], bias)
-                        : masked.call(inputs[0], inputs[1], call->masks[0], bias);
-    }
+    const at::Tensor y = masked_linear_below_autograd(inputs[0], inputs[1], *call, bias);
     std::vector<at::Tensor> saved{inputs[0], inputs[1]};
     saved.insert(saved.end(), call->masks.begin(), call->masks.end());
     ctx->save_for_backward(saved);
@@ -862,13 +865,11 @@ class MaskedLinearFunction : public torch::autograd::Function<MaskedLinearFuncti
 };
 
 at::Tensor masked_linear_autograd_call(const at::Tensor& x, const at::Tensor& weight,
-                                       const std::optional<at::Tensor>& bias, MaskedLinearCall call,
-                                       const std::function<at::Tensor()>& below_autograd) {
+                                       const std::optional<at::Tensor>& bias, MaskedLinearCall call) {
   const bool needs_grad = x.requires_grad() || weight.requires_grad() ||
                           (bias.has_value() && bias->requires_grad());
   if (!at::GradMode::is_enabled() || !needs_grad) {
-    at::AutoDispatchBelowADInplaceOrView below;
-    return below_autograd();
+    return masked_linear_below_autograd(x, weight, call, bias);
   }
   std::vector<at::Tensor> inputs{x, weight};
   if (bias.has_value()) inputs.push_back(*bias);
@@ -910,26 +911,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> degree_masked_linear_backward_cpu
 at::Tensor masked_linear_autograd(const at::Tensor& x, const at::Tensor& weight,
                                   const at::Tensor& mask, const std::optional<at::Tensor>& bias) {
   const std::array<at::Tensor, 1> masks{mask};
-  return masked_linear_autograd_call(x, weight, bias, {false, masks, false}, [&] {
-    static const auto op = c10::Dispatcher::singleton()
-        .findSchemaOrThrow("fastflow::masked_linear", "")
-        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const std::optional<at::Tensor>&)>();
-    return op.call(x, weight, mask, bias);
-  });
+  return masked_linear_autograd_call(x, weight, bias, {false, masks, false});
 }
 
 at::Tensor degree_masked_linear_autograd(const at::Tensor& x, const at::Tensor& weight,
                                          const at::Tensor& in_degrees, const at::Tensor& out_degrees,
                                          const std::optional<at::Tensor>& bias) {
   const std::array<at::Tensor, 2> masks{in_degrees, out_degrees};
-  return masked_linear_autograd_call(x, weight, bias, {true, masks, false}, [&] {
-    static const auto op = c10::Dispatcher::singleton()
-        .findSchemaOrThrow("fastflow::degree_masked_linear", "")
-        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                          const at::Tensor&, const std::optional<at::Tensor>&)>();
-    return op.call(x, weight, in_degrees, out_degrees, bias);
-  });
+  return masked_linear_autograd_call(x, weight, bias, {true, masks, false});
 }
 
 }  // namespace
