@@ -244,3 +244,75 @@ def test_every_registered_op_is_benchmarked():
     for op in registry.ops():
         assert op.bench in OPS, f"{op.name}: no benchmark cases under {op.bench!r}"
         assert OPS[op.bench](False), f"{op.name}: {op.bench!r} has no quick cases"
+
+
+def test_cpu_timing_takes_turns():
+    """On a CPU the providers of a case are timed in rounds, each a run of calls of every
+    provider in turn: a fast and a slow function both get MIN_REPS times or more, runs of
+    about a tenth of the budget, and their calls alternate after warm-up."""
+    import time
+
+    from fastflow.bench import timing
+    calls = []
+
+    def fast():
+        calls.append("fast")
+
+    def slow():
+        calls.append("slow")
+        time.sleep(0.004)
+    budget = 0.02
+    fast_times, slow_times = timing.measure_interleaved([fast, slow], torch.device("cpu"), budget)
+    assert len(fast_times) >= timing.MIN_REPS and len(slow_times) >= timing.MIN_REPS
+    assert len(fast_times) == len(slow_times)  # one time each per round
+    assert min(slow_times) >= 0.004 and max(fast_times) < 0.004
+    timed = calls[calls.index("slow", calls.index("slow") + 1):]  # after slow's warm-up
+    timed = timed[timed.index("fast"):]
+    switches = sum(a != b for a, b in zip(timed, timed[1:]))
+    assert switches >= 2 * timing.MIN_REPS - 2
+    # a run of slow is one call (a call exceeds a tenth of the budget)
+    assert all(a != b for a, b in zip(timed, timed[1:]) if a == "slow")
+
+
+class _Kink(torch.nn.Module):
+    """relu(x·w − 1) + 2·x·w, its input on the ReLU's kink (x = w = 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(256))
+
+    def forward(self, x):
+        return torch.relu(x * self.w - 1) + 2 * x * self.w
+
+
+class _HalfKink(_Kink):
+    """The same values; its ReLU's derivative at the kink is 1/2 instead of 0."""
+
+    def forward(self, x):
+        z = x * self.w - 1
+        return 0.5 * (z + z.abs()) + 2 * x * self.w
+
+
+def _kink_case():
+    def make(device, dtype, mode):
+        ref, fast = _Kink().to(device, dtype), _HalfKink().to(device, dtype)
+        return cases._model_setup(ref, fast, lambda model, x: model(x),
+                                  torch.ones(256, device=device, dtype=dtype), mode)
+    return cases.Case("squeeze_2x2", "kink", (256,), 256, make, dtypes=(torch.float32,),
+                      modes=(cases.FWD_BWD,))
+
+
+@pytest.mark.parametrize("perturbed", [True, False])
+def test_gradient_jump_at_a_relu_kink_is_the_references_error_too(tmp_path, monkeypatch, perturbed):
+    """A model's input on a ReLU's kink: the reference's gradient there jumps under a
+    rounding-sized change of its inputs, so a provider on the kink's other side (25% off)
+    passes, judged against the reference's runs on perturbed inputs (about 50% off); judged
+    against its single exact run it would fail."""
+    from fastflow.bench.runner import Task
+    monkeypatch.setitem(cases.OPS, "squeeze_2x2", lambda full: [_kink_case()])
+    if not perturbed:
+        monkeypatch.setattr(Task, "_perturbed_reference_grads", lambda self: [])
+    code, data = run(tmp_path)
+    cpu = data["rows"][1]
+    assert (cpu["status"] == "ok") == perturbed, cpu["reason"]
+    assert code == (0 if perturbed else 1)

@@ -1,6 +1,8 @@
 """Timing: repeated calls after warm-up within a time budget, as a list of seconds per call.
 On a GPU each call is timed with CUDA events after the L2 cache is flushed (as
-triton.testing.do_bench does); on a CPU with time.perf_counter."""
+triton.testing.do_bench does); on a CPU with time.perf_counter, the providers of one case
+in turns (measure_interleaved), so that a change in a shared machine's speed during the
+run slows them alike instead of skewing their ratios."""
 
 from __future__ import annotations
 
@@ -33,6 +35,37 @@ def measure(fn, device: torch.device, budget: float) -> list[float]:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def measure_interleaved(fns, device: torch.device, budget: float) -> list[list[float]]:
+    """Seconds per call of each fn(), each given about `budget` seconds. On a GPU, one after
+    the other (measure). On a CPU, in rounds: each round times a run of calls of every fn in
+    turn, a run lasting about a tenth of the budget (one call when a call takes longer), and
+    records its mean call; rounds repeat until every fn has MIN_REPS times and its budget is
+    spent."""
+    if device.type == "cuda":
+        return [measure(fn, device, budget) for fn in fns]
+    calls = []
+    for fn in fns:
+        fn()  # first-call costs are not timed
+        start, count = time.perf_counter(), 0
+        while count == 0 or time.perf_counter() - start < 0.1 * budget:
+            fn()
+            count += 1
+        per_call = (time.perf_counter() - start) / count
+        calls.append(max(1, min(int(0.1 * budget / per_call), MAX_REPS)))
+    times = [[] for _ in fns]
+    spent = [0.0 for _ in fns]
+    while any(len(t) < MIN_REPS or (s < budget and len(t) * n < MAX_REPS)
+              for t, s, n in zip(times, spent, calls)):
+        for i, (fn, n) in enumerate(zip(fns, calls)):
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            elapsed = time.perf_counter() - start
+            times[i].append(elapsed / n)
+            spent[i] += elapsed
     return times
 
 
