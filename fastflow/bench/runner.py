@@ -349,7 +349,7 @@ def checked_provider(task, provider) -> tuple:
 def checked_row(task, provider, meta) -> tuple[dict, object]:
     """The provider's table row after its check (status and reason, torch.compile's compile
     time) and the step to time: None when it must not be timed."""
-    case, setup = task.case, task.setup
+    case = task.case
     row = {"op": case.op, "case": case.label, "series": case.series, "shape": list(case.shape),
            "size": case.size,
            "mode": task.mode, "dtype": str(task.dtype).removeprefix("torch."), "provider": provider,
