@@ -222,23 +222,24 @@ class Task:
                 fn = s.reference
                 leaves = [inputs[i] for i, v in enumerate(s.inputs)
                           if any(v is leaf for leaf in s.reference_leaves)]
-            self.truth, self.truth_grads = self._run(fn, inputs, leaves, float64=True)
+            self.truth, self.truth_grads = self._run(fn, inputs, leaves)
         self.reference_grads = [self.expected_grads]
         if self.mode == FWD_BWD and s.reference64 is not None:
             self.reference_grads += self._perturbed_reference_grads()
 
-    def _run(self, fn, inputs, leaves, float64=False):
+    grad_outputs = None  # fwd+bwd: drawn by the first run (the reference's), then reused
+
+    def _run(self, fn, inputs, leaves):
         """fn's outputs on inputs, and for fwd+bwd the gradients of leaves (for the output
-        gradients drawn by the first run, in float64 for the float64 run)."""
+        gradients grad_outputs, in each output's dtype)."""
         if self.mode != FWD_BWD:
             with torch.no_grad():
                 return tuple(o.detach() for o in _tuple(fn(*inputs))), None
         outputs = fn(*inputs)
         diff = _differentiable(outputs)
-        if not float64:
+        if self.grad_outputs is None:
             self.grad_outputs = [torch.randn_like(o) for o in diff]
-        grad_outputs = [g.double() for g in self.grad_outputs] if float64 else self.grad_outputs
-        grads = torch.autograd.grad(diff, leaves, grad_outputs)
+        grads = torch.autograd.grad(diff, leaves, [g.to(o.dtype) for g, o in zip(self.grad_outputs, diff)])
         return tuple(o.detach() for o in _tuple(outputs)), grads
 
     def _perturbed_reference_grads(self, runs=4):
@@ -256,9 +257,7 @@ class Task:
                 v + v * eps * torch.randn(v.shape, generator=generator).to(v)
                 if isinstance(v, torch.Tensor) and v.is_floating_point() else v
                 for v in self.setup.inputs)
-            outputs = self.setup.reference(*inputs)
-            runs_grads.append(torch.autograd.grad(_differentiable(outputs), self.setup.reference_leaves,
-                                                  self.grad_outputs))
+            runs_grads.append(self._run(self.setup.reference, inputs, self.setup.reference_leaves)[1])
         return runs_grads
 
     def provider_fn(self, provider):

@@ -22,33 +22,23 @@ def summary(times: list[float]) -> dict:
 
 def measure(fn, device: torch.device, budget: float) -> list[float]:
     """Seconds per call of fn(), timed within about `budget` seconds (at least MIN_REPS
-    calls, however long they take)."""
+    times, however long a call takes)."""
     if device.type == "cuda":
         return _measure_cuda(fn, budget)
-    fn()  # first-call costs (allocations, plans, lazy initialisation) are not timed
-    deadline = time.perf_counter() + 0.1 * budget
-    while time.perf_counter() < deadline:
-        fn()
-    times = []
-    deadline = time.perf_counter() + budget
-    while len(times) < MIN_REPS or (time.perf_counter() < deadline and len(times) < MAX_REPS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return measure_interleaved([fn], device, budget)[0]
 
 
 def measure_interleaved(fns, device: torch.device, budget: float) -> list[list[float]]:
     """Seconds per call of each fn(), each given about `budget` seconds. On a GPU, one after
-    the other (measure). On a CPU, in rounds: each round times a run of calls of every fn in
+    the other (as measure). On a CPU, in rounds: each round times a run of calls of every fn in
     turn, a run lasting about a tenth of the budget (one call when a call takes longer), and
     records its mean call; rounds repeat until every fn has MIN_REPS times and its budget is
     spent."""
     if device.type == "cuda":
-        return [measure(fn, device, budget) for fn in fns]
+        return [_measure_cuda(fn, budget) for fn in fns]
     calls = []
     for fn in fns:
-        fn()  # first-call costs are not timed
+        fn()  # first-call costs (allocations, plans, lazy initialisation) are not timed
         start, count = time.perf_counter(), 0
         while count == 0 or time.perf_counter() - start < 0.1 * budget:
             fn()
