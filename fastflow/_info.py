@@ -65,8 +65,14 @@ def info() -> Info:
 
     def pick(op, dev):
         name = resolve(op.name, op.auto, torch.device(dev), name="auto")
-        measured = op.measured_sizes is not None and name != "torch"
-        return f"{name} (where measured faster than torch, per shape class)" if measured else name
+        if name == "torch":
+            return name
+        if op.measured_sizes is not None:
+            return f"{name} (where measured faster than torch, per shape class)"
+        dtypes = op.auto_dtypes_text(dev)
+        if dtypes is not None:
+            return f"{name} for {dtypes}, else torch"
+        return name
 
     auto = {op.name: {dev: pick(op, dev) for dev in ("cpu", "cuda")} for op in registry.ops()}
     return Info(

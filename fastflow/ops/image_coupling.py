@@ -23,7 +23,7 @@ from .. import triton as _triton
 from . import registry
 from ._checks import require_float, require_like_x, require_tensors
 from ._registration import register_backward_op
-from .affine_coupling import logdet_dtype
+from .affine_coupling import AUTO_DTYPES, logdet_dtype
 
 
 def checkerboard_keep(height, width, reverse_mask, dtype, device):
@@ -126,7 +126,7 @@ OP = registry.register(registry.Op(
             "(multi-scale RealNVP)",
     reference=image_coupling_reference, reference_source="the RealNVP's coupling layer",
     check=check_image_coupling, tensors=("x", "st", "rescale"), bench="image_coupling",
-    auto={"cpu": ("cpu", "torch"), "cuda": ("torch",)}))
+    auto={"cpu": ("cpu", "torch"), "cuda": ("torch",)}, auto_dtypes=AUTO_DTYPES))
 
 
 def image_coupling(x: torch.Tensor, st: torch.Tensor, rescale: torch.Tensor, *,

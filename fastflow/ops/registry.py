@@ -43,12 +43,29 @@ class Op:
     measured_sizes: Callable | None = None
     # The backends with a kernel for it (an op without one on a device runs its reference).
     kernels: tuple[str, ...] = ("cpu", "cuda", "triton")
+    # Device type -> the dtypes whose tensors 'auto' gives its pick for that device type;
+    # tensors of other dtypes run the reference (where the kernel was measured slower).
+    # A device type not listed: every dtype.
+    auto_dtypes: dict[str, tuple[torch.dtype, ...]] = dataclasses.field(default_factory=dict)
+
+    def auto_allows(self, device_type: str, dtype: torch.dtype) -> bool:
+        """Whether 'auto' may run its pick for this device type on tensors of `dtype`."""
+        allowed = self.auto_dtypes.get(device_type)
+        return allowed is None or dtype in allowed
+
+    def auto_dtypes_text(self, device_type: str) -> str | None:
+        """The dtypes 'auto' gives its pick for on that device type, in words; None: all."""
+        allowed = self.auto_dtypes.get(device_type)
+        return None if allowed is None else ", ".join(str(d).removeprefix("torch.") for d in allowed)
 
     def auto_text(self, device_type: str) -> str:
         """What 'auto' runs on that device type, in words (before availability)."""
         first = (self.auto.get(device_type) or ("torch",))[0]
         if self.measured_sizes is not None and first != "torch":
             return f"measured per shape class: `{first}` where faster, else `torch`"
+        dtypes = self.auto_dtypes_text(device_type)
+        if dtypes is not None and first != "torch":
+            return f"`{first}` for {dtypes}, else `torch`"
         return f"`{first}`"
 
 
@@ -88,7 +105,11 @@ def choose(op: Op, args: tuple) -> str:
     under 'auto' with measured sizes, measured on the first call of the shape class)."""
     x = args[0]
     name = resolve(op.name, op.auto, x.device)
-    if op.measured_sizes is None or get_backend() != "auto" or name == "torch":
+    if get_backend() != "auto" or name == "torch":
+        return name
+    if not op.auto_allows(x.device.type, x.dtype):
+        return "torch"
+    if op.measured_sizes is None:
         return name
     if torch.compiler.is_compiling():  # nothing measured while tracing
         return "torch"
