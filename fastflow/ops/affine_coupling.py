@@ -167,9 +167,9 @@ for _suffix in registry.KERNEL_SUFFIXES:
 
 # GPU kernels join `auto` once they have been verified on a GPU (not yet).
 _AUTO = {"cpu": ("cpu", "torch"), "cuda": ("torch",)}
-# The CPU kernels compute in float (half/bfloat16 converted element by element) and were
-# measured at 0.17-0.36x the reference in half and bfloat16, 0.57-0.60x in float64 at
-# 128x784, on a 2-core AMD EPYC (Zen 4); 2.0-3.9x in float32.
+# The CPU kernels' exp and tanh are vectorized float32 polynomials (float64 calls the C
+# library per element). Measured on a 2-core AMD EPYC (Zen 4): 2.0-3.9x the reference in
+# float32, but 0.17-0.36x in half and bfloat16 and 0.57-0.60x in float64 at 128x784.
 AUTO_DTYPES = {"cpu": (torch.float32,)}
 OP = registry.register(registry.Op(
     name="affine_coupling", functions=("affine_coupling",),
