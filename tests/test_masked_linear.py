@@ -110,13 +110,17 @@ def test_made_layer_sizes_strided_no_bias(device, backend, form):
 
 
 # (in_features, out_features) for the CPU kernel's blocks (csrc/cpu/masked_linear.cpp): each
-# side is cut into about one block per 1.5e6 multiply-adds of the dense product (batch × in
-# × out), at least 1, at most 16 (two per thread on larger machines) and at most one per
-# unit, of ceil(units / blocks) units, the last block shorter. At batch 5 every layer here
-# is one block; at batch 300 they take 1 (a side of 0 or 1 unit, or little work), 3, 6, 13
-# and 16 blocks (the cap, with short last blocks).
+# side is cut into about one block per 0.7e6 multiply-adds of the dense product (batch × in
+# × out), at least 1, at most 16 (two per thread on larger machines), each block whole
+# groups of 16 units (so at most one block per group) and the last block the remainder. At
+# batch 5 every layer here is one block. At batch 300 they take: 1 (a side of 0 or 1 unit,
+# a side of 15, 16 or 17 units: one group, or little work), 3 (600 outputs: blocks of 192,
+# 200 and 208), 7 (blocks of one and two groups, a 17-unit last block), 8 and 13, and the
+# cap of 16 with one group per block (256 inputs), with a 2-unit last block (130 outputs)
+# and with 2- and 3-group blocks (641 inputs).
 BLOCK_SIZES = [(127, 129), (128, 255), (256, 257), (383, 384), (385, 386), (512, 511),
-               (513, 1), (1, 513), (641, 130), (0, 300), (300, 0)]
+               (513, 1), (1, 513), (641, 130), (0, 300), (300, 0), (16, 17), (17, 16),
+               (15, 600)]
 
 
 def staircase_degrees(kind, k, n):
