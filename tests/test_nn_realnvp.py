@@ -11,6 +11,7 @@ from unittest import mock
 
 import pytest
 import torch
+from torch._prims_common import suggest_memory_format
 
 import fastflow
 from fastflow import reference
@@ -180,6 +181,39 @@ def test_multiscale_forward_and_sample(device, backend):
                                reference=ref.sample(2, z=z0))
     assert_matches_float64(z, z64.detach(), "z", reference=z_ref.detach())
     assert_matches_float64(sldj, sldj64.detach(), "sldj", reference=sldj_ref.detach())
+
+
+def _layouts_seen(model, run):
+    """The memory format (channels-last or not, by PyTorch's rule) of the input of every
+    convolution and BatchNorm of model, in call order, during run()."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(
+        lambda _, args: seen.append(suggest_memory_format(args[0]) == torch.channels_last))
+        for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
+@pytest.mark.parametrize("num_scales", [1, 2, 3])
+def test_multiscale_keeps_the_references_layouts(device, backend, num_scales):
+    """The drop-in's convolutions and BatchNorms see their inputs in the reference's memory
+    formats (channels-last from the first squeeze on), going forward and in reverse, so
+    PyTorch runs them on the same paths."""
+    ref, fast = pair(reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP, 16, 1,
+                     multiscale_args(num_scales))
+    x, z = torch.rand(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
+    layouts = {}
+    for name, model in (("reference", ref), ("fastflow", fast)):
+        with fastflow.backend(backend):
+            layouts[name] = (_layouts_seen(model, lambda: model(x)),
+                             _layouts_seen(model, lambda: model(z, reverse=True)))
+    assert layouts["fastflow"] == layouts["reference"]
+    assert any(layouts["reference"][0]) == (num_scales > 1)  # channels-last after a squeeze
 
 
 def test_multiscale_nan_policy():
