@@ -27,6 +27,7 @@ import torch
 
 ENV_VAR = "FASTFLOW_AUTOTUNE"
 MARGIN = 0.05  # a candidate must take at most 95% of the reference's time
+WARMUPS = 3  # untimed calls of each candidate first, interleaved (see decide)
 REPEATS = 5  # timed calls of each candidate, interleaved; the fastest counts
 LONG_CALL_S = 0.05  # a warm-up call longer than this: one timed call each (large inputs)
 
@@ -61,8 +62,12 @@ def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]
     """The candidate to run for shape class `key`.
 
     `candidates()` gives name -> a call to time, the reference first; it is called only
-    when the class has no decision yet. Each call is made once to warm up, then REPEATS
-    times, interleaved with the others (once, when a warm-up took over LONG_CALL_S)."""
+    when the class has no decision yet. Each call is made WARMUPS times to warm up, then
+    REPEATS times, interleaved with the others (once each, when a warm-up call took over
+    LONG_CALL_S). One warm-up was not enough: the first calls of a fused kernel still
+    page-fault in its new buffers and scratch, and a 784-[512, 512]-784 MADE at batch 16
+    was measured slower fused than the reference (2.5 against 2.2 ms) where it runs at 1.4x
+    the reference once warm (2-core AMD EPYC)."""
     decision = _decisions.get(key)
     if decision is not None:
         return decision.choice
@@ -71,10 +76,13 @@ def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]
     if not enabled() or torch.compiler.is_compiling():
         return reference
     longest = 0.0
-    for call in calls.values():
-        start = time.perf_counter()
-        call()
-        longest = max(longest, time.perf_counter() - start)
+    for warmup in range(WARMUPS):
+        for call in calls.values():
+            start = time.perf_counter()
+            call()
+            longest = max(longest, time.perf_counter() - start)
+        if longest > LONG_CALL_S:
+            break
     best = {name: float("inf") for name in calls}
     for _ in range(1 if longest > LONG_CALL_S else REPEATS):
         for name, call in calls.items():
