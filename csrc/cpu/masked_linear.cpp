@@ -110,6 +110,7 @@ struct UnitOrder {
     }
   }
   const int32_t* order_or_null() const { return identity ? nullptr : order.data(); }
+  const int32_t* position_or_null() const { return identity ? nullptr : position.data(); }
 };
 
 struct RowBlock { int64_t r0, r1, cols; };           // rows [r0, r1) see sorted inputs < cols
@@ -484,11 +485,13 @@ FASTFLOW_ALWAYS_INLINE void sort_weight_rows_body(const scalar_t* weight, const 
 }
 FASTFLOW_CPU_DISPATCH(sort_weight_rows)
 
-// grad_weight[out_order[r], in_order[c]] = g[r, c] for c < row_prefix[r], every other entry
-// of the row 0 (the mask), rows [begin, end): the row is zeroed, then the seen entries
-// scattered (within one row, in cache), which reads only what the products wrote.
+// grad_weight[out_order[r], c] = g[r, in_position[c]] where that sorted position is within
+// the row's prefix row_prefix[r], else 0 (the mask), rows [begin, end). A gather within the
+// row (in cache) that writes each entry once: zeroing the row and then scattering into it
+// cost about 2.5% of the 784-[512, 512]-784 MADE's fwd+bwd at batch 256 (2-core AMD EPYC).
+// in_position (the inputs' order's inverse) is nullptr for the identity.
 template <typename scalar_t>
-FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(const scalar_t* g, const int32_t* in_order,
+FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(const scalar_t* g, const int32_t* in_position,
                                                   const int32_t* out_order,
                                                   const int64_t* row_prefix, int64_t in_features,
                                                   int64_t begin, int64_t end,
@@ -497,12 +500,14 @@ FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(const scalar_t* g, const int32
     const scalar_t* src = g + r * in_features;
     scalar_t* out = grad_weight + out_order[r] * in_features;
     const int64_t seen = row_prefix[r];
-    if (in_order == nullptr) {
+    if (in_position == nullptr) {
       std::copy(src, src + seen, out);
       std::fill(out + seen, out + in_features, scalar_t(0));
     } else {
-      std::fill(out, out + in_features, scalar_t(0));
-      for (int64_t c = 0; c < seen; ++c) out[in_order[c]] = src[c];
+      for (int64_t c = 0; c < in_features; ++c) {
+        const int32_t p = in_position[c];
+        out[c] = p < seen ? src[p] : scalar_t(0);
+      }
     }
   }
 }
@@ -535,7 +540,7 @@ at::Tensor unsorted_grad_weight(const at::Tensor& g, const UnitOrder& in, const 
                                 const int64_t* row_prefix) {
   return map_rows(g, at::empty(g.sizes(), g.options()),
                   [&](const auto* src, auto* dst, int64_t begin, int64_t end) {
-                    unsort_grad_rows(src, in.order_or_null(), out_units.order.data(), row_prefix,
+                    unsort_grad_rows(src, in.position_or_null(), out_units.order.data(), row_prefix,
                                      g.size(1), begin, end, dst);
                   });
 }
