@@ -299,9 +299,26 @@ def _gaussian_made(batch):
                 f"{layers} (Gaussian)")
 
 
+def _maf_log_prob(batch, blocks=5):
+    """The MAF of 5 Gaussian MADE(10, 64, 1) blocks with their permutations: log p(x)
+    (MAF.log_prob, every block's one-pass inverse)."""
+    sizes = [10, 64, 64, 20]
+    dense = blocks * sum(2 * batch * i * o for i, o in zip(sizes, sizes[1:]))
+
+    def make(device, dtype, mode):
+        ref, fast = _model_pair(reference.maf.MAF, fastflow.nn.maf.MAF, 10, 64, 1, blocks,
+                                device=device, dtype=dtype)
+        x = torch.randn(batch, 10, device=device, dtype=dtype)
+        return _model_setup(ref, fast, lambda model, x: model.log_prob(x), x, mode,
+                            flops=dense * (3 if mode == FWD_BWD else 1))
+    return Case("made", f"b{batch} MAF {blocks}x10-64 log_prob", (batch, 10), batch * 10, make,
+                f"MAF {blocks}x10-64 log_prob")
+
+
 def made_cases(full):
     batches = [16, 256, 4096] if full else [16, 256]
-    return [_made(b, (512, 512), 784) for b in batches] + [_gaussian_made(b) for b in batches]
+    return ([_made(b, (512, 512), 784) for b in batches] + [_gaussian_made(b) for b in batches]
+            + [_maf_log_prob(b) for b in batches])
 
 
 def _sample_check(uniforms, made):
