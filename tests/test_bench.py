@@ -3,13 +3,14 @@ the check before timing, --compare, the filters and its argument errors."""
 
 import csv
 import json
+import os
 
 import pytest
 import torch
 
 import fastflow
 from fastflow.backend import unavailable_reason
-from fastflow.bench import cases, main
+from fastflow.bench import cases, main, runner
 
 pytestmark = pytest.mark.skipif(unavailable_reason("cpu") is not None,
                                 reason="needs the C++ CPU kernels")
@@ -316,3 +317,19 @@ def test_gradient_jump_at_a_relu_kink_is_the_references_error_too(tmp_path, monk
     cpu = data["rows"][1]
     assert (cpu["status"] == "ok") == perturbed, cpu["reason"]
     assert code == (0 if perturbed else 1)
+
+
+def test_cpu_name_has_family_model_and_vector_extensions(tmp_path, monkeypatch):
+    """The stored runs' header names the CPU with its x86 family and model (a VM may call Zen
+    4 and Zen 5 both "AMD EPYC") and the vector extensions that pick its kernels; /proc/cpuinfo
+    fields are matched whole ("model" is not "model name")."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+                       "flags\t\t: fpu sse avx2 fma avx512f\n")
+    assert runner._cpuinfo("model", str(cpuinfo)) == "2"
+    assert runner._cpuinfo("model name", str(cpuinfo)) == "AMD EPYC"
+    assert runner._cpuinfo("stepping", str(cpuinfo)) is None
+    read = runner._cpuinfo
+    monkeypatch.setattr(runner, "_cpuinfo", lambda field: read(field, str(cpuinfo)))
+    assert runner.device_name(torch.device("cpu")) == (
+        f"AMD EPYC (family 26 model 2; {os.cpu_count()} cores; avx2 fma avx512f)")

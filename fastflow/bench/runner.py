@@ -111,13 +111,19 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = _cpuinfo("model name") or platform.processor() or platform.machine()
-    return f"{model} ({os.cpu_count()} cores; {cpu_vector_extensions()})"
+    # x86 family and model tell apart CPUs that a VM names alike ("AMD EPYC": Zen 4 is
+    # family 25, Zen 5 family 26).
+    family, number = _cpuinfo("cpu family"), _cpuinfo("model")
+    generation = f"family {family} model {number}; " if family and number else ""
+    return f"{model} ({generation}{os.cpu_count()} cores; {cpu_vector_extensions()})"
 
 
-def _cpuinfo(field: str) -> str | None:
+def _cpuinfo(field: str, path: str = "/proc/cpuinfo") -> str | None:
+    """The first value of `field` in /proc/cpuinfo (None where there is none)."""
     try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith(field))
+        with open(path) as f:
+            return next(value.strip() for key, _, value in (line.partition(":") for line in f)
+                        if key.strip() == field)
     except (OSError, StopIteration):
         return None
 
