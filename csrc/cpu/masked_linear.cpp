@@ -63,9 +63,9 @@ int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, 65536 / std::m
 // below full speed when small: about kBlockWork multiply-adds of dense area per block, at
 // most kMaxBlocks (or two per thread on larger machines). A 784x512 layer gets 16 blocks at
 // batch 256 (17/32 of the dense area), 9 at batch 16; a 64x64 layer at batch 256, 1.
-// Measured on a 2-core AMD EPYC (Zen 4) with MKL: 16 blocks beat 8, 12, 24 and 32 at
-// batch 256; at batch 16, 0.7e6 beat 1.5e6 (fwd+bwd of the 784-[512, 512]-784 MADE 1.27x
-// -> 1.49x the reference).
+// Measured on a 2-core AMD EPYC (Zen 5, family 26) with MKL: 16 blocks beat 8, 12, 24 and
+// 32 at batch 256; at batch 16, 0.7e6 beat 1.5e6 (fwd+bwd of the 784-[512, 512]-784 MADE
+// 1.27x -> 1.49x fastflow's `torch` backend).
 constexpr double kBlockWork = 0.7e6;
 constexpr int64_t kMaxBlocks = 16;
 

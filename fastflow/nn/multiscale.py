@@ -28,7 +28,7 @@ bits_per_dim = reference.multiscale.bits_per_dim
 # The reference's tensors are channels-last from its first squeeze on (the squeeze is a
 # permute, and convolutions, chunks and elementwise ops keep the layout they are given).
 # The fused ops return NCHW, which sends every later convolution and BatchNorm down
-# PyTorch's NCHW path: on a 2-core AMD EPYC (Zen 4) that made the model 4-10% slower than
+# PyTorch's NCHW path: on a 2-core AMD EPYC (Zen 5) that made the model 4-10% slower than
 # the reference, and the convolutions round differently. So the drop-in hands on its
 # results in the layout the reference's own ops would have given them (a copy of a few
 # small tensors).
