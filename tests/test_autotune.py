@@ -74,3 +74,16 @@ def test_long_calls_are_timed_once(monkeypatch):
     candidates = {"torch": counting(0.002, counts, "torch"), "cpu": counting(0.0, counts, "cpu")}
     assert autotune.decide(("op", 3), lambda: candidates) == "cpu"
     assert counts == {"torch": 2, "cpu": 2}
+
+
+def test_close_candidates_are_timed_again():
+    """A candidate within CLOSE of the reference's time gets REPEATS more timed calls each;
+    a clear winner does not."""
+    counts = {}
+    candidates = {"torch": counting(0.002, counts, "torch"), "cpu": counting(0.0019, counts, "cpu")}
+    autotune.decide(("op", "close"), lambda: candidates)
+    assert counts == {name: autotune.WARMUPS + 2 * autotune.REPEATS for name in candidates}
+    counts.clear()
+    candidates = {"torch": counting(0.004, counts, "torch"), "cpu": counting(0.0, counts, "cpu")}
+    autotune.decide(("op", "clear"), lambda: candidates)
+    assert counts == {name: autotune.WARMUPS + autotune.REPEATS for name in candidates}
