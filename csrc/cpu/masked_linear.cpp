@@ -323,14 +323,20 @@ void for_rows(int64_t rows, int64_t cols, const Rows& run) {
   at::parallel_for(0, rows, rows_per_task(cols), run);
 }
 
+struct NoRowsToPrepare {
+  void operator()(int64_t, int64_t) const {}
+};
+
 // y[:, block] = a[:, :cols]·w[block, :cols]ᵀ + bias[block] for each row block, then ReLU
 // on the block when `relu`, on the same thread while it is in cache. The bias (undefined:
 // none) is the product's starting value, so that it is added in the GEMM's accumulator and
 // rounded once, as at::addmm (the reference's F.linear) does: added after a half or
 // bfloat16 product's rounding, it moved pre-activations across ReLU's kink. y and w
-// contiguous.
+// contiguous. prepare_rows(r0, r1) runs first in each block's task (to write w's rows there).
+template <typename PrepareRows = NoRowsToPrepare>
 void row_block_products(at::Tensor& y, const at::Tensor& a_in, const at::Tensor& w,
-                        const std::vector<RowBlock>& blocks, const at::Tensor& bias, bool relu) {
+                        const std::vector<RowBlock>& blocks, const at::Tensor& bias, bool relu,
+                        const PrepareRows& prepare_rows = {}) {
   const at::Tensor a = blas_rows(a_in);
   const std::vector<double> costs = block_costs(blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "row_block_products", [&] {
@@ -341,6 +347,7 @@ void row_block_products(at::Tensor& y, const at::Tensor& a_in, const at::Tensor&
     const int64_t batch = y.size(0), ldy = y.stride(0), ldw = w.stride(0), lda = leading_dimension(a);
     for_each_block(costs, [&](int64_t i) {
       const auto [r0, r1, cols] = blocks[i];
+      prepare_rows(r0, r1);
       if (bias_data != nullptr) for_rows(batch, r1 - r0, [&](int64_t begin, int64_t end) {
         fill_bias_columns(y_data, begin, end, ldy, bias_data, r0, r1);
       });
@@ -527,6 +534,30 @@ at::Tensor map_rows(const at::Tensor& in, at::Tensor out, const Rows& rows) {
   return out;
 }
 
+// Rows [r0, r1) of W⊙M in degree order, into `out` (weight's shape; both contiguous).
+void sort_weight_block(at::Tensor& out, const at::Tensor& weight, const UnitOrder& in,
+                       const UnitOrder& out_units, const int64_t* row_prefix, int64_t r0, int64_t r1) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weight.scalar_type(), "sort_weight_block", [&] {
+    sort_weight_rows(weight.const_data_ptr<scalar_t>(), in.order_or_null(), out_units.order.data(),
+                     row_prefix, weight.size(1), r0, r1, out.mutable_data_ptr<scalar_t>());
+  });
+}
+
+// The forward's y = a·(W⊙M)ᵀ + bias in degree order, with W⊙M sorted into `sorted` block by
+// block, each by the task that multiplies it right after (in its cache, and no pass of its
+// own). Returns `sorted`, complete.
+at::Tensor sort_and_multiply(at::Tensor& y, const at::Tensor& a, at::Tensor sorted,
+                             const at::Tensor& weight_in, const UnitOrder& in,
+                             const UnitOrder& out_units, const Steps& steps, const at::Tensor& bias,
+                             bool relu) {
+  const at::Tensor weight = weight_in.contiguous();
+  row_block_products(y, a, sorted, steps.row_blocks(a.size(0)), bias, relu,
+                     [&](int64_t r0, int64_t r1) {
+                       sort_weight_block(sorted, weight, in, out_units, steps.row_prefix, r0, r1);
+                     });
+  return sorted;
+}
+
 // W⊙M in degree order, into `out` (weight's shape, contiguous).
 at::Tensor sorted_masked_weight(at::Tensor out, const at::Tensor& weight, const UnitOrder& in,
                                 const UnitOrder& out_units, const int64_t* row_prefix) {
@@ -571,14 +602,12 @@ struct Staircase {
 at::Tensor degree_forward(const at::Tensor& x_in, const at::Tensor& weight_in, const Staircase& s,
                           const std::optional<at::Tensor>& bias_in) {
   const at::Tensor x = sorted_columns(Scratch::kX, x_in, s.in);
-  const Steps steps = s.steps();
-  const at::Tensor weight = sorted_masked_weight(scratch(Scratch::kWeight, weight_in.sizes(), weight_in.options()),
-                                                 weight_in, s.in, s.out, steps.row_prefix);
   const at::Tensor bias = gather_vector(bias_in.has_value() ? *bias_in : at::Tensor(), s.out.order, s.out.identity);
-  const int64_t batch = x.size(0), out_features = weight.size(0);
+  const int64_t batch = x.size(0), out_features = weight_in.size(0);
   at::Tensor y_sorted = s.out.identity ? new_matrix(batch, out_features, x)
                                        : scratch(Scratch::kY, {batch, out_features}, x.options());
-  row_block_products(y_sorted, x, weight, steps.row_blocks(batch), bias, false);
+  sort_and_multiply(y_sorted, x, scratch(Scratch::kWeight, weight_in.sizes(), weight_in.options()),
+                    weight_in, s.in, s.out, s.steps(), bias, false);
   return unsorted_columns(y_sorted, s.out);
 }
 
@@ -675,16 +704,16 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> made_ml
   at::Tensor h = sorted_columns(Scratch::kX, x_in, plan.units[0]);
   for (int64_t l = 0; l < layers; ++l) {
     const at::Tensor& weight_in = weights[l];
-    const at::Tensor weight = sorted_masked_weight(
-        keep_for_backward ? at::empty(weight_in.sizes(), weight_in.options())
-                          : scratch(Scratch::kWeight, weight_in.sizes(), weight_in.options()),
-        weight_in, plan.units[l], plan.units[l + 1], plan.layers[l].row_prefix);
     const std::optional<at::Tensor> bias_in = biases.get(l);
     const UnitOrder& out_units = plan.units[l + 1];
     const at::Tensor bias = gather_vector(bias_in.has_value() ? *bias_in : at::Tensor(), out_units.order, out_units.identity);
     const bool relu = l + 1 < layers;
-    at::Tensor y = new_matrix(batch, weight.size(0), x_in);
-    row_block_products(y, h, weight, plan.layers[l].row_blocks(batch), bias, relu);
+    at::Tensor y = new_matrix(batch, weight_in.size(0), x_in);
+    const at::Tensor weight = sort_and_multiply(
+        y, h,
+        keep_for_backward ? at::empty(weight_in.sizes(), weight_in.options())
+                          : scratch(Scratch::kWeight, weight_in.sizes(), weight_in.options()),
+        weight_in, plan.units[l], out_units, plan.layers[l], bias, relu);
     if (keep_for_backward) {
       sorted_weights.push_back(weight);
       if (relu) hidden.push_back(y);
