@@ -360,10 +360,12 @@ void row_block_products(at::Tensor& y, const at::Tensor& a_in, const at::Tensor&
   });
 }
 
-// grad_w[block, :cols] = g[:, block]ᵀ·a[:, :cols] for each row block; nothing past a row's
-// block width is written (the unsort reads only each row's prefix). grad_w, g contiguous.
+// grad_w[block, :cols] = g[:, block]ᵀ·a[:, :cols] for each row block, then finish_rows(r0,
+// r1) in the block's task; nothing past a row's block width is written (the unsort reads
+// only each row's prefix). grad_w, g contiguous.
+template <typename FinishRows>
 void grad_weight_products(at::Tensor& grad_w, const at::Tensor& g, const at::Tensor& a_in,
-                          const std::vector<RowBlock>& blocks) {
+                          const std::vector<RowBlock>& blocks, const FinishRows& finish_rows) {
   const at::Tensor a = blas_rows(a_in);
   const std::vector<double> costs = block_costs(blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "grad_weight_products", [&] {
@@ -377,6 +379,7 @@ void grad_weight_products(at::Tensor& grad_w, const at::Tensor& g, const at::Ten
         gemm<scalar_t>(r1 - r0, cols, batch, {g_data + r0, ldg, true}, {a_data, lda, false},
                        gw_data + r0 * ldgw, ldgw, g.options());
       }
+      finish_rows(r0, r1);
     });
   });
 }
@@ -567,13 +570,22 @@ at::Tensor sorted_masked_weight(at::Tensor out, const at::Tensor& weight, const 
   });
 }
 
-at::Tensor unsorted_grad_weight(const at::Tensor& g, const UnitOrder& in, const UnitOrder& out_units,
-                                const int64_t* row_prefix) {
-  return map_rows(g, at::empty(g.sizes(), g.options()),
-                  [&](const auto* src, auto* dst, int64_t begin, int64_t end) {
-                    unsort_grad_rows(src, in.position_or_null(), out_units.order.data(), row_prefix,
-                                     g.size(1), begin, end, dst);
-                  });
+// The weight's gradient g[:, sorted outputs]ᵀ·a[:, sorted inputs], masked, in the units'
+// order: each row block's product into a scratch matrix in degree order, then its rows
+// unsorted into the result by the same task while they are in its cache.
+at::Tensor weight_gradient(const at::Tensor& g, const at::Tensor& a, const UnitOrder& in,
+                           const UnitOrder& out_units, const Steps& steps) {
+  const std::vector<int64_t> shape{steps.out_features, steps.in_features};
+  at::Tensor sorted = scratch(Scratch::kGradWeight, shape, g.options());
+  at::Tensor grad = at::empty(shape, g.options());
+  grad_weight_products(sorted, g, a, steps.row_blocks(g.size(0)), [&](int64_t r0, int64_t r1) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "weight_gradient", [&] {
+      unsort_grad_rows(sorted.const_data_ptr<scalar_t>(), in.position_or_null(),
+                       out_units.order.data(), steps.row_prefix, steps.in_features, r0, r1,
+                       grad.mutable_data_ptr<scalar_t>());
+    });
+  });
+  return grad;
 }
 
 // ReLU's gradient on columns [c0, c1) of g, h the ReLU's output (both contiguous rows).
@@ -628,9 +640,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> degree_backward(
                           [](int64_t, int64_t) {});
     grad_x = unsorted_columns(grad_x_sorted, s.in);
   }
-  at::Tensor grad_sorted = scratch(Scratch::kGradWeight, weight_in.sizes(), weight_in.options());
-  grad_weight_products(grad_sorted, grad_y, x, steps.row_blocks(batch));
-  return {grad_x, unsorted_grad_weight(grad_sorted, s.in, s.out, steps.row_prefix), grad_y_in.sum(0)};
+  return {grad_x, weight_gradient(grad_y, x, s.in, s.out, steps), grad_y_in.sum(0)};
 }
 
 // The staircase of these degrees, built once and reused: a MADE calls every layer with the
@@ -738,9 +748,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> made_ml
     const at::Tensor& weight = sorted_weights[l];
     const Steps& steps = plan.layers[l];
     grad_biases[l] = gather_vector(g.sum(0), plan.units[l + 1].position, plan.units[l + 1].identity);
-    at::Tensor grad_sorted = scratch(Scratch::kGradWeight, weight.sizes(), weight.options());
-    grad_weight_products(grad_sorted, g, h, steps.row_blocks(batch));
-    grad_weights[l] = unsorted_grad_weight(grad_sorted, plan.units[l], plan.units[l + 1], steps.row_prefix);
+    grad_weights[l] = weight_gradient(g, h, plan.units[l], plan.units[l + 1], steps);
     if (l == 0 && !input_grad) break;
     at::Tensor grad_h = new_matrix(batch, weight.size(1), g);
     column_block_products(grad_h, g, weight, steps.column_blocks(batch), [&](int64_t c0, int64_t c1) {
