@@ -45,6 +45,14 @@ class MADE(reference.maf.MADE):
     def forward(self, z):
         return gaussian_made_sample(self, z)
 
+    def inverse(self, x):
+        """The reference's inverse with one tensor operation fewer: −α is formed once for
+        exp(−α) and the log-det −Σα (negation is exact, so the numbers are the reference's
+        bit for bit). At batch 16 the inverse is about six small operations around the net."""
+        mean, alpha = self.net(x).chunk(2, dim=1)
+        neg_alpha = -alpha
+        return (x - mean) * torch.exp(neg_alpha), neg_alpha.sum(dim=1)
+
 
 class MAF(reference.maf.MAF):
     """The MAF built from fused Gaussian MADE blocks.
