@@ -28,10 +28,10 @@ bits_per_dim = reference.multiscale.bits_per_dim
 # The reference's tensors are channels-last from its first squeeze on (the squeeze is a
 # permute, and convolutions, chunks and elementwise ops keep the layout they are given).
 # The fused ops return NCHW, which sends every later convolution and BatchNorm down
-# PyTorch's NCHW path: on a 2-core AMD EPYC (Zen 5) that made the model 4-10% slower than
-# the reference, and the convolutions round differently. So the drop-in hands on its
-# results in the layout the reference's own ops would have given them (a copy of a few
-# small tensors).
+# PyTorch's NCHW path: on a 2-core AMD EPYC (Zen 5) that made the model 2-8% slower than
+# with the reference's formats, and the convolutions round differently. So the drop-in
+# hands on its results in the layout the reference's own ops would have given them (a copy
+# of a few small tensors).
 def _in_layout_of(result, like):
     """result in the memory format that the reference's elementwise ops on `like` give it."""
     if like.size(1) == 1:
