@@ -124,9 +124,13 @@ struct Steps {
   // Every row sees every input (a plain linear layer): nothing to skip, one block.
   bool full() const { return out_features == 0 || row_prefix[0] == in_features; }
 
+  // Where the blocks of one side (`units` of them) begin, at this batch size.
+  std::vector<int64_t> starts_of(int64_t units, int64_t batch) const {
+    return block_starts(units, full() ? 1 : block_count(batch, out_features, in_features));
+  }
   std::vector<RowBlock> row_blocks(int64_t batch) const {
     std::vector<RowBlock> blocks;
-    const std::vector<int64_t> starts = block_starts(out_features, full() ? 1 : block_count(batch, out_features, in_features));
+    const std::vector<int64_t> starts = starts_of(out_features, batch);
     for (size_t b = 0; b + 1 < starts.size(); ++b) {
       blocks.push_back({starts[b], starts[b + 1], row_prefix[starts[b + 1] - 1]});
     }
@@ -134,7 +138,7 @@ struct Steps {
   }
   std::vector<ColumnBlock> column_blocks(int64_t batch) const {
     std::vector<ColumnBlock> blocks;
-    const std::vector<int64_t> starts = block_starts(in_features, full() ? 1 : block_count(batch, out_features, in_features));
+    const std::vector<int64_t> starts = starts_of(in_features, batch);
     for (size_t b = 0; b + 1 < starts.size(); ++b) {
       const int64_t c0 = starts[b];
       const int64_t first = std::upper_bound(row_prefix, row_prefix + out_features, c0) - row_prefix;
@@ -323,20 +327,16 @@ void for_rows(int64_t rows, int64_t cols, const Rows& run) {
   at::parallel_for(0, rows, rows_per_task(cols), run);
 }
 
-struct NoRowsToPrepare {
-  void operator()(int64_t, int64_t) const {}
-};
-
 // y[:, block] = a[:, :cols]·w[block, :cols]ᵀ + bias[block] for each row block, then ReLU
 // on the block when `relu`, on the same thread while it is in cache. The bias (undefined:
 // none) is the product's starting value, so that it is added in the GEMM's accumulator and
 // rounded once, as at::addmm (the reference's F.linear) does: added after a half or
 // bfloat16 product's rounding, it moved pre-activations across ReLU's kink. y and w
 // contiguous. prepare_rows(r0, r1) runs first in each block's task (to write w's rows there).
-template <typename PrepareRows = NoRowsToPrepare>
+template <typename PrepareRows>
 void row_block_products(at::Tensor& y, const at::Tensor& a_in, const at::Tensor& w,
                         const std::vector<RowBlock>& blocks, const at::Tensor& bias, bool relu,
-                        const PrepareRows& prepare_rows = {}) {
+                        const PrepareRows& prepare_rows) {
   const at::Tensor a = blas_rows(a_in);
   const std::vector<double> costs = block_costs(blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "row_block_products", [&] {
@@ -523,20 +523,6 @@ FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(const scalar_t* g, const int32
 }
 FASTFLOW_CPU_DISPATCH(unsort_grad_rows)
 
-// out's rows [begin, end) from in's by rows(src, dst, begin, end), in parallel, for in's
-// float type (out: in's shape, contiguous).
-template <typename Rows>
-at::Tensor map_rows(const at::Tensor& in, at::Tensor out, const Rows& rows) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "masked_linear_rows", [&] {
-    const scalar_t* src = in.const_data_ptr<scalar_t>();
-    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, in.size(0), rows_per_task(in.size(1)), [&](int64_t begin, int64_t end) {
-      rows(src, dst, begin, end);
-    });
-  });
-  return out;
-}
-
 // Rows [r0, r1) of W⊙M in degree order, into `out` (weight's shape; both contiguous).
 void sort_weight_block(at::Tensor& out, const at::Tensor& weight, const UnitOrder& in,
                        const UnitOrder& out_units, const int64_t* row_prefix, int64_t r0, int64_t r1) {
@@ -561,13 +547,14 @@ at::Tensor sort_and_multiply(at::Tensor& y, const at::Tensor& a, at::Tensor sort
   return sorted;
 }
 
-// W⊙M in degree order, into `out` (weight's shape, contiguous).
-at::Tensor sorted_masked_weight(at::Tensor out, const at::Tensor& weight, const UnitOrder& in,
+// W⊙M in degree order, into `out` (weight's shape, contiguous), all rows in parallel.
+at::Tensor sorted_masked_weight(at::Tensor out, const at::Tensor& weight_in, const UnitOrder& in,
                                 const UnitOrder& out_units, const int64_t* row_prefix) {
-  return map_rows(weight.contiguous(), out, [&](const auto* w, auto* dst, int64_t begin, int64_t end) {
-    sort_weight_rows(w, in.order_or_null(), out_units.order.data(), row_prefix, weight.size(1),
-                     begin, end, dst);
+  const at::Tensor weight = weight_in.contiguous();
+  at::parallel_for(0, weight.size(0), rows_per_task(weight.size(1)), [&](int64_t begin, int64_t end) {
+    sort_weight_block(out, weight, in, out_units, row_prefix, begin, end);
   });
+  return out;
 }
 
 // The weight's gradient g[:, sorted outputs]ᵀ·a[:, sorted inputs], masked, in the units'

@@ -268,9 +268,17 @@ def _model_setup(ref, fast, run, x, mode, flops=None) -> Setup:
                  reference64_leaves=list(ref64.parameters()) if mode == FWD_BWD else [])
 
 
+def _mlp_flops(batch, sizes):
+    """The FLOPs of a dense MLP's forward, sizes = its unit layers' widths."""
+    return sum(2 * batch * i * o for i, o in zip(sizes, sizes[1:]))
+
+
+_GAUSSIAN_MADE_SIZES = [10, 64, 64, 20]  # seed 003's MADE(10, 64, 1): means and log-stds
+
+
 def _made(batch, hidden, dim):
     sizes = [dim, *hidden, dim]
-    dense = sum(2 * batch * i * o for i, o in zip(sizes, sizes[1:]))
+    dense = _mlp_flops(batch, sizes)
 
     def make(device, dtype, mode):
         ref, fast = _model_pair(reference.made.MADE, fastflow.nn.MADE, dim, list(hidden), dim,
@@ -285,8 +293,8 @@ def _made(batch, hidden, dim):
 def _gaussian_made(batch):
     """The MAF's Gaussian MADE(10, 64, 1) (10 -> 64 -> 64 -> 20): log-density terms of
     real-valued data (MADE.inverse)."""
-    sizes = [10, 64, 64, 20]
-    dense = sum(2 * batch * i * o for i, o in zip(sizes, sizes[1:]))
+    sizes = _GAUSSIAN_MADE_SIZES
+    dense = _mlp_flops(batch, sizes)
 
     def make(device, dtype, mode):
         ref, fast = _model_pair(reference.maf.MADE, fastflow.nn.maf.MADE, 10, 64, 1,
@@ -302,8 +310,7 @@ def _gaussian_made(batch):
 def _maf_log_prob(batch, blocks=5):
     """The MAF of 5 Gaussian MADE(10, 64, 1) blocks with their permutations: log p(x)
     (MAF.log_prob, every block's one-pass inverse)."""
-    sizes = [10, 64, 64, 20]
-    dense = blocks * sum(2 * batch * i * o for i, o in zip(sizes, sizes[1:]))
+    dense = blocks * _mlp_flops(batch, _GAUSSIAN_MADE_SIZES)
 
     def make(device, dtype, mode):
         ref, fast = _model_pair(reference.maf.MAF, fastflow.nn.maf.MAF, 10, 64, 1, blocks,
