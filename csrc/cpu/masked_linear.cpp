@@ -511,8 +511,8 @@ FASTFLOW_CPU_DISPATCH(sort_weight_rows)
 // cost about 2.5% of the 784-[512, 512]-784 MADE's fwd+bwd at batch 256 (2-core AMD EPYC).
 // g is scratch: its row's entries past the prefix are zeroed first, so the gather needs no
 // test (whether a unit is within the prefix is random along the row, and a branch on it
-// mispredicted: this loop ran 3x slower). in_position (the inputs' order's inverse) is
-// nullptr for the identity.
+// mispredicted: the loop took twice the time, by its share of a profile). in_position
+// (the inputs' order's inverse) is nullptr for the identity.
 template <typename scalar_t>
 FASTFLOW_ALWAYS_INLINE void unsort_grad_rows_body(scalar_t* g, const int32_t* in_position,
                                                   const int32_t* out_order,
