@@ -156,10 +156,10 @@ struct Steps {
 // small block of each other. Contiguous runs of about equal area, fixed in advance, left the
 // threads idle for 6-7% of their time in the products on a 2-core AMD EPYC (Zen 4; the
 // 784-[512, 512]-784 MADE's fwd+bwd at batch 256): the area leaves out the rows' sorting
-// and unsorting, and the BLAS's speed varies with a block's shape. The BLAS calls inside a parallel region run on one thread each; with
-// one thread (or one block) the blocks run in order, and a single block is left to the
-// BLAS's own threads. Each block writes its own part of the result, so who runs it does not
-// change the numbers.
+// and unsorting, and the BLAS's speed varies with a block's shape. The BLAS calls inside a
+// parallel region run on one thread each; with one thread (or one block) the blocks run in
+// order, and a single block is left to the BLAS's own threads. Each block writes its own
+// part of the result, so who runs it does not change the numbers.
 template <typename Run>
 void for_each_block(const std::vector<double>& costs, const Run& run) {
   const int64_t n = static_cast<int64_t>(costs.size());

@@ -105,8 +105,12 @@ def _reread_degrees(module, incompatible_keys) -> None:
     module._degrees()
 
 
+def is_zero_one(mask: torch.Tensor) -> bool:
+    return bool(((mask == 0) | (mask == 1)).all())
+
+
 def check_zero_one(mask: torch.Tensor, name: str) -> None:
-    if not bool(((mask == 0) | (mask == 1)).all()):
+    if not is_zero_one(mask):
         raise ValueError(f"MaskedLinear: {name} must hold only 0 and 1")
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .. import autotune, reference
 from ..backend import get_backend
 from ..ops.affine_coupling import affine_coupling
+from .made import is_zero_one
 
 
 class AffineCoupling(reference.mlp_realnvp.AffineCoupling):
@@ -37,7 +38,7 @@ class AffineCoupling(reference.mlp_realnvp.AffineCoupling):
         params = self._skippable(x)
         if params is not None:
             args = (x, *self._halves, *params)
-            if get_backend() != "auto" or _skipping_is_faster(args, self.mask.to(x.dtype), reverse):
+            if get_backend() != "auto" or _skipping_is_faster(args, self.mask, reverse):
                 y, log_det = skipping_coupling(*args, reverse=reverse)
                 return y if reverse else (y, log_det)
         x_masked = x * self.mask
@@ -70,7 +71,7 @@ class AffineCoupling(reference.mlp_realnvp.AffineCoupling):
         key = (mask.data_ptr(), mask._version, mask.shape, mask.dtype)
         if key != self._mask_key:
             self._halves = None
-            if mask.dim() == 1 and bool(((mask == 0) | (mask == 1)).all()):
+            if mask.dim() == 1 and is_zero_one(mask):
                 kept, transformed = (mask == 1).nonzero().squeeze(1), (mask == 0).nonzero().squeeze(1)
                 if kept.numel() and transformed.numel():
                     self._halves = (kept, transformed, mask.new_zeros(transformed.numel()))
@@ -92,14 +93,20 @@ def _net_parameters(net, last):
     return params, modules[1].negative_slope
 
 
+def _mlp(x, w1, b1, w2, b2, w3, b3, slope):
+    """Linear, LeakyReLU, Linear, LeakyReLU, Linear: the nets without their last activation."""
+    h = F.leaky_relu(F.linear(x, w1, b1), slope)
+    h = F.leaky_relu(F.linear(h, w2, b2), slope)
+    return F.linear(h, w3, b3)
+
+
 def _net_on_halves(x_kept, kept, transformed, params, slope):
     """The net's outputs at the transformed positions from its input's kept columns (the
     others are zero): the first layer's weight columns of the kept inputs, the last layer's
     rows of the transformed outputs."""
     w1, b1, w2, b2, w3, b3 = params
-    h = F.leaky_relu(F.linear(x_kept, w1.index_select(1, kept), b1), slope)
-    h = F.leaky_relu(F.linear(h, w2, b2), slope)
-    return F.linear(h, w3.index_select(0, transformed), b3.index_select(0, transformed))
+    return _mlp(x_kept, w1.index_select(1, kept), b1, w2, b2, w3.index_select(0, transformed),
+                b3.index_select(0, transformed), slope)
 
 
 def skipping_coupling(x, kept, transformed, zeros, s_params, t_params, slope, reverse=False):
@@ -117,13 +124,8 @@ def skipping_coupling(x, kept, transformed, zeros, s_params, t_params, slope, re
 def _full_coupling(x, mask, s_params, t_params, slope, reverse=False):
     """The same coupling as the modules compute it, on x·mask (what 'auto' times against)."""
     x_masked = x * mask
-    nets = []
-    for params in (s_params, t_params):
-        w1, b1, w2, b2, w3, b3 = params
-        h = F.leaky_relu(F.linear(x_masked, w1, b1), slope)
-        h = F.leaky_relu(F.linear(h, w2, b2), slope)
-        nets.append(F.linear(h, w3, b3))
-    return affine_coupling(x, torch.tanh(nets[0]), nets[1], mask, reverse=reverse)
+    s, t = (_mlp(x_masked, *params, slope) for params in (s_params, t_params))
+    return affine_coupling(x, torch.tanh(s), t, mask, reverse=reverse)
 
 
 def _skipping_is_faster(args, mask, reverse) -> bool:
@@ -133,9 +135,11 @@ def _skipping_is_faster(args, mask, reverse) -> bool:
     grad = autotune.wants_grad(args)
     sizes = f"{x.shape[1]}-{s_params[0].shape[0]} kept {kept.numel()}{' reverse' if reverse else ''}"
     key = autotune.shape_class("mlp_realnvp_coupling", x, sizes, grad=grad)
-    full_args = (x, mask, s_params, t_params, slope)
+    # The mask in x's dtype, made only when the class is measured (candidates() is called
+    # then alone).
     return autotune.decide(key, lambda: {
-        "full": autotune.timed_call(lambda *a: _full_coupling(*a, reverse=reverse), full_args, grad),
+        "full": autotune.timed_call(lambda *a: _full_coupling(*a, reverse=reverse),
+                                    (x, mask.to(x.dtype), s_params, t_params, slope), grad),
         "skipping": autotune.timed_call(lambda *a: skipping_coupling(*a, reverse=reverse), args, grad),
     }) == "skipping"
 
