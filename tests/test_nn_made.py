@@ -110,6 +110,36 @@ def test_gaussian_made_and_maf_match_reference():
                                reference=expected.detach())
 
 
+def test_maf_permute_layer_is_the_references():
+    """The MAF's PermuteLayer drop-in (index_select through a tensor sharing `perm`) returns
+    the reference's columns and gradient bit for bit, and follows `perm` replaced, edited in
+    place, negative (the reference's indexing wraps it) or out of range (its IndexError)."""
+    fast_maf = fastflow.nn.maf.MAF(6, 16, 1, 2)
+    assert [type(m) for m in fast_maf.nf[1::2]] == [fastflow.nn.maf.PermuteLayer] * 2
+    ref, fast = reference.maf.PermuteLayer(6), fastflow.nn.maf.PermuteLayer(6)
+    x = torch.randn(5, 13)[:, ::2].requires_grad_()  # 7 strided columns
+    weight = torch.randn(5, 6)
+    fast(x)
+    assert fast._perm_index is not None  # the index_select path runs
+    edits = (lambda m: None, lambda m: np.random.default_rng(0).shuffle(m.perm),
+             lambda m: setattr(m, "perm", np.array([5, 0, 4, 1, 3, 2])),
+             lambda m: m.perm.__setitem__(0, -1),
+             lambda m: setattr(m, "perm", np.array([1, 2], dtype=np.int32)))
+    for edit in edits:
+        for module in (ref, fast):
+            edit(module)
+        assert np.array_equal(fast.perm, ref.perm)
+        for direction in ("forward", "inverse"):
+            outs = [getattr(m, direction)(x) for m in (ref, fast)]
+            grads = [torch.autograd.grad((y * weight[:, :y.shape[1]]).sum(), x)[0]
+                     for y, _ in outs]
+            assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(grads[0], grads[1])
+            assert torch.equal(outs[1][1], torch.zeros(5, 1))
+    fast.perm = np.array([0, 7])
+    with pytest.raises(IndexError):
+        fast(x)
+
+
 def test_gaussian_made_inverse_is_the_references_bit_for_bit():
     """MADE.inverse's own arithmetic (μ, α from the net; (x − μ)·exp(−α) and −Σα) gives the
     reference's numbers exactly, gradients included, on the same net output (backend

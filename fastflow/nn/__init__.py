@@ -4,7 +4,7 @@ trained reference model loads with load_state_dict(strict=True).
 
   made         the MADE: MaskedLinear, MADE
   mlp_realnvp  the MLP RealNVP: AffineCoupling, RealNVP
-  maf          the MAF: MaskedLinear, MADE (Gaussian), MAF
+  maf          the MAF: MaskedLinear, PermuteLayer, MADE (Gaussian), MAF
   multiscale   the multi-scale RealNVP: CouplingLayer, RealNVP, RealNVPLoss, bits_per_dim
   realnvp2d    the 2-D RealNVP: CouplingLayer, RealNVP
 """

@@ -1,6 +1,6 @@
 """The Gaussian MADE and the MAF on the fused masked linear: drop-ins for
-fastflow.reference.maf's MaskedLinear, MADE and MAF (same constructor arguments, masks,
-state_dict keys and results). See fastflow.nn.made for how each layer picks its kernel.
+fastflow.reference.maf's MaskedLinear, PermuteLayer, MADE and MAF (same constructor
+arguments, masks, state_dict keys and results). See fastflow.nn.made for how each layer picks its kernel.
 
 Sampling runs in one pass (fastflow.made_sample and its relatives): MADE.forward(z), the
 reference's sequential direction, and MAF.sample(n, z), which also returns log p of the
@@ -8,6 +8,7 @@ samples."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .. import reference
@@ -28,6 +29,40 @@ class MaskedLinear(FusedMaskedForward, reference.maf.MaskedLinear):
         check_zero_one(mask, "mask")
         super().__init__(input_size, output_size, mask)
         self._follow_mask()
+
+
+class PermuteLayer(reference.maf.PermuteLayer):
+    """The MAF's PermuteLayer(num_inputs): forward and inverse return (inputs[:, perm],
+    zeros [B, 1]) as the reference. On CPU tensors the columns are taken with index_select
+    through a tensor that shares `perm`'s memory (made again when `perm` is replaced, and
+    seeing in-place edits of it), where the reference's numpy index is converted on every
+    call: about 4 us of a batch-16 Gaussian MADE's 60. Any other case (another device, an
+    index that is not a writable 1-D int64 array, one out of index_select's range such as a
+    negative one, torch.compile) takes the reference's indexing."""
+
+    _perm_seen = None
+    _perm_index = None
+
+    def _permute(self, inputs):
+        perm = self.perm
+        if perm is not self._perm_seen:
+            usable = (isinstance(perm, np.ndarray) and perm.dtype == np.int64 and perm.ndim == 1
+                      and perm.flags.c_contiguous and perm.flags.writeable)
+            self._perm_index = torch.from_numpy(perm) if usable else None
+            self._perm_seen = perm
+        index = self._perm_index
+        if index is not None and inputs.is_cpu and not torch.compiler.is_compiling():
+            try:
+                return inputs.index_select(1, index)
+            except (IndexError, RuntimeError):  # the reference's indexing wraps or explains
+                pass
+        return inputs[:, perm]
+
+    def forward(self, inputs):
+        return self._permute(inputs), torch.zeros(inputs.size(0), 1, device=inputs.device)
+
+    def inverse(self, inputs):
+        return self._permute(inputs), torch.zeros(inputs.size(0), 1, device=inputs.device)
 
 
 class MADE(reference.maf.MADE):
@@ -64,6 +99,12 @@ class MAF(reference.maf.MAF):
     """
 
     made = MADE
+
+    def __init__(self, input_size, hidden_size, n_hidden, n_flows):
+        super().__init__(input_size, hidden_size, n_hidden, n_flows)
+        for index, block in enumerate(self.nf):  # stateless: the state_dict is unchanged
+            if type(block) is reference.maf.PermuteLayer:
+                self.nf[index] = PermuteLayer(input_size)
 
     @torch.no_grad()
     def sample(self, n, z=None):

@@ -123,7 +123,9 @@ def choose(op: Op, args: tuple) -> str:
 def call(op: Op, *args):
     """Runs op on the backend chosen for its arguments: the one dispatch of every public
     op function."""
-    require_tensors(op.name, **dict(zip(op.tensors, args)))
+    for name, value in zip(op.tensors, args):
+        if not isinstance(value, torch.Tensor):
+            require_tensors(op.name, **{name: value})  # the TypeError that names it
     return run(op, choose(op, args), args)
 
 
