@@ -333,3 +333,7 @@ def test_cpu_name_has_family_model_and_vector_extensions(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "_cpuinfo", lambda field: read(field, str(cpuinfo)))
     assert runner.device_name(torch.device("cpu")) == (
         f"AMD EPYC (family 26 model 2; {os.cpu_count()} cores; avx2 fma avx512f)")
+    # and the default results folder tells them apart too
+    assert runner.device_slug(torch.device("cpu")) == f"cpu-amd-epyc-family26-model2-{os.cpu_count()}core"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor @ 2.1GHz\n")
+    assert runner.device_slug(torch.device("cpu")) == f"cpu-intel-xeon-{os.cpu_count()}core"

@@ -137,12 +137,17 @@ def cpu_vector_extensions() -> str:
 
 
 def device_slug(device: torch.device) -> str:
-    """The results folder's name: the GPU's name, or the CPU's model and core count."""
+    """The results folder's name: the GPU's name, or the CPU's model, its x86 family and
+    model numbers where known (a VM names Zen 4 and Zen 5 alike "AMD EPYC"), and its core
+    count."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         model = _cpuinfo("model name") or platform.machine()
-        name = f"cpu {re.sub(r'[(]r[)]|[(]tm[)]|cpu|processor|@.*', '', model.lower())} {os.cpu_count()}core"
+        family, number = _cpuinfo("cpu family"), _cpuinfo("model")
+        generation = f"family{family} model{number}" if family and number else ""
+        model = re.sub(r"[(]r[)]|[(]tm[)]|cpu|processor|@.*", "", model.lower())
+        name = f"cpu {model} {generation} {os.cpu_count()}core"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
