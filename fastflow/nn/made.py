@@ -166,24 +166,27 @@ class MaskedMLP(nn.Sequential):
         return cls(OrderedDict(net.named_children()))
 
     def forward(self, x):
-        layers = self._fusable_layers(x)
-        plan = None if layers is None else self._staircases(layers)
+        backend = get_backend()
+        found = self._fusable_layers(x, backend)
+        plan = None if found is None else self._staircases(found[0])
         if plan is None:
             return super().forward(x)
-        weights = [m._parameters["weight"] for m in layers]
-        biases = [m._parameters["bias"] for m in layers]
-        if self._fused_is_faster(x, weights, biases, plan):
+        layers, weights, biases = found
+        if backend == "cpu" or self._fused_is_faster(x, weights, biases, plan):
             return torch.ops.fastflow.made_mlp(x, weights, biases, plan, False)[0]
         # The reference's own layers, computed as its modules do, without their calls.
         return reference_layers(x, [m._buffers.get("mask") for m in layers], weights, biases)
 
     # Every call runs _fusable_layers and _staircases, so they read the modules' dicts
     # directly (nn.Module.__getattr__ costs about a microsecond a parameter): a small MADE's
-    # layer takes only microseconds.
-    def _fusable_layers(self, x):
-        """The masked layers when the fused op can run x through this net, else None."""
+    # layer takes only microseconds, and Python's work between its tensor operations runs
+    # slower than alone (timed in a Gaussian MADE's forward, the checks cost about twice
+    # their time in a loop of their own).
+    def _fusable_layers(self, x, backend):
+        """(the masked layers, their weights, their biases) when the fused op can run x
+        through this net, else None."""
         if (type(x) is not torch.Tensor or x.dim() != 2 or not x.is_cpu or not _EXTENSION_LOADED
-                or get_backend() not in ("auto", "cpu") or torch.compiler.is_compiling()
+                or backend not in ("auto", "cpu") or torch.compiler.is_compiling()
                 or _global_forward_hooks or _global_forward_pre_hooks):
             return None
         modules = tuple(self._modules.values())
@@ -196,13 +199,18 @@ class MaskedMLP(nn.Sequential):
         for m in modules:
             if m._forward_hooks or m._forward_pre_hooks:
                 return None
+        dtype = x.dtype
+        weights, biases = [], []
         for m in layers:
-            weight = m._parameters["weight"]
-            if weight.dtype != x.dtype or not weight.is_cpu:
+            parameters = m._parameters
+            weight = parameters["weight"]
+            if weight.dtype != dtype or not weight.is_cpu:
                 return None
-        if layers[0]._parameters["weight"].shape[1] != x.shape[1]:
+            weights.append(weight)
+            biases.append(parameters["bias"])
+        if weights[0].shape[1] != x.shape[1]:
             return None
-        return layers
+        return layers, weights, biases
 
     def _staircases(self, layers):
         """made_mlp's plan, rebuilt when a layer's mask or degrees change (a new mask tensor,
@@ -224,8 +232,7 @@ class MaskedMLP(nn.Sequential):
         return self._plan
 
     def _fused_is_faster(self, x, weights, biases, plan) -> bool:
-        if get_backend() == "cpu":
-            return True
+        """Under 'auto': whether made_mlp was measured faster for x's shape class."""
         key = (x.shape[0], x.dtype, torch.is_grad_enabled(), x.requires_grad,
                weights[0].requires_grad, torch.get_num_threads())
         if key != self._path_key:
