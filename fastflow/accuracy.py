@@ -64,6 +64,20 @@ def float64_copy(value):
     return value
 
 
+def perturbed(values, generator: torch.Generator) -> tuple:
+    """values with each floating tensor moved by about one rounding of its dtype,
+    v·(1 + ε·N(0, 1)) (anything else as it is). The reference's error on one draw is a
+    lottery ticket where its result is ill-conditioned (a sum whose terms cancel, a ReLU
+    input within rounding of zero): its largest error over runs on perturbed inputs
+    measures what rounding alone does to that result."""
+    def move(v):
+        if not (isinstance(v, torch.Tensor) and v.is_floating_point()):
+            return v
+        noise = torch.randn(v.shape, generator=generator).to(device=v.device, dtype=v.dtype)
+        return v + v * torch.finfo(v.dtype).eps * noise
+    return tuple(move(v) for v in values)
+
+
 def allowed_error(dtype: torch.dtype, reference_error: float = 0.0) -> float:
     return max(TOLERANCE[dtype], 2.0 * reference_error)
 

@@ -21,7 +21,7 @@ from fastflow.ops.made_model import masked_stack
 from fastflow.ops.made_sample import MADE_RULES, RULES
 
 import cuda_cpu
-from fastflow.accuracy import float64_copy
+from fastflow.accuracy import float64_copy, perturbed, relative_error
 from test_made_sample import INTERLEAVED_RULES, WIRINGS, interleaved_stack, out_of_range_plans
 from utils import assert_matches_float64
 
@@ -48,18 +48,27 @@ def assert_like_cpu_kernel(emu, op, args, names):
     """The emulated op against the C++ CPU kernel, by fastflow.accuracy's rule: the truth is
     the CPU kernel on float64 copies of the inputs, and the emulated result may be off by
     max(the dtype's tolerance, 2x the CPU kernel's own error in this dtype): the two sum
-    in different orders, so neither is the other's truth."""
+    in different orders, so neither is the other's truth. The CPU kernel's error is its
+    largest over its run on the inputs and three runs on inputs moved by about one rounding
+    (fastflow.accuracy.perturbed): a sum whose terms cancel (image_coupling's grad_rescale
+    over a 17x19 plane) can come out nearly exact in one order by luck and 10x further off in
+    another, and the perturbed runs measure what rounding does to it."""
+    def outputs(values):
+        out = getattr(CPU, op)(*values)
+        return out if isinstance(out, tuple) else (out,)
+
     got = getattr(emu.ops, op)(*args)
     got = got if isinstance(got, tuple) else (got,)
-    expected = getattr(CPU, op)(*args)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    truth = getattr(CPU, op)(*[float64_copy(a) for a in args])
-    truth = truth if isinstance(truth, tuple) else (truth,)
+    expected = outputs(args)
+    truth = outputs([float64_copy(a) for a in args])
+    generator = torch.Generator().manual_seed(0)
+    runs = [expected] + [outputs(perturbed(args, generator)) for _ in range(3)]
     dtype = next(a.dtype for a in args if isinstance(a, torch.Tensor) and a.is_floating_point())
     assert len(got) == len(expected) == len(names)
-    for g, e, t, name in zip(got, expected, truth, names):
+    for i, (g, e, t, name) in enumerate(zip(got, expected, truth, names)):
         assert g.shape == e.shape and g.dtype == e.dtype, f"{op} {name}: {g.dtype} {tuple(g.shape)}"
-        assert_matches_float64(g, t, f"{op} {name}", reference=e, dtype=dtype)
+        worst = max((run[i] for run in runs), key=lambda r: relative_error(r, t))
+        assert_matches_float64(g, t, f"{op} {name}", reference=worst, dtype=dtype)
     return got
 
 
@@ -164,10 +173,11 @@ def test_affine_coupling_grid_stride(emu):
 def test_image_coupling(emu, shape, reverse, reverse_mask, channel_wise, dtype):
     b, c, h, w = shape
     cond = c // 2 if channel_wise else c
-    # Seeded: grad_rescale sums a plane (323 terms at 17x19) whose terms can cancel, and
-    # the tolerance is relative to the sum. Unseeded, one CI run (TSan build) drew inputs
-    # where the emulated sum was 1.14e-5 off against an allowance of 1e-5 (the CPU kernel's
-    # own error on that draw: 1.08e-6), the two summing in different orders.
+    # Seeded: grad_rescale sums a plane (323 terms at 17x19) whose terms can cancel. Over
+    # 19,200 fresh draws of that backward's outputs, the emulated kernel's sums failed the
+    # rule 7 times judged by the CPU kernel's error on the draw alone, and once judged by
+    # its worst over the perturbed runs too (assert_like_cpu_kernel): rare, but this test
+    # runs in CI three times over.
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(b, c, h, w, generator=gen).to(dtype)
     st = torch.randn(b, 2 * cond, h, w, generator=gen).to(dtype)

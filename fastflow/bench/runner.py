@@ -261,15 +261,8 @@ class Task:
         largest), so the reference's error on one run is a lottery ticket; its largest over
         these runs measures what rounding alone does to it."""
         generator = torch.Generator().manual_seed(0)
-        eps = torch.finfo(self.dtype).eps
-        runs_grads = []
-        for _ in range(runs):
-            inputs = tuple(
-                v + v * eps * torch.randn(v.shape, generator=generator).to(v)
-                if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-                for v in self.setup.inputs)
-            runs_grads.append(self._run(self.setup.reference, inputs, self.setup.reference_leaves)[1])
-        return runs_grads
+        return [self._run(self.setup.reference, accuracy.perturbed(self.setup.inputs, generator),
+                          self.setup.reference_leaves)[1] for _ in range(runs)]
 
     def provider_fn(self, provider):
         """(fn, leaves) of a provider: the function it runs on the inputs and the tensors
