@@ -337,3 +337,14 @@ def test_cpu_name_has_family_model_and_vector_extensions(tmp_path, monkeypatch):
     assert runner.device_slug(torch.device("cpu")) == f"cpu-amd-epyc-family26-model2-{os.cpu_count()}core"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor @ 2.1GHz\n")
     assert runner.device_slug(torch.device("cpu")) == f"cpu-intel-xeon-{os.cpu_count()}core"
+
+
+def test_cpu_speedups_pair_the_rounds():
+    """On a CPU a speedup is the median over rounds of the reference's time over the
+    provider's in the same round: a slow moment that hit only some rounds does not skew it,
+    where the ratio of the medians (3.0 / 0.8 here) would."""
+    rows = [{"provider": "reference"}, {"provider": "cpu"}]
+    runner.add_round_speedups(rows, [[1.0, 3.0, 3.0], [0.8, 0.8, 2.4]])
+    assert rows[0]["speedup_vs_eager"] == 1.0
+    assert rows[1]["speedup_vs_eager"] == pytest.approx(1.25)
+    assert "speedup_vs_compile" not in rows[1]

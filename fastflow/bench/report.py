@@ -22,10 +22,13 @@ def row_key(row) -> tuple:
 
 def add_speedups(rows) -> None:
     """Each row's speedup against the reference eager and against torch.compile of the
-    reference on the same case, both timed in this run."""
+    reference on the same case, both timed in this run: the ratio of the medians, where the
+    rows have no speedup from rounds (fastflow.bench.runner.add_round_speedups, on a CPU)."""
     medians = {row_key(r): r["median_s"] for r in rows if r["median_s"] is not None}
     for row in rows:
         for column, baseline in (("speedup_vs_eager", "reference"), ("speedup_vs_compile", "reference-compile")):
+            if row.get(column) is not None:
+                continue
             base = medians.get(row_key(row)[:4] + (baseline,))
             row[column] = base / row["median_s"] if base and row["median_s"] else None
 
@@ -66,8 +69,10 @@ def table(rows, meta, ceilings) -> str:
     for dtype, c in ceilings.items():
         lines.append(f"ceilings ({dtype}): device copy {c['copy_gbs']:.1f} GB/s, "
                      f"{c['matmul_n']}^3 matmul {c['matmul_tflops']:.3g} TFLOP/s")
-    lines.append("median (p20-p80) per call; speedups are ratios of medians from this run; "
-                 "compile: torch.compile's first calls (compiling), not in its median")
+    lines.append("median (p20-p80) per call; speedups from this run: on a CPU the median over "
+                 "rounds of the baseline's time over the provider's in the same round, on a GPU "
+                 "the ratio of medians; compile: torch.compile's first calls (compiling), not in "
+                 "its median")
     stored = any("vs_stored" in r for r in rows)
     header = ["op", "case", "mode", "dtype", "provider", "median", "p20-p80", "vs eager",
               "vs compile", "throughput", "% ceiling", "compile"] + (["vs stored"] if stored else [])

@@ -8,6 +8,7 @@ import datetime
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -386,6 +387,23 @@ def add_timing(row, times, setup, ceilings) -> None:
         row["ceiling_pct"] = 100 * row["throughput"] / ceiling["matmul_tflops"]
 
 
+def add_round_speedups(rows, all_times) -> None:
+    """Each row's speedups against the reference eager and against torch.compile of it from
+    times taken in rounds (timing.measure_interleaved on a CPU: round i timed every provider
+    in turn): the median over rounds of the baseline's time over the row's. A shared
+    machine's speed moves within seconds; within a round it slows both alike, where a ratio
+    of the two medians mixes rounds of different speeds (on a 2-core AMD EPYC, Zen 4, the
+    2-D RealNVP's forward+backward came out at 0.89x and 1.03x in two quick runs, and at
+    1.17x with the two alternating call by call)."""
+    by_provider = {row["provider"]: times for row, times in zip(rows, all_times)}
+    for row, times in zip(rows, all_times):
+        for column, baseline in (("speedup_vs_eager", "reference"),
+                                 ("speedup_vs_compile", "reference-compile")):
+            base = by_provider.get(baseline)
+            if base is not None and len(base) == len(times):
+                row[column] = statistics.median(b / t for b, t in zip(base, times))
+
+
 def run_task(task, providers, device, budget, meta, ceilings, progress) -> list[dict]:
     """The rows of one case, dtype and mode: every provider checked, then the checked ones
     timed together (timing.measure_interleaved: in turns on a CPU)."""
@@ -397,6 +415,8 @@ def run_task(task, providers, device, budget, meta, ceilings, progress) -> list[
         steps.append(step)
     timed = [(row, step) for row, step in zip(rows, steps) if step is not None]
     all_times = timing.measure_interleaved([step for _, step in timed], device, budget)
+    if device.type == "cpu":
+        add_round_speedups([row for row, _ in timed], all_times)
     for (row, _), times in zip(timed, all_times):
         add_timing(row, times, task.setup, ceilings)
     return rows
