@@ -135,6 +135,12 @@ def test_maf_permute_layer_is_the_references():
                      for y, _ in outs]
             assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(grads[0], grads[1])
             assert torch.equal(outs[1][1], torch.zeros(5, 1))
+    fast.perm = np.array([1, 2])
+    fast(x)
+    copied = copy.deepcopy(fast)  # its own perm array: edits of it are seen through its index
+    copied.perm[0] = 0
+    assert torch.equal(copied(x)[0], x[:, [0, 2]]) and torch.equal(fast(x)[0], x[:, [1, 2]])
+    assert copied._perm_index is not None
     fast.perm = np.array([0, 7])
     with pytest.raises(IndexError):
         fast(x)

@@ -1,6 +1,7 @@
 """The Gaussian MADE and the MAF on the fused masked linear: drop-ins for
 fastflow.reference.maf's MaskedLinear, PermuteLayer, MADE and MAF (same constructor
-arguments, masks, state_dict keys and results). See fastflow.nn.made for how each layer picks its kernel.
+arguments, masks, state_dict keys and results). See fastflow.nn.made for how each layer
+picks its kernel.
 
 Sampling runs in one pass (fastflow.made_sample and its relatives): MADE.forward(z), the
 reference's sequential direction, and MAF.sample(n, z), which also returns log p of the
@@ -34,15 +35,23 @@ class MaskedLinear(FusedMaskedForward, reference.maf.MaskedLinear):
 class PermuteLayer(reference.maf.PermuteLayer):
     """The MAF's PermuteLayer(num_inputs): forward and inverse return (inputs[:, perm],
     zeros [B, 1]) as the reference. On CPU tensors the columns are taken with index_select
-    through a tensor that shares `perm`'s memory (made again when `perm` is replaced, and
-    seeing in-place edits of it), where the reference's numpy index is converted on every
-    call: 12 -> 6 us a call, and the MAF's log_prob 1.12x faster at batch 16 (2-core AMD
-    EPYC, Zen 4). Any other case (another device, an
-    index that is not a writable 1-D int64 array, one out of index_select's range such as a
-    negative one, torch.compile) takes the reference's indexing."""
+    through a tensor that shares `perm`'s memory (made again when `perm` is replaced or the
+    layer copied, and seeing in-place edits of it), where the reference's numpy index is
+    converted on every call: 12 -> 6 us a call, and the MAF's log_prob 1.12x faster at
+    batch 16 (2-core AMD EPYC, Zen 4). Any other case (another device, an index that is not
+    a writable 1-D int64 array, one out of index_select's range such as a negative one,
+    torch.compile) takes the reference's indexing."""
 
     _perm_seen = None
     _perm_index = None
+
+    def __getstate__(self):
+        # A copy's perm is a new array: its index must share that one's memory, so it is
+        # made again on the copy's first call rather than copied.
+        state = dict(super().__getstate__())
+        state.pop("_perm_seen", None)
+        state.pop("_perm_index", None)
+        return state
 
     def _permute(self, inputs):
         perm = self.perm
