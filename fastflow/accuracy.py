@@ -78,6 +78,12 @@ def perturbed(values, generator: torch.Generator) -> tuple:
     return tuple(move(v) for v in values)
 
 
+def least_accurate(runs, truth: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """The run (of the reference, e.g. on perturbed inputs) furthest from the float64 truth
+    by relative_error: the error to allow a result twice of."""
+    return max(runs, key=lambda run: relative_error(run, truth, scale))
+
+
 def allowed_error(dtype: torch.dtype, reference_error: float = 0.0) -> float:
     return max(TOLERANCE[dtype], 2.0 * reference_error)
 

@@ -20,13 +20,17 @@ def row_key(row) -> tuple:
     return row["op"], row["case"], row["mode"], row["dtype"], row["provider"]
 
 
+# Each speedup column and the provider it is measured against.
+SPEEDUP_BASELINES = (("speedup_vs_eager", "reference"), ("speedup_vs_compile", "reference-compile"))
+
+
 def add_speedups(rows) -> None:
     """Each row's speedup against the reference eager and against torch.compile of the
     reference on the same case, both timed in this run: the ratio of the medians, where the
     rows have no speedup from rounds (fastflow.bench.runner.add_round_speedups, on a CPU)."""
     medians = {row_key(r): r["median_s"] for r in rows if r["median_s"] is not None}
     for row in rows:
-        for column, baseline in (("speedup_vs_eager", "reference"), ("speedup_vs_compile", "reference-compile")):
+        for column, baseline in SPEEDUP_BASELINES:
             if row.get(column) is not None:
                 continue
             base = medians.get(row_key(row)[:4] + (baseline,))

@@ -321,7 +321,7 @@ class Task:
             # largest of all.
             largest = max((float(t.abs().max()) for t in self.truth_grads if t.numel()), default=0.0)
             # Per gradient, the reference run furthest from float64 (see reference_grads).
-            worst = [max(runs, key=lambda r: accuracy.relative_error(r, t, largest))
+            worst = [accuracy.least_accurate(runs, t, largest)
                      for t, runs in zip(self.truth_grads, zip(*self.reference_grads))]
             reason = _mismatch(grads, self.truth_grads, worst, self.dtype, exact,
                                "gradient", largest)
@@ -397,8 +397,7 @@ def add_round_speedups(rows, all_times) -> None:
     1.17x with the two alternating call by call)."""
     by_provider = {row["provider"]: times for row, times in zip(rows, all_times)}
     for row, times in zip(rows, all_times):
-        for column, baseline in (("speedup_vs_eager", "reference"),
-                                 ("speedup_vs_compile", "reference-compile")):
+        for column, baseline in report.SPEEDUP_BASELINES:
             base = by_provider.get(baseline)
             if base is not None and len(base) == len(times):
                 row[column] = statistics.median(b / t for b, t in zip(base, times))

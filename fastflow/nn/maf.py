@@ -71,8 +71,7 @@ class PermuteLayer(reference.maf.PermuteLayer):
     def forward(self, inputs):
         return self._permute(inputs), torch.zeros(inputs.size(0), 1, device=inputs.device)
 
-    def inverse(self, inputs):
-        return self._permute(inputs), torch.zeros(inputs.size(0), 1, device=inputs.device)
+    inverse = forward  # the reversal is its own inverse, and so is the reference's
 
 
 class MADE(reference.maf.MADE):
