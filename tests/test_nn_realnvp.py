@@ -281,13 +281,13 @@ def test_multiscale_forward_and_sample(device, backend):
     assert_matches_float64(sldj, sldj64.detach(), "sldj", reference=sldj_ref.detach())
 
 
-def _layouts_seen(model, run):
+def _layouts_seen(model, run, kinds=(torch.nn.Conv2d, torch.nn.BatchNorm2d)):
     """The memory format (channels-last or not, by PyTorch's rule) of the input of every
-    convolution and BatchNorm of model, in call order, during run()."""
+    convolution and BatchNorm (or module of `kinds`) of model, in call order, during run()."""
     seen = []
     hooks = [m.register_forward_pre_hook(
         lambda _, args: seen.append(suggest_memory_format(args[0]) == torch.channels_last))
-        for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+        for m in model.modules() if isinstance(m, kinds)]
     try:
         run()
     finally:
@@ -299,9 +299,9 @@ def _layouts_seen(model, run):
 @pytest.mark.parametrize("device,backend", BACKENDS)
 @pytest.mark.parametrize("num_scales", [1, 2, 3])
 def test_multiscale_keeps_the_references_layouts(device, backend, num_scales):
-    """The drop-in's convolutions and BatchNorms see their inputs in the reference's memory
-    formats (channels-last from the first squeeze on), going forward and in reverse, so
-    PyTorch runs them on the same paths."""
+    """With autograd, the drop-in's convolutions and BatchNorms see their inputs in the
+    reference's memory formats (channels-last from the first squeeze on), going forward and
+    in reverse, so PyTorch runs them on the same paths."""
     ref, fast = pair(reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP, 16, 1,
                      multiscale_args(num_scales))
     x, z = torch.rand(2, 1, 16, 16), torch.randn(2, 1, 16, 16)
@@ -313,6 +313,30 @@ def test_multiscale_keeps_the_references_layouts(device, backend, num_scales):
     assert layouts["fastflow"] == layouts["reference"]
     assert any(layouts["reference"][0]) == (num_scales > 1)  # channels-last after a squeeze
 
+
+
+@pytest.mark.parametrize("device,backend", BACKENDS)
+def test_multiscale_runs_channels_last_without_autograd(device, backend):
+    """Without autograd the drop-in's s/t networks run channels-last from their first
+    convolution on, in the first scale too (the reference runs NCHW there), going forward
+    and in reverse; its results still match the float64 reference. With autograd they keep
+    the reference's layouts (the test above)."""
+    ref, fast = pair(reference.multiscale.RealNVP, fastflow.nn.multiscale.RealNVP, 16, 1,
+                     multiscale_args())
+    ref64 = copy.deepcopy(ref).double()
+    x, noise, z = torch.rand(3, 1, 16, 16), torch.rand(3, 1, 16, 16), torch.randn(3, 1, 16, 16)
+    results = {}
+    for name, model, dtype in (("reference", ref, torch.float32), ("float64", ref64, torch.float64),
+                               ("fastflow", fast, torch.float32)):
+        with torch.no_grad(), fastflow.backend(backend):
+            forward = model.flows(*model._pre_process(x.to(dtype), noise.to(dtype)), reverse=False)
+            layouts = _layouts_seen(model, lambda: model(z.to(dtype), reverse=True),
+                                    kinds=torch.nn.Conv2d)
+            results[name] = (*forward, model(z.to(dtype), reverse=True)[0])
+    assert all(layouts)  # every convolution's input, the first scale's 2-channel ones too
+    for what, got, truth, own in zip(("z", "sldj", "x from z"), results["fastflow"],
+                                     results["float64"], results["reference"]):
+        assert_matches_float64(got, truth, what, reference=own)
 
 def test_multiscale_nan_policy():
     torch.manual_seed(0)
