@@ -358,7 +358,8 @@ def test_multiscale_nan_policy():
 
 
 @pytest.mark.parametrize("device,backend", BACKENDS)
-def test_compile_fullgraph(device, backend):
+@pytest.mark.parametrize("autograd", [True, False])  # the multi-scale drop-in's layouts differ
+def test_compile_fullgraph(device, backend, autograd):
     torch.manual_seed(0)
     models = {
         "mlp_realnvp": (fastflow.nn.mlp_realnvp.RealNVP(6, 16, 2), lambda m, x: m.layers[0](x),
@@ -368,7 +369,7 @@ def test_compile_fullgraph(device, backend):
         "multiscale": (fastflow.nn.multiscale.RealNVP(8, 1, multiscale_args()).eval(),
                        lambda m, x: m(x), torch.rand(2, 1, 8, 8)),
     }
-    with fastflow.backend(backend):
+    with fastflow.backend(backend), torch.set_grad_enabled(autograd):
         for name, (model, call, x) in models.items():
             torch._dynamo.reset()
             compiled = torch.compile(lambda x: call(model, x), fullgraph=True, backend="aot_eager")
