@@ -314,7 +314,6 @@ def test_multiscale_keeps_the_references_layouts(device, backend, num_scales):
     assert any(layouts["reference"][0]) == (num_scales > 1)  # channels-last after a squeeze
 
 
-
 @pytest.mark.parametrize("device,backend", BACKENDS)
 def test_multiscale_runs_channels_last_without_autograd(device, backend):
     """Without autograd the drop-in's s/t networks run channels-last from their first
@@ -325,18 +324,20 @@ def test_multiscale_runs_channels_last_without_autograd(device, backend):
                      multiscale_args())
     ref64 = copy.deepcopy(ref).double()
     x, noise, z = torch.rand(3, 1, 16, 16), torch.rand(3, 1, 16, 16), torch.randn(3, 1, 16, 16)
-    results = {}
+    results, layouts = {}, {}
     for name, model, dtype in (("reference", ref, torch.float32), ("float64", ref64, torch.float64),
                                ("fastflow", fast, torch.float32)):
         with torch.no_grad(), fastflow.backend(backend):
             forward = model.flows(*model._pre_process(x.to(dtype), noise.to(dtype)), reverse=False)
-            layouts = _layouts_seen(model, lambda: model(z.to(dtype), reverse=True),
-                                    kinds=torch.nn.Conv2d)
+            layouts[name] = _layouts_seen(model, lambda: model(z.to(dtype), reverse=True),
+                                          kinds=torch.nn.Conv2d)
             results[name] = (*forward, model(z.to(dtype), reverse=True)[0])
-    assert all(layouts)  # every convolution's input, the first scale's 2-channel ones too
+    assert not all(layouts["reference"])  # its first scale: NCHW
+    assert all(layouts["fastflow"])  # every convolution's input, the first scale's too
     for what, got, truth, own in zip(("z", "sldj", "x from z"), results["fastflow"],
                                      results["float64"], results["reference"]):
         assert_matches_float64(got, truth, what, reference=own)
+
 
 def test_multiscale_nan_policy():
     torch.manual_seed(0)
