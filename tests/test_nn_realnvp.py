@@ -327,11 +327,13 @@ def test_multiscale_runs_channels_last_without_autograd(device, backend):
     results, layouts = {}, {}
     for name, model, dtype in (("reference", ref, torch.float32), ("float64", ref64, torch.float64),
                                ("fastflow", fast, torch.float32)):
+        inverse = []
         with torch.no_grad(), fastflow.backend(backend):
             forward = model.flows(*model._pre_process(x.to(dtype), noise.to(dtype)), reverse=False)
-            layouts[name] = _layouts_seen(model, lambda: model(z.to(dtype), reverse=True),
-                                          kinds=torch.nn.Conv2d)
-            results[name] = (*forward, model(z.to(dtype), reverse=True)[0])
+            layouts[name] = _layouts_seen(
+                model, lambda: inverse.append(model(z.to(dtype), reverse=True)[0]),
+                kinds=torch.nn.Conv2d)
+        results[name] = (*forward, *inverse)
     assert not all(layouts["reference"])  # its first scale: NCHW
     assert all(layouts["fastflow"])  # every convolution's input, the first scale's too
     for what, got, truth, own in zip(("z", "sldj", "x from z"), results["fastflow"],
