@@ -66,6 +66,22 @@ def _channels_last_without_autograd(conv, args):
     return (args[0].contiguous(memory_format=torch.channels_last),)
 
 
+class _WeightNormInLayout(torch.nn.Module):
+    """The weight_norm parametrization of a convolution, w = g·v/‖v‖ per output channel (as
+    torch's), with w in v's memory format. torch's makes w contiguous (copying a
+    channels-last v), and a convolution on a channels-last input then copies w back to
+    channels-last, forward and backward: four weight copies per 3x3 convolution and step.
+    Here a channels-last v's norm runs on its NHWC view, which is contiguous."""
+
+    def forward(self, weight_g, weight_v):
+        if weight_v.is_contiguous():
+            return torch._weight_norm(weight_v, weight_g, 0)
+        return torch._weight_norm(weight_v.permute(0, 2, 3, 1), weight_g, 0).permute(0, 3, 1, 2)
+
+    def right_inverse(self, weight):
+        return torch.norm_except_dim(weight, 2, 0), weight
+
+
 class CouplingLayer(reference.multiscale.CouplingLayer):
     """The multi-scale RealNVP's CouplingLayer: the ResNet s/t network as in the reference,
     then the masking, rescale·tanh, exp, affine map and log-det in one kernel that reads st
@@ -76,6 +92,16 @@ class CouplingLayer(reference.multiscale.CouplingLayer):
     def __init__(self, in_channels, mid_channels, num_blocks, mask_type, reverse_mask):
         super().__init__(in_channels, mid_channels, num_blocks, mask_type, reverse_mask)
         self.st_net.in_conv.register_forward_pre_hook(_channels_last_without_autograd)
+        if mask_type == MaskType.CHANNEL_WISE:
+            # Its input comes from a squeeze, channels-last going forward and in reverse (as the
+            # reference's): its weights in the same format, so that no convolution copies its
+            # own. On a 2-core AMD EPYC (Zen 5) a 3x3 convolution of a 128-channel 7x7 input
+            # ran 6-8% faster forward and backward, weight norm included.
+            for conv in self.st_net.modules():
+                if isinstance(conv, torch.nn.Conv2d):
+                    weight = conv.parametrizations.weight
+                    weight.original1.data = weight.original1.data.contiguous(memory_format=torch.channels_last)
+                    weight[0] = _WeightNormInLayout()
 
     def forward(self, x, sldj=None, reverse=True):
         channel_wise = self.mask_type == MaskType.CHANNEL_WISE
