@@ -59,8 +59,9 @@ def _channels_last_without_autograd(conv, args):
     NCHW (its input has one channel, for which PyTorch keeps NCHW), where oneDNN's 64-channel
     14x14 convolutions are slow: channels-last made that scale's ResNet 1.4-1.8x faster
     forward on a 2-core AMD EPYC (Zen 5). With autograd the reference's layouts stay:
-    PyTorch's channels-last BatchNorm backward sums less accurately (3x the error of its
-    NCHW one), which showed in the gradients that BatchNorm makes zero but for its eps."""
+    PyTorch's channels-last train-mode BatchNorm computes its batch statistics less
+    accurately (about 10x the error of its NCHW one), which showed in the gradients that
+    BatchNorm makes zero but for its eps."""
     if torch.is_grad_enabled():
         return None
     return (args[0].contiguous(memory_format=torch.channels_last),)
