@@ -8,7 +8,8 @@ torch.backends.cudnn.benchmark does.
 
 A shape class is the op, device type, dtype, thread count, whether gradients are needed,
 and the op's sizes, with the batch rounded up to a power of 2. The reference (the first
-candidate) is kept unless another is at least MARGIN faster: a tie stays on the reference.
+candidate) is kept unless another is at least MARGIN faster, by the median over interleaved
+rounds of the two calls' time ratio: a tie stays on the reference.
 
 FASTFLOW_AUTOTUNE=0 (set before the first call) turns the measuring off: 'auto' then runs
 the reference wherever it would measure, the same choice on every run. Under torch.compile
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -28,19 +30,25 @@ import torch
 ENV_VAR = "FASTFLOW_AUTOTUNE"
 MARGIN = 0.05  # a candidate must take at most 95% of the reference's time
 WARMUPS = 3  # untimed calls of each candidate first, interleaved (see decide)
-REPEATS = 5  # timed calls of each candidate, interleaved; the fastest counts
-CLOSE = 0.15  # a candidate within 15% of the reference's time: REPEATS more calls each
-LONG_CALL_S = 0.05  # a warm-up call longer than this: one timed call each (large inputs)
+REPEATS = 5  # timed rounds, each candidate called once per round
+CLOSE = 0.15  # a candidate within 15% of the reference's time: CLOSE_REPEATS more rounds
+CLOSE_REPEATS = 15
+LONG_CALL_S = 0.05  # a warm-up call longer than this: one timed round (large inputs)
 
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
     choice: str
     seconds: dict[str, float]  # candidate -> its fastest timed call
+    ratios: dict[str, float] = dataclasses.field(default_factory=dict)
+    # candidate -> the median over rounds of its time over the reference's in the same round
 
     def __str__(self) -> str:
+        if not self.seconds:
+            return self.choice
         times = ", ".join(f"{name} {s * 1e6:.0f} us" for name, s in self.seconds.items())
-        return f"{self.choice} ({times})" if times else self.choice
+        ratios = "".join(f"; {name} {r:.2f}x the reference per round" for name, r in self.ratios.items())
+        return f"{self.choice} ({times}{ratios})"
 
 
 _decisions: dict[tuple, Decision] = {}
@@ -64,15 +72,20 @@ def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]
 
     `candidates()` gives name -> a call to time, the reference first; it is called only
     when the class has no decision yet. Each call is made WARMUPS times to warm up, then
-    REPEATS times, interleaved with the others (once each, when a warm-up call took over
-    LONG_CALL_S), and REPEATS times more where a candidate came within CLOSE of the
-    reference.
+    timed in REPEATS rounds, each call once per round (one round, when a warm-up call took
+    over LONG_CALL_S), and CLOSE_REPEATS rounds more where a candidate came within CLOSE of
+    the reference. A candidate wins with the median over rounds of its time over the
+    reference's in the same round at most 1 - MARGIN.
 
     Why (2-core AMD EPYC, a shared VM): with one warm-up, the first calls of a fused kernel
     still page-faulted in its new buffers, and the 784-[512, 512]-784 MADE at batch 16, 1.4x
     the reference once warm, was timed slower than it (2.5 against 2.2 ms fwd+bwd). With
     three, its forward was still timed only 3-11% faster in three processes of six (a few
-    calls land on a slow moment), one of them under the 5% margin.
+    calls land on a slow moment), one of them under the 5% margin. Ratios within a round
+    compare calls made moments apart, where the fastest call of each (the rule before)
+    compared calls from different moments: the 2-D RealNVP's MLP forward+backward at batch
+    1024, 8% faster fused call by call (Zen 5), was timed 0.95x in one process (the reference
+    kept) and 0.57-0.85x in six others.
     """
     decision = _decisions.get(key)
     if decision is not None:
@@ -89,22 +102,28 @@ def decide(key: tuple, candidates: Callable[[], dict[str, Callable[[], object]]]
             longest = max(longest, time.perf_counter() - start)
         if longest > LONG_CALL_S:
             break
-    best = {name: float("inf") for name in calls}
+    times = {name: [] for name in calls}
 
-    def time_calls(rounds):
+    def time_rounds(rounds):
         for _ in range(rounds):
-            for name, call in calls.items():
+            # the order alternates: the call made second in a round ran ~1% slower
+            order = list(calls) if len(times[reference]) % 2 == 0 else list(reversed(calls))
+            for name in order:
                 start = time.perf_counter()
-                call()
-                best[name] = min(best[name], time.perf_counter() - start)
+                calls[name]()
+                times[name].append(time.perf_counter() - start)
 
-    time_calls(1 if longest > LONG_CALL_S else REPEATS)
-    if longest <= LONG_CALL_S and any(abs(best[name] / best[reference] - 1) < CLOSE
-                                      for name in calls if name != reference):
-        time_calls(REPEATS)
-    fastest = min(best, key=best.get)
-    choice = fastest if best[fastest] <= (1 - MARGIN) * best[reference] else reference
-    _decisions[key] = Decision(choice, best)
+    def ratios():
+        return {name: statistics.median(t / r for t, r in zip(times[name], times[reference]))
+                for name in calls if name != reference}
+
+    time_rounds(1 if longest > LONG_CALL_S else REPEATS)
+    if longest <= LONG_CALL_S and any(abs(r - 1) < CLOSE for r in ratios().values()):
+        time_rounds(CLOSE_REPEATS)
+    measured = ratios()
+    fastest = min(measured, key=measured.get, default=reference)
+    choice = fastest if fastest != reference and measured[fastest] <= 1 - MARGIN else reference
+    _decisions[key] = Decision(choice, {name: min(t) for name, t in times.items()}, measured)
     return choice
 
 

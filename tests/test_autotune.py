@@ -77,13 +77,38 @@ def test_long_calls_are_timed_once(monkeypatch):
 
 
 def test_close_candidates_are_timed_again():
-    """A candidate within CLOSE of the reference's time gets REPEATS more timed calls each;
-    a clear winner does not."""
+    """A candidate within CLOSE of the reference's time gets CLOSE_REPEATS more rounds; a
+    clear winner does not."""
     counts = {}
     candidates = {"torch": counting(0.002, counts, "torch"), "cpu": counting(0.0019, counts, "cpu")}
     autotune.decide(("op", "close"), lambda: candidates)
-    assert counts == {name: autotune.WARMUPS + 2 * autotune.REPEATS for name in candidates}
+    assert counts == {name: autotune.WARMUPS + autotune.REPEATS + autotune.CLOSE_REPEATS
+                      for name in candidates}
     counts.clear()
     candidates = {"torch": counting(0.004, counts, "torch"), "cpu": counting(0.0, counts, "cpu")}
     autotune.decide(("op", "clear"), lambda: candidates)
     assert counts == {name: autotune.WARMUPS + autotune.REPEATS for name in candidates}
+
+
+def test_decided_by_the_ratio_within_rounds():
+    """One lucky fast call of the reference does not decide: the candidate, twice as fast in
+    every round but that one, wins by the median of its per-round time ratios (the fastest
+    call of each would have kept the reference). The rounds alternate which call goes first."""
+    order = []
+    reference_calls = iter([0.004] * autotune.WARMUPS + [0.0] + [0.004] * 100)
+
+    def reference():
+        order.append("torch")
+        time.sleep(next(reference_calls))
+
+    def candidate():
+        order.append("cpu")
+        time.sleep(0.002)
+
+    key = ("op", "lucky")
+    assert autotune.decide(key, lambda: {"torch": reference, "cpu": candidate}) == "cpu"
+    decision = autotune.decisions()[key]
+    assert decision.seconds["torch"] < decision.seconds["cpu"]
+    assert 0.4 < decision.ratios["cpu"] < 0.6 and "cpu 0.5" in str(decision)
+    timed = order[2 * autotune.WARMUPS:]
+    assert timed[:4] == ["torch", "cpu", "cpu", "torch"]
