@@ -136,7 +136,8 @@ def autotune_decisions() -> str:
     decisions = autotune.decisions()
     if not decisions:
         return ""
-    lines = ["", "auto's measured choices (fastflow.autotune; best timed call of each candidate):"]
+    lines = ["", "auto's measured choices (fastflow.autotune; fastest timed call of each candidate, "
+             "and the median over rounds of its time over the reference's, which decides):"]
     lines += [f"  {autotune.describe(key)}: {decision}" for key, decision in decisions.items()]
     return "\n".join(lines) + "\n"
 
